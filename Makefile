@@ -1,0 +1,59 @@
+# meshhub: `make run` sets up and starts the embedded hub; `make test` runs the suite twice.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+export MESHHUB_DATA_DIR ?= $(CURDIR)/var
+
+# Production-mode test run: its own database (pytest-django creates test_meshhub) and
+# its own Redis DB number, flushed by the suite; nothing else in Redis is touched.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/meshhub
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
+PYTEST_ARGS ?=
+
+.PHONY: run install install-dev migrate test test-embedded test-production lint schemathesis bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt requirements.txt $(VENV)/.installed
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+migrate: install
+	$(PY) manage.py migrate --no-input -v 0
+
+run: migrate
+	$(PY) manage.py ensureadmin
+	$(PY) manage.py runhub
+
+test: install-dev lint test-embedded test-production schemathesis
+
+test-embedded: install-dev
+	@echo "=== pytest: embedded (SQLite, in-memory channel layer) ==="
+	env -u DATABASE_URL -u REDIS_URL MESHHUB_DATA_DIR=$$(mktemp -d) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-production: install-dev
+	@echo "=== pytest: production (PostgreSQL + Redis) ==="
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) MESHHUB_DATA_DIR=$$(mktemp -d) $(PY) -m pytest $(PYTEST_ARGS)
+
+schemathesis: install-dev
+	@echo "=== schemathesis against /api/schema/ ==="
+	env -u DATABASE_URL -u REDIS_URL $(PY) tests/schemathesis_run.py
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install-dev
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from audit.models import AuditEvent
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the chain is append-only, and the admin must not be a way around it."""
+
+    list_display = ("seq", "ts", "decision", "action", "actor_type", "actor_id", "scope", "target_type", "target_id", "reason")
+    list_filter = ("decision", "actor_type", "scope", "action", "ts")
+    search_fields = ("actor_id", "action", "target_id", "reason")
+    date_hierarchy = "ts"
+    ordering = ("-seq",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

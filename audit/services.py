@@ -1,0 +1,138 @@
+"""The only way into the audit log: `record()` for one event, `record_many()` for a batch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit import chain
+from audit.models import ActorType, AuditChainHead, AuditEvent, Decision
+
+logger = logging.getLogger("meshhub.audit")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked: a device, a user, an API token or the hub itself."""
+
+    type: str
+    id: str = ""
+
+    @classmethod
+    def system(cls, name: str = "meshhub") -> Actor:
+        return cls(ActorType.SYSTEM, name)
+
+
+@dataclass
+class Entry:
+    """One event waiting to be appended."""
+
+    actor: Actor
+    action: str
+    decision: str
+    scope: str = ""
+    target_type: str = ""
+    target_id: str = ""
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.decision not in Decision.values:
+            raise ValueError(f"decision must be one of {Decision.values}, not {self.decision!r}")
+        if self.actor.type not in ActorType.values:
+            raise ValueError(f"actor type must be one of {ActorType.values}, not {self.actor.type!r}")
+        if not self.action:
+            raise ValueError("an audit event needs an action")
+
+
+def record(
+    actor: Actor,
+    action: str,
+    decision: str,
+    *,
+    scope: str = "",
+    target_type: str = "",
+    target_id: object = "",
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the chain and return it."""
+    entry = Entry(actor, action, decision, scope, target_type, str(target_id), reason, details or {})
+    return record_many([entry])[0]
+
+
+def record_many(entries: Iterable[Entry]) -> list[AuditEvent]:
+    """Append a batch in one transaction: one lock, one INSERT, one head update.
+
+    This is the hot-path API (gateway frames, bulk commands): the per-event cost is the
+    hash, not a round trip. The caller's transaction, if any, owns the commit; a rolled
+    back caller rolls back its audit events with it, so record denials outside of work
+    that may roll back.
+    """
+    entries = list(entries)
+    if not entries:
+        return []
+    with transaction.atomic():
+        head = _lock_head()
+        now = timezone.now()
+        rows = [
+            {
+                "ts": now,
+                "actor_type": e.actor.type,
+                "actor_id": e.actor.id[:150],
+                "action": e.action[:100],
+                "scope": e.scope[:32],
+                "target_type": e.target_type[:50],
+                "target_id": e.target_id[:150],
+                "decision": e.decision,
+                "reason": e.reason,
+                "details": chain.normalize_details(e.details),
+            }
+            for e in entries
+        ]
+        events = [AuditEvent(**row) for row in chain.iter_links(head.hash, head.seq + 1, rows)]
+        AuditEvent.objects.bulk_create(events)
+        head.seq = events[-1].seq
+        head.hash = events[-1].hash
+        head.save(update_fields=["seq", "hash"])
+    for event in events:
+        if event.decision == Decision.DENY:
+            logger.info(
+                "denied %s",
+                event.action,
+                extra={"actor": f"{event.actor_type}:{event.actor_id}", "target": f"{event.target_type}:{event.target_id}", "reason": event.reason},
+            )
+    return events
+
+
+def _lock_head() -> AuditChainHead:
+    """Lock the head row, creating it race-free on the very first append (or after a flush)."""
+    head = AuditChainHead.objects.select_for_update().filter(id=1).first()
+    if head is None:
+        AuditChainHead.objects.bulk_create([AuditChainHead(id=1)], ignore_conflicts=True)
+        head = AuditChainHead.objects.select_for_update().get(id=1)
+    return head
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    checked: int
+    broken: chain.ChainBreak | None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+
+def verify() -> VerifyResult:
+    """Recompute the whole chain from the database (streamed, constant memory)."""
+    fields = ["id", *chain.HASHED_FIELDS, "prev_hash", "hash"]
+    events = AuditEvent.objects.order_by("seq").values(*fields).iterator(chunk_size=5000)
+    head = AuditChainHead.objects.filter(id=1).values_list("seq", "hash").first()
+    checked, broken = chain.verify_links(events, head)
+    return VerifyResult(checked, broken)

@@ -1,0 +1,379 @@
+"""REST API for the registry: devices, commands, groups. Thin: parse, check, call a service."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, renderers, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from audit.models import Decision
+from devices import services
+from devices.models import Capability, Command, CommandAction, CommandStatus, Device, DeviceStatus, Group
+from devices.telemetry import TelemetryQuery
+from hub.actors import actor_for_request
+from hub.permissions import audit_request, required_scope
+from hub.scopes import Scope
+
+COMMAND_FIELDS = {"action", "capability", "value", "ttl_s"}
+
+
+class CapabilitySerializer(serializers.ModelSerializer):
+    min = serializers.FloatField(source="min_value", allow_null=True, read_only=True)
+    max = serializers.FloatField(source="max_value", allow_null=True, read_only=True)
+
+    class Meta:
+        model = Capability
+        fields = ["name", "kind", "value_type", "unit", "min", "max", "enum_values", "writable"]
+
+
+class DeviceListSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Device
+        fields = ["node_id", "name", "device_type", "firmware_version", "status", "online", "last_seen", "reported", "desired"]
+
+
+class DeviceSerializer(DeviceListSerializer):
+    capabilities = CapabilitySerializer(many=True, read_only=True)
+    groups = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+
+    class Meta(DeviceListSerializer.Meta):
+        fields = [*DeviceListSerializer.Meta.fields, "metadata", "capabilities", "groups", "created_at", "updated_at"]
+
+
+class CommandSerializer(serializers.ModelSerializer):
+    node_id = serializers.CharField(source="device.node_id", read_only=True)
+
+    class Meta:
+        model = Command
+        fields = [
+            "id", "node_id", "action", "capability", "value", "scope", "status", "requested_by",
+            "created_at", "expires_at", "delivered_at", "completed_at", "result",
+        ]  # fmt: skip
+
+
+class CommandRequestSerializer(serializers.Serializer):
+    """Documents the body; validation is send_command's six levels, for one set of reasons."""
+
+    action = serializers.ChoiceField(choices=CommandAction.choices)
+    capability = serializers.CharField()
+    value = serializers.JSONField(required=False, help_text='JSON-typed: true, 21.5, "auto". Omit for get/toggle.')
+    ttl_s = serializers.IntegerField(required=False, min_value=1, help_text="Seconds until the command expires.")
+
+
+class NodeCommandRequestSerializer(CommandRequestSerializer):
+    node_id = serializers.CharField()
+
+
+class BatchRequestSerializer(serializers.Serializer):
+    commands = NodeCommandRequestSerializer(many=True)
+
+
+class RejectionSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    reason = serializers.CharField()
+    level = serializers.CharField(required=False)
+
+
+class OutcomeSerializer(serializers.Serializer):
+    node_id = serializers.CharField()
+    ok = serializers.BooleanField()
+    id = serializers.UUIDField(required=False)
+    status = serializers.CharField(required=False)
+    field = serializers.CharField(required=False)
+    reason = serializers.CharField(required=False)
+    level = serializers.CharField(required=False)
+
+
+class OutcomeListSerializer(serializers.Serializer):
+    results = OutcomeSerializer(many=True)
+    accepted = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+
+
+def rejection(field: str, reason: str) -> Response:
+    return Response({"field": field, "reason": reason}, status=status.HTTP_400_BAD_REQUEST)
+
+
+def command_body(request: Request, allowed: set[str]) -> dict[str, Any] | Response:
+    """The request body as a JSON object with only known keys, or the 400 to answer."""
+    body = request.data
+    if not isinstance(body, dict):
+        return rejection("body", f"expected a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        return rejection(unknown[0], f"unknown field '{unknown[0]}'; allowed: {', '.join(sorted(allowed))}")
+    return dict(body)
+
+
+def audited_rejection(request: Request, view: Any, response: Response) -> Response:
+    """A 400 built by hand (not raised) still lands in the audit log as a deny."""
+    audit_request(request, view, Decision.DENY, required_scope(request, view), response.data["reason"])
+    return response
+
+
+def outcomes_response(outcomes: list[services.CommandOutcome]) -> Response:
+    results = [o.as_dict() for o in outcomes]
+    accepted = sum(1 for r in results if r["ok"])
+    return Response({"results": results, "accepted": accepted, "rejected": len(results) - accepted})
+
+
+class DeviceFilter(django_filters.FilterSet):
+    group = django_filters.CharFilter(field_name="groups__name", label="Group name")
+    status = django_filters.ChoiceFilter(choices=DeviceStatus.choices)
+
+    class Meta:
+        model = Device
+        fields = ["device_type", "status", "online", "group", "firmware_version"]
+
+
+class CSVRenderer(renderers.BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: dict[str, Any] | None = None) -> bytes:
+        if not isinstance(data, dict) or "columns" not in data:
+            # Errors rendered for a CSV request: keep them readable as one row.
+            data = {"columns": ["field", "reason"], "rows": [[data.get("field", ""), data.get("reason", data)]] if isinstance(data, dict) else [["", data]]}
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(data["columns"])
+        writer.writerows(data["rows"])
+        return out.getvalue().encode("utf-8")
+
+
+def parse_when(value: str | None, field: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise serializers.ValidationError({field: f"'{value}' is not an ISO-8601 date-time"})
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
+    return parsed
+
+
+class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
+    """Devices and their state. Devices join through enrollment, not through this API."""
+
+    lookup_field = "node_id"
+    lookup_value_regex = r"[a-z0-9-]{1,64}"
+    filterset_class = DeviceFilter
+    search_fields = ["node_id", "name"]
+    ordering_fields = ["node_id", "name", "last_seen", "created_at"]
+    scope_map = {"PATCH": Scope.COMMAND, "POST": Scope.COMMAND}
+    audit_target_type = "device"
+
+    def get_queryset(self) -> QuerySet[Device]:
+        qs = Device.objects.all()
+        if self.action == "retrieve":
+            qs = qs.prefetch_related("capabilities", "groups")
+        return qs
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+        return DeviceListSerializer if self.action == "list" else DeviceSerializer
+
+    @extend_schema(responses=CapabilitySerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    def capabilities(self, request: Request, node_id: str) -> Response:
+        device = self.get_object()
+        return Response(CapabilitySerializer(device.capabilities.all(), many=True).data)
+
+    @extend_schema(
+        methods=["GET"],
+        responses=inline_serializer("DeviceState", fields={"reported": serializers.JSONField(), "desired": serializers.JSONField()}),
+    )
+    @extend_schema(
+        methods=["PATCH"],
+        request=OpenApiTypes.OBJECT,
+        description="Merge capability values into desired state (null clears one) and command the delta from reported.",
+        responses={
+            200: inline_serializer("DesiredResult", fields={"desired": serializers.JSONField(), "commands": CommandSerializer(many=True)}),
+            400: OpenApiTypes.OBJECT,
+        },
+    )
+    @action(detail=True, methods=["get", "patch"], filter_backends=[], pagination_class=None)
+    def desired(self, request: Request, node_id: str) -> Response:
+        device = self.get_object()
+        if request.method == "GET":
+            return Response({"reported": device.reported, "desired": device.desired})
+        try:
+            device, commands = services.set_desired(actor_for_request(request), device.node_id, request.data)
+        except services.DesiredRejected as rejected:
+            return Response(rejected.errors, status=status.HTTP_400_BAD_REQUEST)
+        return Response({"desired": device.desired, "commands": CommandSerializer(commands, many=True).data})
+
+    @extend_schema(
+        methods=["POST"],
+        request=CommandRequestSerializer,
+        responses={201: CommandSerializer, 400: RejectionSerializer},
+    )
+    @extend_schema(methods=["GET"], responses=CommandSerializer(many=True))
+    @action(detail=True, methods=["get", "post"], filter_backends=[])
+    def commands(self, request: Request, node_id: str) -> Response:
+        if request.method == "GET":
+            device = self.get_object()
+            page = self.paginate_queryset(device.commands.select_related("device").order_by("-created_at"))
+            return self.get_paginated_response(CommandSerializer(page, many=True).data)
+        body = command_body(request, COMMAND_FIELDS)
+        if isinstance(body, Response):
+            return audited_rejection(request, self, body)
+        try:
+            command = services.send_command(
+                actor_for_request(request), node_id, body.get("action"), body.get("capability"), body.get("value", services.MISSING), ttl_s=body.get("ttl_s")
+            )
+        except services.CommandRejected as rejected:
+            return Response(rejected.as_dict(), status=status.HTTP_400_BAD_REQUEST)
+        return Response(CommandSerializer(command).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("capability", str, description="Only this capability"),
+            OpenApiParameter("start", OpenApiTypes.DATETIME, description="Inclusive; default end − 24 h"),
+            OpenApiParameter("end", OpenApiTypes.DATETIME, description="Exclusive; default now"),
+            OpenApiParameter("bucket", int, description="Bucket width in seconds (60–86400); omitted = raw samples"),
+            OpenApiParameter("format", str, enum=["json", "csv"]),
+        ],
+        responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR},
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[renderers.JSONRenderer, CSVRenderer], filter_backends=[], pagination_class=None)
+    def telemetry(self, request: Request, node_id: str) -> Response:
+        device = self.get_object()
+        params = request.query_params
+        end = parse_when(params.get("end"), "end") or timezone.now()
+        start = parse_when(params.get("start"), "start") or end - timedelta(hours=24)
+        if start >= end:
+            raise serializers.ValidationError({"start": "start must be before end"})
+        if end - start > timedelta(days=366):
+            raise serializers.ValidationError({"start": "range is limited to 366 days"})
+        capability = params.get("capability") or None
+        if capability and not device.capabilities.filter(name=capability).exists():
+            raise serializers.ValidationError({"capability": f"device '{device.node_id}' has no capability '{capability}'"})
+        bucket_s: int | None = None
+        if params.get("bucket"):
+            try:
+                bucket_s = int(params["bucket"])
+            except ValueError:
+                raise serializers.ValidationError({"bucket": "bucket must be a whole number of seconds"}) from None
+            if not 60 <= bucket_s <= 86400:
+                raise serializers.ValidationError({"bucket": "bucket must be between 60 and 86400 seconds"})
+        query = TelemetryQuery(device, start, end, capability, bucket_s)
+        as_csv = request.accepted_renderer.format == "csv"
+        if bucket_s:
+            buckets = query.buckets()
+            if as_csv:
+                rows = [[b["ts"].isoformat(), b["capability"], b["avg"], b["min"], b["max"], b["count"]] for b in buckets]
+                return Response({"columns": ["bucket_start", "capability", "avg", "min", "max", "count"], "rows": rows}, headers=self._csv_headers(device))
+            return Response({"node_id": device.node_id, "start": start, "end": end, "bucket_s": bucket_s, "buckets": buckets})
+        samples, truncated = query.raw()
+        if as_csv:
+            rows = [[s["ts"].isoformat(), s["capability"], s["value"]] for s in samples]
+            return Response({"columns": ["ts", "capability", "value"], "rows": rows}, headers=self._csv_headers(device))
+        return Response({"node_id": device.node_id, "start": start, "end": end, "samples": samples, "truncated": truncated})
+
+    @staticmethod
+    def _csv_headers(device: Device) -> dict[str, str]:
+        return {"Content-Disposition": f'attachment; filename="{device.node_id}-telemetry.csv"'}
+
+
+class CommandFilter(django_filters.FilterSet):
+    node_id = django_filters.CharFilter(field_name="device__node_id")
+    status = django_filters.ChoiceFilter(choices=CommandStatus.choices)
+    action = django_filters.ChoiceFilter(choices=CommandAction.choices)
+
+    class Meta:
+        model = Command
+        fields = ["node_id", "status", "action", "capability"]
+
+
+class CommandViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The command outbox: create one, many, and follow their status."""
+
+    queryset = Command.objects.select_related("device").order_by("-created_at")
+    serializer_class = CommandSerializer
+    filterset_class = CommandFilter
+    ordering_fields = ["created_at", "expires_at", "status"]
+    scope_map = {"create": Scope.COMMAND, "batch": Scope.COMMAND}
+    audit_target_type = "command"
+
+    @extend_schema(request=NodeCommandRequestSerializer, responses={201: CommandSerializer, 400: RejectionSerializer})
+    def create(self, request: Request) -> Response:
+        body = command_body(request, COMMAND_FIELDS | {"node_id"})
+        if isinstance(body, Response):
+            return audited_rejection(request, self, body)
+        try:
+            command = services.send_command(
+                actor_for_request(request),
+                body.get("node_id"),
+                body.get("action"),
+                body.get("capability"),
+                body.get("value", services.MISSING),
+                ttl_s=body.get("ttl_s"),
+            )
+        except services.CommandRejected as rejected:
+            return Response(rejected.as_dict(), status=status.HTTP_400_BAD_REQUEST)
+        return Response(CommandSerializer(command).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=BatchRequestSerializer, responses={200: OutcomeListSerializer, 400: RejectionSerializer})
+    @action(detail=False, methods=["post"])
+    def batch(self, request: Request) -> Response:
+        """Up to 500 commands, each validated and created on its own; one result per item."""
+        body = command_body(request, {"commands"})
+        if isinstance(body, Response):
+            return audited_rejection(request, self, body)
+        items = body.get("commands")
+        if not isinstance(items, list) or not items:
+            return audited_rejection(request, self, rejection("commands", "commands must be a non-empty list"))
+        if len(items) > 500:
+            return audited_rejection(request, self, rejection("commands", f"at most 500 commands per batch, got {len(items)}"))
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                return audited_rejection(request, self, rejection(f"commands[{index}]", "each command must be a JSON object"))
+            unknown = sorted(set(item) - COMMAND_FIELDS - {"node_id"})
+            if unknown:
+                return audited_rejection(request, self, rejection(f"commands[{index}].{unknown[0]}", f"unknown field '{unknown[0]}'"))
+        return outcomes_response(services.send_many(actor_for_request(request), items))
+
+
+class GroupSerializer(serializers.ModelSerializer):
+    members = serializers.SlugRelatedField(many=True, slug_field="node_id", queryset=Device.objects.all(), required=False)
+
+    class Meta:
+        model = Group
+        fields = ["id", "name", "description", "members", "created_at"]
+
+
+class GroupViewSet(viewsets.ModelViewSet):
+    """Groups of devices; a group command fans out to every member."""
+
+    queryset = Group.objects.prefetch_related("members").order_by("name")
+    serializer_class = GroupSerializer
+    search_fields = ["name"]
+    filterset_fields = ["name"]
+    scope_map = {"command": Scope.COMMAND}
+    audit_target_type = "group"
+    lookup_value_regex = r"[0-9]+"
+
+    @extend_schema(request=CommandRequestSerializer, responses={200: OutcomeListSerializer, 400: RejectionSerializer})
+    @action(detail=True, methods=["post"])
+    def command(self, request: Request, pk: str) -> Response:
+        group = self.get_object()
+        body = command_body(request, COMMAND_FIELDS)
+        if isinstance(body, Response):
+            return audited_rejection(request, self, body)
+        outcomes = services.send_to_group(
+            actor_for_request(request), group, body.get("action"), body.get("capability"), body.get("value", services.MISSING), ttl_s=body.get("ttl_s")
+        )
+        return outcomes_response(outcomes)

@@ -1,0 +1,42 @@
+"""API error responses, and the audit events for refusals nobody recorded yet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from audit.models import Decision
+from hub.permissions import audit_request, required_scope
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[str]:
+    if isinstance(detail, dict):
+        out: list[str] = []
+        for key, value in detail.items():
+            out.extend(_flatten(value, f"{prefix}{key}: " if key != "non_field_errors" else prefix))
+        return out
+    if isinstance(detail, list):
+        return [line for item in detail for line in _flatten(item, prefix)]
+    return [f"{prefix}{detail}"]
+
+
+def audited_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, plus a deny event for 401/403 and for rejected writes (400/404/405/415)."""
+    response = exception_handler(exc, context)
+    request = context.get("request")
+    view = context.get("view")
+    if response is None or request is None or view is None or getattr(request, "_meshhub_denied", False):
+        return response
+    mutating = request.method not in ("GET", "HEAD", "OPTIONS")
+    if response.status_code in (401, 403) or (mutating and 400 <= response.status_code < 500):
+        if isinstance(exc, exceptions.ParseError):
+            reason = f"malformed request body: {exc.detail}"
+        elif isinstance(exc, exceptions.APIException):
+            reason = "; ".join(_flatten(exc.detail))
+        else:
+            reason = str(exc)
+        audit_request(request, view, Decision.DENY, required_scope(request, view), reason[:1000])
+    return response

@@ -1,0 +1,164 @@
+"""`manage.py runhub`: the embedded all-in-one hub.
+
+Daphne serves the ASGI app in this process; a Celery worker with embedded beat runs as a
+supervised child (restarted with backoff if it dies). SIGINT/SIGTERM stop Daphne, then
+the child's whole process group, so nothing outlives the hub; the child also gets
+SIGTERM from the kernel if this process dies without cleaning up (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+from django.db.migrations.executor import MigrationExecutor
+
+logger = logging.getLogger("meshhub.runhub")
+
+PR_SET_PDEATHSIG = 1
+STOP_GRACE_S = 15.0
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM when the hub process dies."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the normal shutdown path still stops the child
+
+
+class SupervisedProcess:
+    """Keeps one child process running until stop(); restarts it with capped backoff."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name=f"supervise-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> None:
+        # Own session: a terminal's Ctrl-C reaches only the hub, which then stops us in order.
+        self.proc = subprocess.Popen(self.argv, start_new_session=True, preexec_fn=_die_with_parent)
+        logger.info("%s started", self.name, extra={"pid": self.proc.pid})
+
+    def _supervise(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            assert self.proc is not None
+            try:
+                code = self.proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                continue
+            if self._stopping.is_set():
+                return
+            logger.error("%s exited with status %s; restarting in %.0fs", self.name, code, backoff, extra={"exit_code": code})
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, 30.0)
+            self._spawn()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        logger.info("stopping %s", self.name, extra={"pid": proc.pid})
+        try:
+            # The worker's main process shuts its pool and beat down itself (warm shutdown).
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop in %.0fs; killing it", self.name, STOP_GRACE_S)
+        except ProcessLookupError:
+            return
+        # Whatever is left of the group (pool children of a worker killed mid-shutdown) goes too.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def worker_argv(concurrency: int) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "hub", "worker", "--beat",
+        "--loglevel", settings.LOG_LEVEL, "--concurrency", str(concurrency),
+        "--hostname", "meshhub@%h",
+    ]  # fmt: skip
+
+
+def unapplied_migrations() -> list[str]:
+    connection = connections["default"]
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return [f"{migration.app_label}.{migration.name}" for migration, _ in plan]
+
+
+class Command(BaseCommand):
+    help = "Run the embedded hub: web (Daphne) and a supervised Celery worker with beat."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=settings.HTTP_HOST, help="address to bind (MESHHUB_HTTP_HOST)")
+        parser.add_argument("--port", type=int, default=settings.HTTP_PORT, help="HTTP port (MESHHUB_HTTP_PORT)")
+        parser.add_argument("--no-worker", action="store_true", help="do not start the Celery worker/beat child")
+        parser.add_argument("--concurrency", type=int, default=settings.WORKER_CONCURRENCY)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        pending = unapplied_migrations()
+        if pending:
+            raise CommandError(f"{len(pending)} migrations not applied (first: {pending[0]}); run `python manage.py migrate`")
+        connections.close_all()
+
+        # Importing daphne.server installs Twisted's asyncio reactor; it must come first.
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+
+        from hub.asgi import application
+
+        worker = None if options["no_worker"] else SupervisedProcess("celery worker+beat", worker_argv(options["concurrency"]))
+        host, port = options["host"], options["port"]
+
+        def ready() -> None:
+            for listener in server.listening_addresses:
+                logger.info("meshhub web listening on http://%s:%s/", listener[0], listener[1], extra={"host": listener[0], "port": listener[1]})
+            logger.info(
+                "mode %s, data dir %s",
+                "embedded" if settings.EMBEDDED else "production",
+                settings.DATA_DIR,
+                extra={
+                    "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+                    "channel_layer": settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1],
+                },
+            )
+
+        server = Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            signal_handlers=True,
+            ready_callable=ready,
+            verbosity=0,
+            http_timeout=None,
+            websocket_timeout=86400,
+        )
+        if worker is not None:
+            worker.start()
+        try:
+            server.run()
+        finally:
+            if worker is not None:
+                worker.stop()
+            logger.info("meshhub stopped")

@@ -1,0 +1,71 @@
+"""API tokens: how scripts authenticate. The secret is shown once and stored hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+TOKEN_PREFIX = "mh"
+
+
+def hash_secret(secret: str) -> str:
+    # The secret is 256 random bits, so one SHA-256 is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A bearer token `mh_<key>_<secret>`: `key` finds the row, the secret's hash proves it."""
+
+    key = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    scopes = models.JSONField(default=list, help_text="Subset of read-status, command, reset, ota, admin.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{TOKEN_PREFIX}_{self.key} ({self.user}, {', '.join(self.scopes)})"
+
+    @classmethod
+    def issue(cls, user: models.Model, scopes: list[str], *, name: str = "", expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+        """Create a token; returns the row and the plaintext, which is never stored."""
+        key = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        token = cls.objects.create(key=key, secret_hash=hash_secret(secret), user=user, name=name, scopes=scopes, expires_at=expires_at)
+        return token, f"{TOKEN_PREFIX}_{key}_{secret}"
+
+    @staticmethod
+    def split(plaintext: str) -> tuple[str, str] | None:
+        parts = plaintext.split("_", 2)
+        if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1] or not parts[2]:
+            return None
+        return parts[1], parts[2]
+
+    def matches(self, secret: str) -> bool:
+        return hmac.compare_digest(self.secret_hash, hash_secret(secret))
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+
+class Heartbeat(models.Model):
+    """Last time a background component proved it was alive (the worker, via beat)."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at.isoformat()}"

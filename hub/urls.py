@@ -1,0 +1,28 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from audit.api import AuditEventViewSet
+from devices.api import CommandViewSet, DeviceViewSet, GroupViewSet
+from hub import views
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("devices", DeviceViewSet, basename="device")
+router.register("commands", CommandViewSet, basename="command")
+router.register("groups", GroupViewSet, basename="group")
+router.register("audit", AuditEventViewSet, basename="audit")
+
+admin.site.site_header = "meshhub administration"
+admin.site.site_title = "meshhub admin"
+
+urlpatterns = [
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics, name="metrics"),
+    path("admin/", admin.site.urls),
+]

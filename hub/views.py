@@ -1,0 +1,83 @@
+"""Operational endpoints: /healthz for load balancers and humans, /metrics for Prometheus."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hub.metrics import registry
+from hub.models import Heartbeat
+
+
+def check_database() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return {"vendor": connection.vendor}
+
+
+def check_channel_layer() -> dict[str, Any]:
+    layer = get_channel_layer()
+    if layer is None:
+        raise RuntimeError("no channel layer configured")
+
+    async def roundtrip() -> None:
+        channel = await layer.new_channel("healthz.")
+        await layer.send(channel, {"type": "healthz.ping", "nonce": uuid.uuid4().hex})
+        await layer.receive(channel)
+
+    async_to_sync(roundtrip)()
+    return {"backend": type(layer).__name__}
+
+
+def check_broker() -> dict[str, Any]:
+    from hub.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        transport = conn.transport_cls
+    return {"transport": str(transport)}
+
+
+CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
+    "database": check_database,
+    "channel_layer": check_channel_layer,
+    "broker": check_broker,
+}
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when every component answers, 503 naming the one that does not."""
+    components: dict[str, dict[str, Any]] = {}
+    healthy = True
+    for name, check in CHECKS.items():
+        started = time.perf_counter()
+        try:
+            info = check()
+            components[name] = {"status": "ok", **info}
+        except Exception as exc:  # each failure is reported, not raised: that is the endpoint's job
+            healthy = False
+            components[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+        components[name]["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    body: dict[str, Any] = {"status": "ok" if healthy else "error", "mode": "embedded" if settings.EMBEDDED else "production", "components": components}
+    # Informational: a hub whose worker is starting has no stamp yet, and is still healthy.
+    beat = Heartbeat.objects.filter(name="worker").first()
+    body["worker_heartbeat"] = {"at": beat.at.isoformat(), "age_s": round((timezone.now() - beat.at).total_seconds(), 1)} if beat else None
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
