@@ -13,6 +13,12 @@ from rest_framework.test import APIClient
 from hub.models import ApiToken
 
 
+def pytest_configure(config: Any) -> None:
+    # Users in tests log in with throwaway passwords; 1M PBKDF2 rounds per user would
+    # dominate the suite. Enrollment codes name their hasher explicitly and stay PBKDF2.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _clean_redis_db() -> Iterator[None]:
     """Production runs use their own Redis DB number; flush only that one, before and after."""

@@ -26,6 +26,8 @@ def _flatten(detail: Any, prefix: str = "") -> list[str]:
 def audited_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, plus a deny event for 401/403 and for rejected writes (400/404/405/415)."""
     response = exception_handler(exc, context)
+    if response is not None and isinstance(exc, exceptions.ParseError):
+        response.data = {"field": "body", "reason": str(exc.detail)}
     request = context.get("request")
     view = context.get("view")
     if response is None or request is None or view is None or getattr(request, "_meshhub_denied", False):

@@ -137,7 +137,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "meshhub.sqlite3",
+            "NAME": Path(env("MESHHUB_SQLITE_PATH", str(DATA_DIR / "meshhub.sqlite3"))),
             "OPTIONS": {
                 # WAL lets readers run beside the one writer; IMMEDIATE takes the write
                 # lock at BEGIN so two writers queue on the busy timeout instead of failing
