@@ -179,9 +179,9 @@ def main() -> int:
     print(markdown_table(results))
     print()
     for label, result in results.items():
-        best = max(batched["per_s"] for batched in result["record_many"])
-        verdict = "met" if best >= BATCHING_GOAL_PER_S else "NOT met"
-        print(f"goal >= {BATCHING_GOAL_PER_S:,} audit appends/s with batching, {label}: {verdict} (best {best:,.0f} events/s)")
+        for batched in result["record_many"]:
+            verdict = "met" if batched["per_s"] >= BATCHING_GOAL_PER_S else "NOT met"
+            print(f"goal >= {BATCHING_GOAL_PER_S:,} audit appends/s with batching, {label}, batch={batched['batch']}: {verdict} ({batched['per_s']:,.0f} events/s)")
 
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")

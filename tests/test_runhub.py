@@ -1,0 +1,117 @@
+"""`manage.py runhub` as a real process: serves HTTP, runs beat + worker, stops with no orphans."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from audit.services import Actor
+from devices import services
+from devices.models import Command, CommandStatus
+from tests.factories import thermostat
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def hub_env() -> dict[str, str]:
+    """Point the child at this test's (migrated) database, whichever mode we run in."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    if settings.EMBEDDED:
+        env["MESHHUB_SQLITE_PATH"] = str(connection.settings_dict["NAME"])
+    else:
+        db = connection.settings_dict
+        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return env
+
+
+def read_until(proc: subprocess.Popen[str], pattern: str, deadline_s: float) -> re.Match[str]:
+    """Read the hub's log until a line matches; fail with the log if it never does."""
+    assert proc.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    seen: list[str] = []
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not selector.select(timeout=max(0.0, end - time.monotonic())):
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        match = re.search(pattern, line)
+        if match:
+            return match
+    raise AssertionError(f"never saw {pattern!r}; log:\n{''.join(seen[-40:])}")
+
+
+def process_group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def test_runhub_serves_runs_the_worker_and_stops_cleanly() -> None:
+    thermostat("sensor-1")
+    stale = services.send_command(Actor("user", "alice"), "sensor-1", "set", "setpoint", 20)
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    Command.objects.filter(pk=stale.pk).update(created_at=an_hour_ago, expires_at=an_hour_ago + timedelta(seconds=5))
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "runhub", "--port", str(port), "--concurrency", "1"],
+        env=hub_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        worker_pid = int(read_until(proc, r'"msg": "celery worker\+beat started", "pid": (\d+)', 60).group(1))
+        read_until(proc, rf"meshhub web listening on http://127\.0\.0\.1:{port}/", 60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            health = json.load(response)
+        assert health["status"] == "ok", health
+
+        # Beat schedules expire_commands and the worker runs it: the stale command expires.
+        read_until(proc, r"devices\.tasks\.expire_commands.*succeeded", 90)
+        assert Command.objects.get(pk=stale.pk).status == CommandStatus.EXPIRED
+        assert process_group_members(worker_pid), "the worker runs in its own process group"
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert process_group_members(worker_pid) == [], "no worker or pool process outlives the hub"
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)
