@@ -6,6 +6,7 @@ import django_filters
 from rest_framework import serializers, viewsets
 
 from audit.models import ActorType, AuditEvent, Decision
+from hub.filters import UtcIsoDateTimeFilter
 from hub.scopes import Scope
 
 
@@ -36,8 +37,8 @@ class AuditEventFilter(django_filters.FilterSet):
     actor = django_filters.CharFilter(field_name="actor_id", lookup_expr="icontains", label="Actor id contains")
     action = django_filters.CharFilter(field_name="action", lookup_expr="startswith", label="Action starts with")
     target = django_filters.CharFilter(field_name="target_id", label="Target id")
-    since = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="lt")
+    since = UtcIsoDateTimeFilter(field_name="ts", lookup_expr="gte", param="since")
+    until = UtcIsoDateTimeFilter(field_name="ts", lookup_expr="lt", param="until")
 
     class Meta:
         model = AuditEvent

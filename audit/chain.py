@@ -36,9 +36,21 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def scrub(value: Any) -> Any:
+    """Replace NUL characters, which PostgreSQL text and jsonb cannot store: the audit
+    log must record an attacker's input, not fail on it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
 def normalize_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
     """Round-trip through JSON so what is hashed equals what the database gives back."""
-    result: dict[str, Any] = json.loads(canonical_json(dict(details or {})))
+    result: dict[str, Any] = scrub(json.loads(canonical_json(dict(details or {}))))
     return result
 
 

@@ -84,13 +84,13 @@ def record_many(entries: Iterable[Entry]) -> list[AuditEvent]:
             {
                 "ts": now,
                 "actor_type": e.actor.type,
-                "actor_id": e.actor.id[:150],
-                "action": e.action[:100],
-                "scope": e.scope[:32],
-                "target_type": e.target_type[:50],
-                "target_id": e.target_id[:150],
+                "actor_id": chain.scrub(e.actor.id[:150]),
+                "action": chain.scrub(e.action[:100]),
+                "scope": chain.scrub(e.scope[:32]),
+                "target_type": chain.scrub(e.target_type[:50]),
+                "target_id": chain.scrub(e.target_id[:150]),
                 "decision": e.decision,
-                "reason": e.reason,
+                "reason": chain.scrub(e.reason),
                 "details": chain.normalize_details(e.details),
             }
             for e in entries

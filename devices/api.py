@@ -23,6 +23,7 @@ from devices import services
 from devices.models import Capability, Command, CommandAction, CommandStatus, Device, DeviceStatus, Group
 from devices.telemetry import TelemetryQuery
 from hub.actors import actor_for_request
+from hub.filters import to_utc
 from hub.permissions import audit_request, required_scope
 from hub.scopes import Scope
 
@@ -162,7 +163,7 @@ def parse_when(value: str | None, field: str) -> datetime | None:
         raise serializers.ValidationError({field: f"'{value}' is not an ISO-8601 date-time"})
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
-    return parsed
+    return to_utc(parsed, field)
 
 
 class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
@@ -347,8 +348,17 @@ class CommandViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.
         return outcomes_response(services.send_many(actor_for_request(request), items))
 
 
+class NodeIdField(serializers.SlugRelatedField):
+    """A device by node_id; refuses what could never be one before asking the database."""
+
+    def to_internal_value(self, data: Any) -> Device:
+        if not isinstance(data, str) or "\x00" in data:
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class GroupSerializer(serializers.ModelSerializer):
-    members = serializers.SlugRelatedField(many=True, slug_field="node_id", queryset=Device.objects.all(), required=False)
+    members = NodeIdField(many=True, slug_field="node_id", queryset=Device.objects.all(), required=False)
 
     class Meta:
         model = Group

@@ -116,15 +116,15 @@ def validate_command(node_id: Any, action: Any, capability: Any, value: Any, ttl
     ttl = resolve_ttl(ttl_s)
     if not isinstance(action, str) or action not in CommandAction.values:
         raise CommandRejected(1, "action", f"unknown action {action!r}; expected one of {', '.join(CommandAction.values)}")
-    if not isinstance(node_id, str) or not node_id:
-        raise CommandRejected(2, "node_id", f"node_id must be a non-empty string, got {node_id!r}")
+    if not isinstance(node_id, str) or not node_id or "\x00" in node_id:
+        raise CommandRejected(2, "node_id", f"node_id must be a non-empty string without NUL characters, got {node_id!r}")
     device = Device.objects.filter(node_id=node_id).first()
     if device is None:
         raise CommandRejected(2, "node_id", f"no device with node_id '{node_id}'")
     if device.status != DeviceStatus.PROVISIONED:
         raise CommandRejected(3, "node_id", f"device '{node_id}' is {device.status}: only provisioned devices take commands")
-    if not isinstance(capability, str) or not capability:
-        raise CommandRejected(4, "capability", f"capability must be a non-empty string, got {capability!r}")
+    if not isinstance(capability, str) or not capability or "\x00" in capability:
+        raise CommandRejected(4, "capability", f"capability must be a non-empty string without NUL characters, got {capability!r}")
     cap = device.capabilities.filter(name=capability).first()
     if cap is None:
         known = ", ".join(device.capabilities.values_list("name", flat=True)) or "none"

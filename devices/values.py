@@ -69,6 +69,8 @@ def check_value(spec: ValueSpec, value: Any) -> str | None:
     if vt == "string":
         if not isinstance(value, str):
             return f"{what} takes a string, got {_type_name(value)} {value!r}"
+        if "\x00" in value:
+            return f"{what} does not take NUL characters"
         if len(value) > MAX_STRING_LENGTH:
             return f"{what} takes at most {MAX_STRING_LENGTH} characters, got {len(value)}"
         return None

@@ -212,3 +212,22 @@ def test_it_lists_and_filters_commands(alice_api: APIClient) -> None:
     assert {c["capability"] for c in listed["results"]} == {"setpoint", "mode"}
     history = alice_api.get("/api/v1/devices/relay-1/commands/").json()
     assert [c["capability"] for c in history["results"]] == ["on"]
+
+
+def test_it_rejects_nul_characters_and_still_audits_the_attempt(alice_api: APIClient) -> None:
+    """Found by schemathesis on PostgreSQL: NUL in input must be a 400, never a 500."""
+    thermostat("sensor-1")
+    response = alice_api.post("/api/v1/commands/", {"node_id": "sensor-1\x00", "action": "get", "capability": "temperature"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["field"] == "node_id"
+    odd_key = alice_api.post("/api/v1/devices/sensor-1/commands/", {"act\x00ion": "get"}, format="json")
+    assert odd_key.status_code == 400
+    assert [d.reason for d in denies()][-1].startswith("unknown field 'act\ufffdion'")
+
+
+def test_it_accepts_only_json_bodies(alice_api: APIClient) -> None:
+    thermostat("sensor-1")
+    response = alice_api.post("/api/v1/devices/sensor-1/commands/", {"action": "get", "capability": "temperature"})  # multipart form
+    assert response.status_code == 415
+    assert not Command.objects.exists()
+    assert denies()[0].reason.startswith("Unsupported media type")

@@ -159,3 +159,13 @@ def test_it_serves_the_log_to_admin_tokens_with_filters(admin_api: APIClient, bo
     refused = bob_api.get("/api/v1/audit/")
     assert refused.status_code == 403
     assert AuditEvent.objects.filter(action="api.audit.list", decision="deny", reason="missing scope 'admin'").exists()
+
+
+@pytest.mark.django_db
+def test_it_answers_400_for_dates_postgresql_cannot_hold(admin_api: APIClient) -> None:
+    """Found by schemathesis: +17:23 is a valid Python offset but not a PostgreSQL one."""
+    response = admin_api.get("/api/v1/audit/", {"until": "0285-11-10T20:35:59.62+17:23"})
+    assert response.status_code == 200
+    far_past = admin_api.get("/api/v1/audit/", {"since": "0001-01-01T00:00:00+10:00"})
+    assert far_past.status_code == 400
+    assert "since" in far_past.json()
