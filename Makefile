@@ -51,6 +51,7 @@ schemathesis: install-dev
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy hub audit devices ota automation industrial
 
 bench: install-dev
 	$(PY) bench/run.py

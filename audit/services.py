@@ -15,6 +15,10 @@ from audit.models import ActorType, AuditChainHead, AuditEvent, Decision
 
 logger = logging.getLogger("meshhub.audit")
 
+# TextChoices.values builds a new list per access; the hot path checks against these.
+_DECISIONS = frozenset(Decision.values)
+_ACTOR_TYPES = frozenset(ActorType.values)
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -42,10 +46,10 @@ class Entry:
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.decision not in Decision.values:
-            raise ValueError(f"decision must be one of {Decision.values}, not {self.decision!r}")
-        if self.actor.type not in ActorType.values:
-            raise ValueError(f"actor type must be one of {ActorType.values}, not {self.actor.type!r}")
+        if self.decision not in _DECISIONS:
+            raise ValueError(f"decision must be one of {sorted(_DECISIONS)}, not {self.decision!r}")
+        if self.actor.type not in _ACTOR_TYPES:
+            raise ValueError(f"actor type must be one of {sorted(_ACTOR_TYPES)}, not {self.actor.type!r}")
         if not self.action:
             raise ValueError("an audit event needs an action")
 
@@ -77,7 +81,9 @@ def record_many(entries: Iterable[Entry]) -> list[AuditEvent]:
     entries = list(entries)
     if not entries:
         return []
-    with transaction.atomic():
+    # No savepoint when nested: if the insert fails, the caller's transaction is lost
+    # anyway, and a savepoint costs two round trips on every command.
+    with transaction.atomic(savepoint=False):
         head = _lock_head()
         now = timezone.now()
         rows = [

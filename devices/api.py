@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,7 +48,7 @@ class DeviceListSerializer(serializers.ModelSerializer):
 
 class DeviceSerializer(DeviceListSerializer):
     capabilities = CapabilitySerializer(many=True, read_only=True)
-    groups = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    groups: serializers.SlugRelatedField[Group] = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
 
     class Meta(DeviceListSerializer.Meta):
         fields = [*DeviceListSerializer.Meta.fields, "metadata", "capabilities", "groups", "created_at", "updated_at"]
@@ -144,7 +145,7 @@ class CSVRenderer(renderers.BaseRenderer):
     format = "csv"
     charset = "utf-8"
 
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: dict[str, Any] | None = None) -> bytes:
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Mapping[str, Any] | None = None) -> bytes:
         if not isinstance(data, dict) or "columns" not in data:
             # Errors rendered for a CSV request: keep them readable as one row.
             data = {"columns": ["field", "reason"], "rows": [[data.get("field", ""), data.get("reason", data)]] if isinstance(data, dict) else [["", data]]}

@@ -241,7 +241,7 @@ class DesiredRejected(Exception):
         self.errors = errors
 
 
-def set_desired(actor: Actor, node_id: str, changes: dict[str, Any], *, ttl_s: Any = None) -> tuple[Device, list[Command]]:
+def set_desired(actor: Actor, node_id: str, changes: Any, *, ttl_s: Any = None) -> tuple[Device, list[Command]]:
     """Merge `changes` into desired state (null clears a key) and command the delta.
 
     Every change is validated as a `set` before anything is written; one bad key

@@ -23,14 +23,14 @@ class EpochBucket(Func):
         super().__init__(expression)
         self.size = int(size)
 
-    def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+    def as_sqlite(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
         sql, params = compiler.compile(self.source_expressions[0])
         # '%%s' survives the backend's placeholder conversion as strftime's '%s'.
-        return f"(CAST(strftime('%%s', {sql}) AS INTEGER) / {self.size})", list(params)
+        return f"(CAST(strftime('%%s', {sql}) AS INTEGER) / {self.size})", tuple(params)
 
-    def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+    def as_postgresql(self, compiler: SQLCompiler, connection: Any, **extra: Any) -> Any:
         sql, params = compiler.compile(self.source_expressions[0])
-        return f"FLOOR(EXTRACT(EPOCH FROM {sql}) / {self.size})::bigint", list(params)
+        return f"FLOOR(EXTRACT(EPOCH FROM {sql}) / {self.size})::bigint", tuple(params)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ class RegistryCollector(Collector):
         yield commands
 
         audit = GaugeMetricFamily("meshhub_audit_events", "Audit events by decision", labels=["decision"])
-        for row in AuditEvent.objects.values("decision").annotate(n=Count("id")).order_by():
-            audit.add_metric([row["decision"]], row["n"])
+        for decision, n in AuditEvent.objects.values_list("decision").annotate(n=Count("id")).order_by():
+            audit.add_metric([decision], n)
         yield audit
 
         head = GaugeMetricFamily("meshhub_audit_chain_seq", "Sequence number of the last audit event")

@@ -140,8 +140,8 @@ class Command(BaseCommand):
                 "embedded" if settings.EMBEDDED else "production",
                 settings.DATA_DIR,
                 extra={
-                    "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
-                    "channel_layer": settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1],
+                    "database": connections["default"].vendor,
+                    "channel_layer": str(settings.CHANNEL_LAYERS["default"]["BACKEND"]).rsplit(".", 1)[-1],
                 },
             )
 
