@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from audit.models import AuditEvent
+from audit.models import AuditChainHead, AuditEvent
 
 
 @admin.register(AuditEvent)
@@ -26,3 +26,14 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(AuditChainHead)
+class AuditChainHeadAdmin(AuditEventAdmin):
+    """Where the chain ends; shown so an operator can compare it with `audit verify`."""
+
+    list_display = ("id", "seq", "hash")
+    list_filter = ()
+    search_fields = ()
+    date_hierarchy = None
+    ordering = ("id",)

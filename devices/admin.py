@@ -28,6 +28,15 @@ class DeviceAdmin(admin.ModelAdmin):
         return ("node_id", *fields) if obj is not None else fields
 
 
+@admin.register(Capability)
+class CapabilityAdmin(admin.ModelAdmin):
+    list_display = ("device", "name", "kind", "value_type", "unit", "min_value", "max_value", "writable")
+    list_filter = ("kind", "value_type", "writable")
+    search_fields = ("device__node_id", "name")
+    list_select_related = ("device",)
+    autocomplete_fields = ("device",)
+
+
 @admin.register(Group)
 class GroupAdmin(admin.ModelAdmin):
     list_display = ("name", "description", "member_count")

@@ -231,3 +231,23 @@ def test_it_accepts_only_json_bodies(alice_api: APIClient) -> None:
     assert response.status_code == 415
     assert not Command.objects.exists()
     assert denies()[0].reason.startswith("Unsupported media type")
+
+
+def test_session_users_get_the_scopes_of_their_roles(django_user_model: Any) -> None:
+    from django.contrib.auth.models import Group as Role
+
+    thermostat("sensor-1")
+    operator = django_user_model.objects.create_user("carol", password="carol-Pass-123")
+    operator.groups.add(Role.objects.create(name="operator"))
+    viewer = django_user_model.objects.create_user("dave", password="dave-Pass-123")
+    viewer.groups.add(Role.objects.create(name="viewer"))
+    body = {"action": "set", "capability": "setpoint", "value": 20}
+
+    as_operator = APIClient()
+    as_operator.force_login(operator)
+    assert as_operator.post("/api/v1/devices/sensor-1/commands/", body, format="json").status_code == 201
+    as_viewer = APIClient()
+    as_viewer.force_login(viewer)
+    assert as_viewer.get("/api/v1/devices/").status_code == 200
+    assert as_viewer.post("/api/v1/devices/sensor-1/commands/", body, format="json").status_code == 403
+    assert denies()[-1].actor_id == "dave"
