@@ -35,7 +35,8 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 DATA_DIR = Path(env("MESHHUB_DATA_DIR", str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Created private: it holds the database, the secret key and (later) encrypted CA keys.
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def write_private_file(path: Path, content: str) -> None:
