@@ -16,7 +16,7 @@ from hub.models import ApiToken
 def pytest_configure(config: Any) -> None:
     # Users in tests log in with throwaway passwords; 1M PBKDF2 rounds per user would
     # dominate the suite. Enrollment codes name their hasher explicitly and stay PBKDF2.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
 
 
 @pytest.fixture(scope="session", autouse=True)

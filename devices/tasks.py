@@ -11,3 +11,33 @@ from devices import services
 def expire_commands() -> int:
     """Open commands past expires_at become expired (idempotent: the update is conditional)."""
     return services.expire_commands()
+
+
+@shared_task(name="devices.tasks.refresh_crls", autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
+def refresh_crls() -> int:
+    """Re-sign every trusted CA's CRL daily, well before its 7-day next_update."""
+    from devices import identity
+
+    return identity.refresh_crls()
+
+
+@shared_task(name="devices.tasks.certificates_expiring")
+def certificates_expiring() -> list[str]:
+    """Certificates with < 30 days left; the gateway asks those devices for `cert.renew`."""
+    import logging
+
+    from devices import identity
+
+    certs = identity.certificates_expiring()
+    for cert in certs:
+        logging.getLogger("meshhub.identity").warning(
+            "certificate of %s expires %s", cert.device.node_id, cert.not_after.isoformat(), extra={"node_id": cert.device.node_id, "serial": cert.serial}
+        )
+    return [cert.device.node_id for cert in certs]
+
+
+@shared_task(name="devices.tasks.cleanup_provisioning", autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
+def cleanup_provisioning() -> dict[str, int]:
+    from devices import identity
+
+    return identity.cleanup_provisioning()

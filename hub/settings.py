@@ -73,6 +73,23 @@ ENROLL_PORT = int(env("MESHHUB_ENROLL_PORT", "8884"))
 CA_PASSPHRASE = env("MESHHUB_CA_PASSPHRASE")
 WORKER_CONCURRENCY = int(env("MESHHUB_WORKER_CONCURRENCY", "2"))
 
+# Devices: where they connect and what they are told. The device listeners bind all
+# interfaces (devices are on the LAN; mTLS guards the door); the address handed to
+# devices at enrollment is MESHHUB_PUBLIC_HOST, which must be reachable from them.
+DEVICE_BIND = env("MESHHUB_DEVICE_BIND", "0.0.0.0")  # noqa: S104
+PUBLIC_HOST = env("MESHHUB_PUBLIC_HOST", "127.0.0.1")
+TLS_SERVER_NAMES = sorted({"localhost", "127.0.0.1", socket.gethostname(), PUBLIC_HOST, *env_list("MESHHUB_TLS_SAN", "")})
+PKI_DIR = DATA_DIR / "pki"
+CERT_VALIDITY_DAYS = int(env("MESHHUB_CERT_VALIDITY_DAYS", "365"))
+CERT_RENEW_BEFORE_DAYS = 30
+UNUSED_CERT_DAYS = int(env("MESHHUB_UNUSED_CERT_DAYS", "7"))
+ENROLLMENT_TTL_S = int(env("MESHHUB_ENROLLMENT_TTL_S", "900"))
+ENROLL_MAX_FRAME = 16 * 1024
+ENROLL_HANDSHAKE_TIMEOUT_S = float(env("MESHHUB_ENROLL_HANDSHAKE_TIMEOUT_S", "10"))
+ENROLL_READ_TIMEOUT_S = float(env("MESHHUB_ENROLL_READ_TIMEOUT_S", "10"))
+ENROLL_ATTEMPTS_PER_MINUTE = int(env("MESHHUB_ENROLL_ATTEMPTS_PER_MINUTE", "10"))
+FACTORY_RESET_CONFIRM_S = 60
+
 # Commands that nobody answers expire; a caller may ask for less, never more.
 COMMAND_DEFAULT_TTL_S = int(env("MESHHUB_COMMAND_TTL_S", "300"))
 COMMAND_MAX_TTL_S = 24 * 3600
@@ -188,6 +205,9 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "expire-commands": {"task": "devices.tasks.expire_commands", "schedule": 5.0},
     "worker-heartbeat": {"task": "hub.tasks.heartbeat", "schedule": 30.0},
+    "refresh-crl": {"task": "devices.tasks.refresh_crls", "schedule": 24 * 3600.0},
+    "certificates-expiring": {"task": "devices.tasks.certificates_expiring", "schedule": 24 * 3600.0},
+    "cleanup-provisioning": {"task": "devices.tasks.cleanup_provisioning", "schedule": 3600.0},
 }
 
 # --- auth, i18n, static -----------------------------------------------------------------

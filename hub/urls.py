@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from audit.api import AuditEventViewSet
+from devices import views as device_views
 from devices.api import CommandViewSet, DeviceViewSet, GroupViewSet
 from hub import views
 
@@ -22,6 +23,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("pki/ca.pem", device_views.ca_pem, name="pki-ca"),
+    path("pki/crl.pem", device_views.crl_pem, name="pki-crl"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),

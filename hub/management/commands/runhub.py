@@ -1,6 +1,7 @@
 """`manage.py runhub`: the embedded all-in-one hub.
 
-Daphne serves the ASGI app in this process; a Celery worker with embedded beat runs as a
+Daphne serves the ASGI app in this process, and the device listeners (enrollment now,
+the mesh gateway next) run on Daphne's event loop; a Celery worker with embedded beat runs as a
 supervised child (restarted with backoff if it dies). SIGINT/SIGTERM stop Daphne, then
 the child's whole process group, so nothing outlives the hub; the child also gets
 SIGTERM from the kernel if this process dies without cleaning up (PR_SET_PDEATHSIG).
@@ -8,6 +9,7 @@ SIGTERM from the kernel if this process dies without cleaning up (PR_SET_PDEATHS
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import os
@@ -21,6 +23,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
+
+from devices import identity
+from hub.mesh.enroll import EnrollmentListener
 
 logger = logging.getLogger("meshhub.runhub")
 
@@ -115,24 +120,44 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=settings.HTTP_HOST, help="address to bind (MESHHUB_HTTP_HOST)")
         parser.add_argument("--port", type=int, default=settings.HTTP_PORT, help="HTTP port (MESHHUB_HTTP_PORT)")
         parser.add_argument("--no-worker", action="store_true", help="do not start the Celery worker/beat child")
+        parser.add_argument("--device-host", default=settings.DEVICE_BIND, help="address the device listeners bind (MESHHUB_DEVICE_BIND)")
+        parser.add_argument("--enroll-port", type=int, default=settings.ENROLL_PORT, help="enrollment port (MESHHUB_ENROLL_PORT)")
         parser.add_argument("--concurrency", type=int, default=settings.WORKER_CONCURRENCY)
 
     def handle(self, *args: Any, **options: Any) -> None:
         pending = unapplied_migrations()
         if pending:
             raise CommandError(f"{len(pending)} migrations not applied (first: {pending[0]}); run `python manage.py migrate`")
+        pki_files = identity.ensure_hub_identity()
         connections.close_all()
 
         # Importing daphne.server installs Twisted's asyncio reactor; it must come first.
         from daphne.endpoints import build_endpoint_description_strings
-        from daphne.server import Server
+        from daphne.server import Server, twisted_loop
+        from twisted.internet import defer, reactor
 
         from hub.asgi import application
+
+        enroll_listener = EnrollmentListener(options["device_host"], options["enroll_port"], pki_files)
+
+        def start_device_listeners() -> None:
+            """On Daphne's event loop, so web and device listeners share one process."""
+
+            def started(task: asyncio.Task[int]) -> None:
+                if task.exception() is not None:
+                    logger.critical("enrollment listener failed to start: %s", task.exception())
+                    server.stop()
+
+            twisted_loop.create_task(enroll_listener.start()).add_done_callback(started)
+            reactor.addSystemEventTrigger(
+                "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(enroll_listener.close(), loop=twisted_loop))
+            )
 
         worker = None if options["no_worker"] else SupervisedProcess("celery worker+beat", worker_argv(options["concurrency"]))
         host, port = options["host"], options["port"]
 
         def ready() -> None:
+            start_device_listeners()
             for listener in server.listening_addresses:
                 logger.info("meshhub web listening on http://%s:%s/", listener[0], listener[1], extra={"host": listener[0], "port": listener[1]})
             logger.info(

@@ -1,0 +1,1 @@
+"""Protocol core (MicroPython-compatible): framing and envelopes."""

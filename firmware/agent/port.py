@@ -1,0 +1,150 @@
+"""CPython port layer: keys and CSRs, TLS with CA pinning, the state directory.
+
+A MicroPython port provides the same functions with its own crypto and ssl modules; the
+protocol core in `core/` only calls these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import socket
+import ssl
+import time
+import uuid
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import verification
+from cryptography.x509.oid import NameOID
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+class PinError(Exception):
+    """The hub did not prove it holds a certificate from the pinned CA: nothing was sent."""
+
+
+def uuid4() -> str:
+    return str(uuid.uuid4())
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_key_and_csr(node_id: str) -> tuple[str, str]:
+    """A fresh P-256 key, generated here and never sent anywhere, and a CSR for it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)])).sign(key, hashes.SHA256())
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _fingerprint(der: bytes) -> str:
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def _peer_chain(sock: ssl.SSLSocket) -> list[bytes]:
+    """The certificates the server sent, leaf first (public API from Python 3.13)."""
+    getter = getattr(sock, "get_unverified_chain", None)
+    chain = getter() if getter is not None else sock._sslobj.get_unverified_chain()  # type: ignore[union-attr]
+    return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain or []]  # type: ignore[attr-defined]
+
+
+def _server_subject(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def verify_server(chain_der: list[bytes], fingerprint: str, host: str) -> x509.Certificate:
+    """Find the pinned CA among what the server sent and check the leaf against it:
+    signature, validity, serverAuth and the name we dialed. Returns the CA."""
+    fingerprint = fingerprint.lower()
+    if not fingerprint.startswith("sha256:"):
+        fingerprint = "sha256:" + fingerprint.replace(":", "")
+    if not chain_der:
+        raise PinError("the hub sent no certificate")
+    ca_der = next((der for der in chain_der if _fingerprint(der) == fingerprint), None)
+    if ca_der is None:
+        raise PinError(f"hub CA fingerprint mismatch: expected {fingerprint}, the hub offered {', '.join(_fingerprint(d) for d in chain_der[1:]) or 'no CA'}")
+    ca = x509.load_der_x509_certificate(ca_der)
+    leaf = x509.load_der_x509_certificate(chain_der[0])
+    verifier = verification.PolicyBuilder().store(verification.Store([ca])).build_server_verifier(_server_subject(host))
+    try:
+        verifier.verify(leaf, [])
+    except verification.VerificationError as exc:
+        raise PinError(f"the hub's certificate does not verify against the pinned CA for {host}: {exc}") from None
+    return ca
+
+
+def connect_pinned(host: str, port: int, fingerprint: str) -> Any:
+    """TLS to the enrollment port, trusting nothing but the CA with `fingerprint`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False  # checked below against the pinned CA, not the system store
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+    try:
+        sock = context.wrap_socket(raw, server_hostname=host)
+        verify_server(_peer_chain(sock), fingerprint, host)
+    except BaseException:
+        raw.close()
+        raise
+    return sock.makefile("rwb")
+
+
+def check_enrolled(body: dict[str, Any], fingerprint: str, key_pem: str) -> str | None:
+    """Is what the hub sent usable: our key, a client cert chaining to the pinned CA?"""
+    try:
+        cas = [x509.load_pem_x509_certificate(pem.encode()) for pem in body["ca_chain"]]
+        cert = x509.load_pem_x509_certificate(body["cert"].encode())
+        for field in ("mesh_host", "mesh_port", "hub_signing_key", "release_key"):
+            if field not in body:
+                return f"answer lacks {field}"
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"answer is malformed: {exc}"
+    if not any(_fingerprint(ca.public_bytes(serialization.Encoding.DER)) == fingerprint.lower() for ca in cas):
+        return "ca_chain does not contain the pinned CA"
+    try:
+        verification.PolicyBuilder().store(verification.Store(cas)).build_client_verifier().verify(cert, [])
+    except verification.VerificationError as exc:
+        return f"certificate does not verify as a client certificate: {exc}"
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(*public) != key.public_key().public_bytes(*public):
+        return "certificate is not for this device's key"
+    return None
+
+
+def _write_private(path: str, data: str) -> None:
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def save_identity(state_dir: str, node_id: str, key_pem: str, body: dict[str, Any], fingerprint: str) -> None:
+    """key.pem, cert.pem, ca.pem and hub.json, all 0600 in a 0700 directory."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    _write_private(os.path.join(state_dir, "key.pem"), key_pem)
+    _write_private(os.path.join(state_dir, "cert.pem"), body["cert"])
+    _write_private(os.path.join(state_dir, "ca.pem"), "".join(body["ca_chain"]))
+    hub = {
+        "node_id": node_id,
+        "ca_fingerprint": fingerprint.lower(),
+        "mesh_host": body["mesh_host"],
+        "mesh_port": body["mesh_port"],
+        "hub_signing_key": body["hub_signing_key"],
+        "release_key": body["release_key"],
+        "enrolled_at_ms": now_ms(),
+    }
+    _write_private(os.path.join(state_dir, "hub.json"), json.dumps(hub, indent=2))

@@ -1,0 +1,48 @@
+"""`manage.py runmesh`: the device listeners alone (enrollment now, the mesh gateway next),
+for scale-out beside Daphne and Celery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from devices import identity
+from hub.mesh.enroll import EnrollmentListener
+
+logger = logging.getLogger("meshhub.runmesh")
+
+
+class Command(BaseCommand):
+    help = "Run the device listeners (enrollment port) until SIGINT/SIGTERM."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=settings.DEVICE_BIND)
+        parser.add_argument("--enroll-port", type=int, default=settings.ENROLL_PORT)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass  # the stock loop works, with more memory per TLS connection
+        asyncio.run(self.serve(options["host"], options["enroll_port"]))
+
+    async def serve(self, host: str, enroll_port: int) -> None:
+        from asgiref.sync import sync_to_async
+
+        files = await sync_to_async(identity.ensure_hub_identity)()
+        listener = EnrollmentListener(host, enroll_port, files)
+        await listener.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await listener.close()
+        logger.info("device listeners stopped")

@@ -1,0 +1,1 @@
+"""The device-facing listeners: enrollment (server-auth TLS) and, later, the mTLS mesh gateway."""
