@@ -8,15 +8,8 @@ from django.http import HttpRequest
 from audit.models import AuditChainHead, AuditEvent
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AppendOnlyAdmin(admin.ModelAdmin):
     """Read-only: the chain is append-only, and the admin must not be a way around it."""
-
-    list_display = ("seq", "ts", "decision", "action", "actor_type", "actor_id", "scope", "target_type", "target_id", "reason")
-    list_filter = ("decision", "actor_type", "scope", "action", "ts")
-    search_fields = ("actor_id", "action", "target_id", "reason")
-    date_hierarchy = "ts"
-    ordering = ("-seq",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -28,12 +21,17 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
 
+@admin.register(AuditEvent)
+class AuditEventAdmin(AppendOnlyAdmin):
+    list_display = ("seq", "ts", "decision", "action", "actor_type", "actor_id", "scope", "target_type", "target_id", "reason")
+    list_filter = ("decision", "actor_type", "scope", "action", "ts")
+    search_fields = ("actor_id", "action", "target_id", "reason")
+    date_hierarchy = "ts"
+    ordering = ("-seq",)
+
+
 @admin.register(AuditChainHead)
-class AuditChainHeadAdmin(AuditEventAdmin):
+class AuditChainHeadAdmin(AppendOnlyAdmin):
     """Where the chain ends; shown so an operator can compare it with `audit verify`."""
 
     list_display = ("id", "seq", "hash")
-    list_filter = ()
-    search_fields = ()
-    date_hierarchy = None
-    ordering = ("id",)

@@ -20,7 +20,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from audit.models import Decision
-from devices import services
+from devices import identity, services
+from devices.identity_api import CertificateSerializer, FactoryResetTicketSerializer, ReasonSerializer, TokenSerializer
 from devices.models import Capability, Command, CommandAction, CommandStatus, Device, DeviceStatus, Group
 from devices.telemetry import TelemetryQuery
 from hub.actors import actor_for_request
@@ -175,7 +176,14 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = DeviceFilter
     search_fields = ["node_id", "name"]
     ordering_fields = ["node_id", "name", "last_seen", "created_at"]
-    scope_map = {"PATCH": Scope.COMMAND, "POST": Scope.COMMAND}
+    scope_map = {
+        "PATCH": Scope.COMMAND,
+        "POST": Scope.COMMAND,
+        "revoke": Scope.ADMIN,
+        "provision_reset": Scope.RESET,
+        "factory_reset": Scope.RESET,
+        "factory_reset_confirm": Scope.RESET,
+    }
     audit_target_type = "device"
 
     def get_queryset(self) -> QuerySet[Device]:
@@ -284,6 +292,52 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
             rows = [[s["ts"].isoformat(), s["capability"], s["value"]] for s in samples]
             return Response({"columns": ["ts", "capability", "value"], "rows": rows}, headers=self._csv_headers(device))
         return Response({"node_id": device.node_id, "start": start, "end": end, "samples": samples, "truncated": truncated})
+
+    def _identity_call(self, request: Request, operation: Any) -> Response:
+        try:
+            return Response(operation())
+        except identity.IdentityError as exc:
+            return Response({"field": "node_id", "reason": exc.reason}, status=status.HTTP_400_BAD_REQUEST)
+
+    @extend_schema(request=ReasonSerializer, responses={200: CertificateSerializer(many=True)})
+    @action(detail=True, methods=["post"], filter_backends=[], pagination_class=None)
+    def revoke(self, request: Request, node_id: str) -> Response:
+        """Revoke every active certificate; the live session is closed within a second."""
+        device = self.get_object()
+        params = ReasonSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        actor = actor_for_request(request)
+        return self._identity_call(
+            request, lambda: CertificateSerializer(identity.revoke_device(actor, device.node_id, params.validated_data["reason"]), many=True).data
+        )
+
+    @extend_schema(request=None, responses={200: DeviceSerializer})
+    @action(detail=True, methods=["post"], url_path="provision-reset", filter_backends=[], pagination_class=None)
+    def provision_reset(self, request: Request, node_id: str) -> Response:
+        """Revoke, cancel pending commands, clear desired state; the device may enroll again."""
+        device = self.get_object()
+        actor = actor_for_request(request)
+        return self._identity_call(request, lambda: DeviceSerializer(identity.provision_reset(actor, device.node_id)).data)
+
+    @extend_schema(request=None, responses={200: FactoryResetTicketSerializer})
+    @action(detail=True, methods=["post"], url_path="factory-reset", filter_backends=[], pagination_class=None)
+    def factory_reset(self, request: Request, node_id: str) -> Response:
+        """Step one of two: returns a token to confirm with within 60 seconds."""
+        device = self.get_object()
+        reset, token = identity.request_factory_reset(actor_for_request(request), device.node_id)
+        return Response({"token": token, "expires_at": reset.expires_at})
+
+    @extend_schema(request=TokenSerializer, responses={200: DeviceSerializer})
+    @action(detail=True, methods=["post"], url_path="factory-reset/confirm", filter_backends=[], pagination_class=None)
+    def factory_reset_confirm(self, request: Request, node_id: str) -> Response:
+        device = self.get_object()
+        params = TokenSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        actor = actor_for_request(request)
+        try:
+            return Response(DeviceSerializer(identity.confirm_factory_reset(actor, device.node_id, params.validated_data["token"])).data)
+        except identity.IdentityError as exc:
+            return Response({"field": "token", "reason": exc.reason}, status=status.HTTP_400_BAD_REQUEST)
 
     @staticmethod
     def _csv_headers(device: Device) -> dict[str, str]:

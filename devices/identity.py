@@ -301,7 +301,7 @@ def _announce_crl_changed() -> None:
 
 def normalize_code(code: str) -> str:
     cleaned = code.upper().replace("-", "").replace(" ", "")
-    return cleaned.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+    return cleaned.translate(str.maketrans("OIL", "011"))
 
 
 def new_code() -> str:
@@ -420,8 +420,11 @@ def _issue_certificate(device: Device, parsed: pki.ParsedCSR, replaces: Certific
     )
 
 
-def complete_enrollment(code: Any, pin: Any, csr_pem: Any, peer: str) -> EnrollmentResult:
+def complete_enrollment(code: Any, pin: Any, csr_pem: Any, peer: str, node_id: Any = None) -> EnrollmentResult:
     """The enrollment port's work: check the CSR, the code and PIN, then issue the cert.
+
+    `node_id` is the enrollment the device claims (the CSR's CN when absent); the CSR's
+    CN must equal it.
 
     Failed attempts are committed (they count towards the lock) before the refusal is
     raised; every outcome is audited without the code or PIN.
@@ -436,11 +439,17 @@ def complete_enrollment(code: Any, pin: Any, csr_pem: Any, peer: str) -> Enrollm
             parsed = pki.parse_csr(csr_pem)
         except pki.CSRRejected as rejected:
             raise IdentityError(rejected.code, rejected.reason) from None
-        node_hint = parsed.common_name[:64]
+        if node_id is None:
+            node_id = parsed.common_name
+        if not isinstance(node_id, str):
+            raise IdentityError("bad_request", "body.node_id must be a string")
+        node_hint = node_id[:64]
         try:
-            node_id_validator(parsed.common_name)
+            node_id_validator(node_id)
         except Exception:
-            raise IdentityError("bad_node_id", f"csr common name '{node_hint}' is not a valid node id") from None
+            raise IdentityError("bad_node_id", f"'{node_hint}' is not a valid node id") from None
+        if parsed.common_name != node_id:
+            raise IdentityError("cn_mismatch", f"csr common name '{parsed.common_name[:64]}' does not match the node id '{node_id}' being enrolled")
         result = _redeem(parsed, normalize_code(code), pin or "")
     except IdentityError as refused:
         actor = Actor(ActorType.DEVICE, node_hint or f"unknown@{peer}")
@@ -775,6 +784,7 @@ def rotate_ca(actor: Actor) -> CertificateAuthority:
 
 def retire_ca(actor: Actor, ca: CertificateAuthority) -> None:
     """Stop trusting a non-active CA: devices still on its certificates are cut off."""
+    ca = CertificateAuthority.objects.get(pk=ca.pk)
     if ca.active:
         raise IdentityError("ca_active", "the active CA cannot be retired; rotate first")
     with transaction.atomic():

@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 from audit.api import AuditEventViewSet
 from devices import views as device_views
 from devices.api import CommandViewSet, DeviceViewSet, GroupViewSet
+from devices.identity_api import CertificateViewSet, EnrollmentViewSet
 from hub import views
 
 router = DefaultRouter(trailing_slash=True)
@@ -13,6 +14,8 @@ router.include_root_view = False
 router.register("devices", DeviceViewSet, basename="device")
 router.register("commands", CommandViewSet, basename="command")
 router.register("groups", GroupViewSet, basename="group")
+router.register("enrollments", EnrollmentViewSet, basename="enrollment")
+router.register("certificates", CertificateViewSet, basename="certificate")
 router.register("audit", AuditEventViewSet, basename="audit")
 
 admin.site.site_header = "meshhub administration"

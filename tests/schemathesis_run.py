@@ -85,7 +85,8 @@ def run_mode(mode: str) -> int:
     token = json.loads(manage(env, "createapitoken", "--user", "root", "--scopes", "read-status,command,reset,ota,admin", "--json"))["token"]
 
     port = free_port()
-    hub = subprocess.Popen([sys.executable, "manage.py", "runhub", "--no-worker", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    argv = [sys.executable, "manage.py", "runhub", "--no-worker", "--port", str(port), "--device-host", "127.0.0.1", "--enroll-port", str(free_port())]
+    hub = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     try:
         wait_healthy(port, hub)
         print(f"=== schemathesis ({mode}) against http://127.0.0.1:{port}/api/schema/ ===", flush=True)

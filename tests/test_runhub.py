@@ -86,9 +86,9 @@ def test_runhub_serves_runs_the_worker_and_stops_cleanly() -> None:
     an_hour_ago = timezone.now() - timedelta(hours=1)
     Command.objects.filter(pk=stale.pk).update(created_at=an_hour_ago, expires_at=an_hour_ago + timedelta(seconds=5))
 
-    port = free_port()
+    port, enroll_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "runhub", "--port", str(port), "--concurrency", "1"],
+        [sys.executable, "manage.py", "runhub", "--port", str(port), "--concurrency", "1", "--device-host", "127.0.0.1", "--enroll-port", str(enroll_port)],
         env=hub_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -97,6 +97,7 @@ def test_runhub_serves_runs_the_worker_and_stops_cleanly() -> None:
     try:
         worker_pid = int(read_until(proc, r'"msg": "celery worker\+beat started", "pid": (\d+)', 60).group(1))
         read_until(proc, rf"meshhub web listening on http://127\.0\.0\.1:{port}/", 60)
+        read_until(proc, rf"enrollment listening on 127\.0\.0\.1:{enroll_port}", 60)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
             health = json.load(response)
         assert health["status"] == "ok", health

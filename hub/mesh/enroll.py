@@ -15,6 +15,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import connections
 
 from audit.models import ActorType, Decision
 from audit.services import Actor, record
@@ -44,7 +45,7 @@ def _audit_refusal(peer: str, code: str, reason: str) -> None:
 
 @database_sync_to_async
 def _enroll(body: dict[str, Any], peer: str) -> dict[str, Any]:
-    result = identity.complete_enrollment(body.get("code"), body.get("pin"), body.get("csr"), peer)
+    result = identity.complete_enrollment(body.get("code"), body.get("pin"), body.get("csr"), peer, body.get("node_id"))
     return result.response_body()
 
 
@@ -73,6 +74,8 @@ class EnrollmentListener:
                 task.cancel()
             await asyncio.gather(*self._connections, return_exceptions=True)
             await self.server.wait_closed()
+        # The database thread keeps a connection for reuse; give it back on shutdown.
+        await database_sync_to_async(connections.close_all)()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -35,12 +35,12 @@ class Command(BaseCommand):
                 identity.ensure_hub_identity()
                 self.stdout.write(f"new active CA {ca.fingerprint}")
             elif action == "retire-ca":
-                ca = CertificateAuthority.objects.filter(fingerprint=options["fingerprint"]).first()
-                if ca is None:
+                retiring = CertificateAuthority.objects.filter(fingerprint=options["fingerprint"]).first()
+                if retiring is None:
                     raise CommandError(f"no CA with fingerprint {options['fingerprint']}")
-                identity.retire_ca(actor, ca)
+                identity.retire_ca(actor, retiring)
                 identity.ensure_hub_identity()
-                self.stdout.write(f"retired CA {ca.fingerprint}")
+                self.stdout.write(f"retired CA {retiring.fingerprint}")
             elif action == "refresh-crl":
                 self.stdout.write(f"refreshed the CRLs of {identity.refresh_crls()} CAs")
         except identity.IdentityError as exc:

@@ -20,7 +20,7 @@ def enroll(port, host, tcp_port, node_id, code, pin, fingerprint, state_dir):
     key_pem, csr_pem = port.new_key_and_csr(node_id)
     stream = port.connect_pinned(host, tcp_port, fingerprint)
     try:
-        body = {"code": code, "pin": pin, "csr": csr_pem}
+        body = {"node_id": node_id, "code": code, "pin": pin, "csr": csr_pem}
         stream.write(framing.encode(framing.envelope("enroll", body, port.uuid4(), port.now_ms())))
         stream.flush()
         answer = framing.read_frame(stream)

@@ -149,9 +149,11 @@ class Command(BaseCommand):
                     server.stop()
 
             twisted_loop.create_task(enroll_listener.start()).add_done_callback(started)
-            reactor.addSystemEventTrigger(
-                "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(enroll_listener.close(), loop=twisted_loop))
-            )
+
+            def close_listeners() -> defer.Deferred[None]:
+                return defer.Deferred.fromFuture(asyncio.ensure_future(enroll_listener.close(), loop=twisted_loop))
+
+            reactor.addSystemEventTrigger("before", "shutdown", close_listeners)  # type: ignore[arg-type]  # zope stubs count `self`
 
         worker = None if options["no_worker"] else SupervisedProcess("celery worker+beat", worker_argv(options["concurrency"]))
         host, port = options["host"], options["port"]
