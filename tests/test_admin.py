@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.test import Client
 from django.urls import reverse
 
+from audit.models import AuditEvent
 from audit.services import Actor, record
 from devices import services
 from tests.factories import GroupFactory, thermostat
@@ -67,3 +68,70 @@ def test_admin_creates_an_api_token_and_shows_it_once(root_client: Client, djang
     shown = [str(m) for m in response.context["messages"]]
     assert any(f"mh_{token.key}_" in m for m in shown)
     assert token.scopes == ["read-status"]
+
+
+def enrolled(node_id: str) -> Any:
+    from devices import identity
+    from tests.mesh_helpers import make_csr
+
+    ticket = identity.create_enrollment(Actor.system("test"), node_id)
+    _, csr = make_csr(node_id)
+    return identity.complete_enrollment(ticket.code, None, csr, "127.0.0.1", node_id).certificate
+
+
+def test_admin_revokes_a_device_after_asking_for_a_reason(root_client: Client) -> None:
+    from devices.models import Device
+
+    cert = enrolled("sensor-1")
+    url = reverse("admin:devices_device_changelist")
+    device = Device.objects.get(node_id="sensor-1")
+    ask = root_client.post(url, {"action": "revoke_devices", "_selected_action": [device.pk]})
+    assert ask.status_code == 200
+    assert b"Revoke devices" in ask.content and b'name="reason"' in ask.content
+    cert.refresh_from_db()
+    assert cert.status == "active", "nothing happens before confirmation"
+    missing_reason = root_client.post(url, {"action": "revoke_devices", "_selected_action": [device.pk], "apply": "Revoke"})
+    assert missing_reason.status_code == 200
+    cert.refresh_from_db()
+    assert cert.status == "active"
+    done = root_client.post(url, {"action": "revoke_devices", "_selected_action": [device.pk], "apply": "Revoke", "reason": "lost"}, follow=True)
+    assert done.status_code == 200
+    cert.refresh_from_db()
+    assert (cert.status, cert.revocation_reason) == ("revoked", "lost")
+    event = AuditEvent.objects.get(action="device.revoke")
+    assert (event.actor_type, event.actor_id, event.reason) == ("user", "root", "lost")
+
+
+def test_admin_factory_reset_is_two_steps_with_a_token(root_client: Client) -> None:
+    import re
+
+    from devices.models import Device
+
+    enrolled("sensor-1")
+    device = Device.objects.get(node_id="sensor-1")
+    url = reverse("admin:devices_device_changelist")
+    page = root_client.post(url, {"action": "factory_reset", "_selected_action": [device.pk]}).content.decode()
+    token = re.search(rf'name="token_{device.pk}" value="([^"]+)"', page).group(1)
+    forged = root_client.post(url, {"action": "factory_reset", "_selected_action": [device.pk], "apply": "1", f"token_{device.pk}": "forged"}, follow=True)
+    assert "invalid confirmation token" in forged.content.decode()
+    device.refresh_from_db()
+    assert device.status == "provisioned"
+    root_client.post(url, {"action": "factory_reset", "_selected_action": [device.pk], "apply": "1", f"token_{device.pk}": token}, follow=True)
+    device.refresh_from_db()
+    assert device.status == "unprovisioned"
+
+
+def test_admin_creates_an_enrollment_and_shows_the_code_once(root_client: Client) -> None:
+    from devices.models import Enrollment
+
+    response = root_client.post(
+        reverse("admin:devices_enrollment_add"), {"node_id": "relay-3", "device_type": "relay", "with_pin": "on", "ttl_s": 900}, follow=True
+    )
+    assert response.status_code == 200
+    shown = " ".join(str(m) for m in response.context["messages"])
+    assert "code <code>" in shown and "PIN" in shown and "<svg" in shown
+    assert Enrollment.objects.get(node_id="relay-3").status == "open"
+    enrolled("sensor-9")
+    refused = root_client.post(reverse("admin:devices_enrollment_add"), {"node_id": "sensor-9", "device_type": "generic", "ttl_s": 900})
+    assert refused.status_code == 200
+    assert "holds an active certificate" in refused.content.decode()

@@ -1,0 +1,322 @@
+"""Certificates issued per second from CSRs: pure signing, CRL builds, and the enrollment service.
+
+Run by `bench/run.py`, in one of two modes, each in its own process:
+
+- `--mode pure`: no database, no Django. `devices.pki.parse_csr` + `sign_device_csr` on
+  pre-generated P-256 CSRs (CN = node id), CSR signature verification alone, and
+  `devices.pki.build_crl` with many revoked entries.
+- `--mode service`: one database, picked by the environment as in `bench/commands_audit.py`
+  (DATABASE_URL set or not, MESHHUB_DATA_DIR). `devices.identity.create_enrollment()` for N
+  devices (untimed), then `complete_enrollment()` for each (timed); then the CRL rebuilt
+  from the database (`refresh_crls()`) with many revoked rows, and `revoke_certificate()`
+  of the enrolled certificates on top of them.
+
+Progress goes to stderr; the results are one line on stdout starting with RESULT_MARKER,
+followed by JSON.
+
+    python bench/pki_issue.py --mode pure
+    MESHHUB_DATA_DIR=$(mktemp -d) python bench/pki_issue.py --mode service            # SQLite
+    DATABASE_URL=postgres://... MESHHUB_DATA_DIR=$(mktemp -d) python bench/pki_issue.py --mode service
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
+
+RESULT_MARKER = "BENCH-RESULT "
+PURE_WARMUP = 50
+SERVICE_WARMUP = 2
+CRL_REPEATS = 5
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def rate(latencies: list[float], elapsed: float) -> dict[str, float]:
+    """Rate over the wall time plus per-call p50 and max, in milliseconds."""
+    n = len(latencies)
+    return {
+        "n": n,
+        "seconds": elapsed,
+        "per_s": n / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "max_ms": max(latencies) * 1000,
+    }
+
+
+def timed_each(items: list[Any], call: Callable[[Any], object]) -> dict[str, float]:
+    latencies: list[float] = []
+    start = time.perf_counter()
+    for item in items:
+        t0 = time.perf_counter()
+        call(item)
+        latencies.append(time.perf_counter() - t0)
+    return rate(latencies, time.perf_counter() - start)
+
+
+def make_csrs(node_ids: list[str]) -> list[str]:
+    """One fresh P-256 key and CSR (CN = node id) per node, as a device makes them."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    pems = []
+    for node_id in node_ids:
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)])).sign(key, hashes.SHA256())
+        pems.append(csr.public_bytes(serialization.Encoding.PEM).decode())
+    return pems
+
+
+# --- pure: devices.pki only -----------------------------------------------------------------
+
+
+def bench_signing(n: int) -> dict[str, Any]:
+    from cryptography import x509
+
+    from devices import pki
+
+    validity = dt.timedelta(days=365)
+    node_ids = [f"sensor-{i}" for i in range(n)]
+    warm_ids = [f"warm-{i}" for i in range(PURE_WARMUP)]
+    t0 = time.perf_counter()
+    csrs = make_csrs(node_ids)
+    warm_csrs = make_csrs(warm_ids)
+    generate_s = time.perf_counter() - t0
+    ca_key, ca_cert = pki.create_ca("meshhub bench CA")
+
+    def issue(item: tuple[str, str]) -> object:
+        pem, node_id = item
+        return pki.sign_device_csr(ca_key, ca_cert, pki.parse_csr(pem), node_id, validity)
+
+    for item in zip(warm_csrs, warm_ids, strict=True):
+        issue(item)
+
+    log(f"[pure] parse_csr + sign_device_csr x {n}")
+    issued: list[x509.Certificate] = []
+    results: dict[str, Any] = {"csrs": n, "generate_s": generate_s}
+
+    def issue_kept(item: tuple[str, str]) -> object:
+        issued.append(issue(item))
+        return None
+
+    results["parse_and_sign"] = timed_each(list(zip(csrs, node_ids, strict=True)), issue_kept)
+    assert len(issued) == n and all(c.subject.rfc4514_string() == f"CN={node_id}" for c, node_id in zip(issued, node_ids, strict=True))
+
+    log(f"[pure] parse_csr alone x {n}")
+    parsed: list[pki.ParsedCSR] = []
+
+    def parse_kept(pem: str) -> object:
+        parsed.append(pki.parse_csr(pem))
+        return None
+
+    results["parse_csr"] = timed_each(csrs, parse_kept)
+
+    log(f"[pure] csr load / signature check x {n}")
+    results["csr_load"] = timed_each(csrs, lambda pem: x509.load_pem_x509_csr(pem.encode()))
+    loaded = [x509.load_pem_x509_csr(pem.encode()) for pem in csrs]
+
+    def check(csr: x509.CertificateSigningRequest) -> object:
+        assert csr.is_signature_valid
+        return None
+
+    results["csr_verify"] = timed_each(loaded, check)
+
+    log(f"[pure] sign_device_csr alone x {n}")
+    results["sign"] = timed_each(list(zip(parsed, node_ids, strict=True)), lambda item: pki.sign_device_csr(ca_key, ca_cert, item[0], item[1], validity))
+    results["sign_and_pem"] = timed_each(
+        list(zip(parsed, node_ids, strict=True)),
+        lambda item: pki.cert_pem(pki.sign_device_csr(ca_key, ca_cert, item[0], item[1], validity)),
+    )
+    return results
+
+
+def bench_crl(sizes: list[int]) -> list[dict[str, Any]]:
+    from devices import pki
+
+    ca_key, ca_cert = pki.create_ca("meshhub bench CA")
+    now = pki.utcnow()
+    out = []
+    for size in sizes:
+        entries = [pki.RevokedEntry(pki.random_serial(), now - dt.timedelta(minutes=i)) for i in range(size)]
+        log(f"[pure] build_crl with {size} entries x {CRL_REPEATS}")
+        pki.build_crl(ca_key, ca_cert, entries[:10], 1)  # warm-up
+        samples = []
+        pem_bytes = 0
+        for number in range(CRL_REPEATS):
+            t0 = time.perf_counter()
+            crl = pki.build_crl(ca_key, ca_cert, entries, number + 2)
+            pem = pki.crl_pem(crl)
+            samples.append(time.perf_counter() - t0)
+            pem_bytes = len(pem)
+        assert len(crl) == size
+        out.append({"entries": size, "p50_ms": statistics.median(samples) * 1000, "min_ms": min(samples) * 1000, "pem_bytes": pem_bytes})
+    return out
+
+
+def run_pure(args: argparse.Namespace) -> dict[str, Any]:
+    import cryptography
+    from cryptography.hazmat.backends.openssl.backend import backend
+
+    return {
+        "cryptography": cryptography.__version__,
+        "openssl": backend.openssl_version_text(),
+        "signing": bench_signing(args.csrs),
+        "crl": bench_crl(args.crl_sizes),
+    }
+
+
+# --- service: devices.identity on one database ------------------------------------------------
+
+
+def bench_enrollment(n: int) -> dict[str, Any]:
+    from django.contrib.auth.hashers import check_password, get_hasher, make_password
+
+    from audit.services import Actor
+    from devices import identity
+    from devices.models import Certificate, CertificateStatus, Device, DeviceStatus, Enrollment, EnrollmentStatus
+
+    actor = Actor("user", "bench")
+    identity.active_ca()  # created on first use: not part of any enrollment
+    node_ids = [f"sensor-{i}" for i in range(n + SERVICE_WARMUP)]
+    csrs = make_csrs(node_ids)
+
+    log(f"[service] create_enrollment x {len(node_ids)} (untimed setup; one PBKDF2 hash each)")
+    t0 = time.perf_counter()
+    tickets = [identity.create_enrollment(actor, node_id, device_type="sensor") for node_id in node_ids]
+    create_s = time.perf_counter() - t0
+    jobs = [(ticket.code, csr, node_id) for ticket, csr, node_id in zip(tickets, csrs, node_ids, strict=True)]
+
+    def enroll(job: tuple[str, str, str]) -> object:
+        code, csr, node_id = job
+        return identity.complete_enrollment(code, None, csr, "127.0.0.1", node_id)
+
+    for job in jobs[:SERVICE_WARMUP]:
+        enroll(job)
+    log(f"[service] complete_enrollment x {n}")
+    results: dict[str, Any] = {"enrollments": n, "create_enrollment_s": create_s, "create_enrollment_per_s": len(node_ids) / create_s}
+    results["complete_enrollment"] = timed_each(jobs[SERVICE_WARMUP:], enroll)
+
+    issued = Certificate.objects.filter(status=CertificateStatus.ACTIVE, device__node_id__in=node_ids).count()
+    assert issued == len(node_ids), f"expected {len(node_ids)} active certificates, found {issued}"
+    assert Device.objects.filter(node_id__in=node_ids, status=DeviceStatus.PROVISIONED).count() == len(node_ids)
+    assert Enrollment.objects.filter(node_id__in=node_ids, status=EnrollmentStatus.USED).count() == len(node_ids)
+
+    # The one PBKDF2 verification complete_enrollment does without a PIN, alone.
+    hasher = get_hasher(identity.CODE_HASHER)
+    encoded = make_password(identity.normalize_code(tickets[0].code), hasher=identity.CODE_HASHER)
+    samples = []
+    for _ in range(5):
+        t1 = time.perf_counter()
+        assert check_password(identity.normalize_code(tickets[0].code), encoded)
+        samples.append(time.perf_counter() - t1)
+    results["pbkdf2_check"] = {"iterations": getattr(hasher, "iterations", None), "p50_ms": statistics.median(samples) * 1000}
+    return results
+
+
+def bench_service_crl(revoked: int, to_revoke: int) -> dict[str, Any]:
+    """`revoked` revoked rows (bulk-inserted), then refresh_crls() and revoke_certificate() on top."""
+    from cryptography import x509
+    from django.utils import timezone
+
+    from audit.services import Actor
+    from devices import identity, pki
+    from devices.models import Certificate, CertificateStatus, Device, DeviceStatus
+
+    ca = identity.active_ca()
+    device = Device.objects.create(node_id="bench-revoked", name="bench-revoked", device_type="sensor", status=DeviceStatus.REVOKED)
+    now = timezone.now()
+    rows = []
+    for i in range(revoked):
+        serial = format(pki.random_serial(), "x")
+        rows.append(
+            Certificate(
+                ca=ca,
+                device=device,
+                serial=serial,
+                fingerprint="sha256:" + secrets.token_hex(32),
+                pem="",
+                not_before=now - dt.timedelta(days=30),
+                not_after=now + dt.timedelta(days=335),
+                status=CertificateStatus.REVOKED,
+                revoked_at=now - dt.timedelta(minutes=i),
+                revocation_reason="bench",
+            )
+        )
+    Certificate.objects.bulk_create(rows, batch_size=500)
+
+    log(f"[service] refresh_crls with {revoked} revoked rows x {CRL_REPEATS}")
+    identity.refresh_crls()  # warm-up
+    samples = []
+    for _ in range(CRL_REPEATS):
+        t0 = time.perf_counter()
+        identity.refresh_crls()
+        samples.append(time.perf_counter() - t0)
+    ca.refresh_from_db()
+    listed = len(x509.load_pem_x509_crl(ca.crl_pem.encode()))
+    assert listed == revoked, f"CRL lists {listed} entries, expected {revoked}"
+    results: dict[str, Any] = {"revoked": revoked, "refresh_crls_p50_ms": statistics.median(samples) * 1000}
+
+    actor = Actor("user", "bench")
+    active = list(Certificate.objects.filter(status=CertificateStatus.ACTIVE).order_by("pk")[:to_revoke])
+    log(f"[service] revoke_certificate x {len(active)} on top of {revoked} revoked rows")
+    results["revoke_certificate"] = timed_each(active, lambda cert: identity.revoke_certificate(actor, cert, "bench: key compromise drill"))
+    ca.refresh_from_db()
+    listed = len(x509.load_pem_x509_crl(ca.crl_pem.encode()))
+    assert listed == revoked + len(active), f"CRL lists {listed} entries, expected {revoked + len(active)}"
+    return results
+
+
+def run_service(args: argparse.Namespace) -> dict[str, Any]:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from commands_audit import database_info
+
+    label = "PostgreSQL" if connection.vendor == "postgresql" else "SQLite"
+    log(f"[{label}] migrating")
+    call_command("migrate", verbosity=0, interactive=False)
+    results: dict[str, Any] = {"database": database_info()}
+    results["enrollment"] = bench_enrollment(args.enrollments)
+    results["crl"] = bench_service_crl(args.crl_rows, args.enrollments)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["pure", "service"], required=True)
+    parser.add_argument("--csrs", type=int, default=2000, help="pure: CSRs to parse and sign (default 2000)")
+    parser.add_argument(
+        "--crl-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 10000], help="pure: revoked entries per CRL (default 1000,10000)"
+    )
+    parser.add_argument("--enrollments", type=int, default=30, help="service: complete_enrollment() calls (default 30)")
+    parser.add_argument("--crl-rows", type=int, default=1000, help="service: revoked rows behind refresh_crls() (default 1000)")
+    args = parser.parse_args()
+    results = run_pure(args) if args.mode == "pure" else run_service(args)
+    print(RESULT_MARKER + json.dumps(results), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
