@@ -1,12 +1,21 @@
-"""meshhub benchmark: command and audit-append throughput on SQLite and PostgreSQL.
+"""meshhub benchmark: command and audit-append throughput, and certificate issuance, on SQLite and PostgreSQL.
 
-    python bench/run.py            # or: make bench
+    python bench/run.py                 # or: make bench (everything, about 2 minutes)
+    python bench/run.py --part audit    # commands and audit appends only
+    python bench/run.py --part pki      # certificates only
+    python bench/run.py --only sqlite   # one database only (the pure signing part still runs)
 
-Each database runs `bench/commands_audit.py` in its own process (Django reads its
-settings once per process): SQLite with DATABASE_URL unset and a fresh MESHHUB_DATA_DIR,
-PostgreSQL against a database that is dropped and recreated first. Redis is not used
-(REDIS_URL unset: in-memory channel layer). Prints `name: value unit` lines, then a
-markdown table; docs/performance.md records a run.
+Two parts, every worker in its own process (Django reads its settings once per process):
+
+- audit: `bench/commands_audit.py` once per database;
+- pki: `bench/pki_issue.py --mode pure` once (no database: CSR parsing, signing, CRL
+  builds), then `bench/pki_issue.py --mode service` once per database (the enrollment
+  service, CRL regeneration and revocation).
+
+SQLite runs with DATABASE_URL unset and a fresh MESHHUB_DATA_DIR, PostgreSQL against a
+database that is dropped and recreated before every worker. Redis is not used (REDIS_URL
+unset: in-memory channel layer). Prints `name: value unit` lines, then markdown tables;
+docs/performance.md records a run.
 """
 
 from __future__ import annotations
@@ -21,13 +30,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-WORKER = BENCH_DIR / "commands_audit.py"
+AUDIT_WORKER = BENCH_DIR / "commands_audit.py"
+PKI_WORKER = BENCH_DIR / "pki_issue.py"
 RESULT_MARKER = "BENCH-RESULT "
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/meshhub_bench"
 BATCHING_GOAL_PER_S = 5000
@@ -76,10 +87,10 @@ def recreate_postgres_database(url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def run_worker(label: str, env: dict[str, str], worker_args: list[str]) -> dict[str, Any]:
+def run_worker(label: str, env: dict[str, str], worker: Path, worker_args: list[str]) -> dict[str, Any]:
     print(f"=== {label} ===", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(WORKER), *worker_args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    proc = subprocess.run([sys.executable, str(worker), *worker_args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_MARKER):
             result: dict[str, Any] = json.loads(line[len(RESULT_MARKER) :])
@@ -119,11 +130,43 @@ def figures(result: dict[str, Any]) -> list[tuple[str, float, str]]:
     return rows
 
 
+def pure_figures(result: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """(name, value, unit) for the database-free certificate figures, in print order."""
+    signing = result["signing"]
+    rows: list[tuple[str, float, str]] = [
+        ("parse_csr + sign_device_csr", signing["parse_and_sign"]["per_s"], "certificates/s"),
+        ("parse_csr + sign_device_csr p50", signing["parse_and_sign"]["p50_ms"], "ms"),
+        ("parse_csr", signing["parse_csr"]["per_s"], "CSRs/s"),
+        ("csr signature check", signing["csr_verify"]["per_s"], "CSRs/s"),
+        ("sign_device_csr", signing["sign"]["per_s"], "certificates/s"),
+        ("sign_device_csr p50", signing["sign"]["p50_ms"], "ms"),
+    ]
+    for crl in result["crl"]:
+        rows.append((f"build_crl {crl['entries']:,} entries p50", crl["p50_ms"], "ms"))
+    return rows
+
+
+def service_figures(result: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """(name, value, unit) for one database's certificate-service figures, in print order."""
+    enrollment = result["enrollment"]
+    crl = result["crl"]
+    return [
+        ("complete_enrollment", enrollment["complete_enrollment"]["per_s"], "enrollments/s"),
+        ("complete_enrollment p50", enrollment["complete_enrollment"]["p50_ms"], "ms"),
+        ("complete_enrollment max", enrollment["complete_enrollment"]["max_ms"], "ms"),
+        ("PBKDF2 check_password alone p50", enrollment["pbkdf2_check"]["p50_ms"], "ms"),
+        (f"refresh_crls {crl['revoked']:,} revoked p50", crl["refresh_crls_p50_ms"], "ms"),
+        (f"revoke_certificate on {crl['revoked']:,} revoked", crl["revoke_certificate"]["per_s"], "revocations/s"),
+        (f"revoke_certificate on {crl['revoked']:,} revoked p50", crl["revoke_certificate"]["p50_ms"], "ms"),
+    ]
+
+
 def fmt(value: float, unit: str) -> str:
-    return f"{value:,.2f}" if unit.startswith("ms") else f"{value:,.0f}"
+    """Milliseconds and small rates (a few enrollments/s) with two decimals, other rates whole."""
+    return f"{value:,.2f}" if unit.startswith("ms") or value < 100 else f"{value:,.0f}"
 
 
-def markdown_table(results: dict[str, dict[str, Any]]) -> str:
+def markdown_table(results: dict[str, dict[str, Any]], figures: Callable[[dict[str, Any]], list[tuple[str, float, str]]] = figures) -> str:
     labels = list(results)
     per_db = {label: figures(result) for label, result in results.items()}
     first = per_db[labels[0]]
@@ -134,47 +177,23 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="Command and audit-append throughput on SQLite and PostgreSQL.")
-    parser.add_argument("--only", choices=["sqlite", "postgres"], help="run one database only")
-    parser.add_argument("--postgres-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_POSTGRES_URL), help="dropped and recreated at start")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("worker_args", nargs="*", help="passed to commands_audit.py after --, e.g. -- --commands 500")
-    args = parser.parse_args()
+def database_env(tmp: str, name: str, postgres_url: str | None) -> dict[str, str]:
+    """A fresh data directory (and, for PostgreSQL, a freshly recreated database) for one worker."""
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
+    env = base_env(str(data_dir))
+    if postgres_url is not None:
+        recreate_postgres_database(postgres_url)
+        env["DATABASE_URL"] = postgres_url
+    return env
 
-    machine = machine_info()
-    results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="meshhub-bench-") as tmp:
-        if args.only in (None, "sqlite"):
-            data_dir = Path(tmp, "sqlite")
-            data_dir.mkdir()
-            results["SQLite"] = run_worker("SQLite (embedded)", base_env(str(data_dir)), args.worker_args)
-        if args.only in (None, "postgres"):
-            recreate_postgres_database(args.postgres_url)
-            data_dir = Path(tmp, "postgres")
-            data_dir.mkdir()
-            env = base_env(str(data_dir))
-            env["DATABASE_URL"] = args.postgres_url
-            results["PostgreSQL"] = run_worker("PostgreSQL (production)", env, args.worker_args)
 
-    print("machine:")
-    print(f"  date: {machine['date_utc']}")
-    print(f"  nproc: {machine['nproc']}")
-    print(f"  cpu: {machine['cpu_model']}")
-    print(f"  memory: {machine['memory']}")
-    print(f"  kernel: {machine['kernel']}")
-    print(f"  python: {machine['python']}")
-    for label, result in results.items():
-        db = result["database"]
-        extra = ", ".join(f"{k}={v}" for k, v in db.items() if k not in {"vendor", "version"})
-        print(f"  {label}: {db['version']} ({extra})")
+def print_audit(results: dict[str, dict[str, Any]]) -> None:
     for label, result in results.items():
         print()
         print(f"{label} (run took {result['wall_s']:.1f} s; {result['verify']['n']:,} audit events in the chain):")
         for name, value, unit in figures(result):
             print(f"  {name}: {fmt(value, unit)} {unit}")
         print(f"  verify ok: {result['verify']['ok']}")
-
     print()
     print(markdown_table(results))
     print()
@@ -184,8 +203,87 @@ def main() -> int:
             verdict = "met" if rate >= BATCHING_GOAL_PER_S else "NOT met"
             print(f"goal >= {BATCHING_GOAL_PER_S:,} audit appends/s with batching, {label} batch={batched['batch']}: {verdict} ({rate:,.0f} events/s)")
 
+
+def print_pki(pure: dict[str, Any] | None, service: dict[str, dict[str, Any]]) -> None:
+    if pure is not None:
+        signing = pure["signing"]
+        print()
+        print(
+            f"Certificates, no database (run took {pure['wall_s']:.1f} s; {signing['csrs']:,} P-256 CSRs, median of "
+            f"{signing['parse_and_sign']['rounds']} passes, single thread; cryptography {pure['cryptography']}, {pure['openssl']}):"
+        )
+        for name, value, unit in pure_figures(pure):
+            print(f"  {name}: {fmt(value, unit)} {unit}")
+    for label, result in service.items():
+        enrollment = result["enrollment"]
+        print()
+        print(
+            f"Certificates, {label} (run took {result['wall_s']:.1f} s; {enrollment['enrollments']} enrollments, "
+            f"PBKDF2-SHA256 {enrollment['pbkdf2_check']['iterations']:,} iterations):"
+        )
+        for name, value, unit in service_figures(result):
+            print(f"  {name}: {fmt(value, unit)} {unit}")
+    if pure is not None:
+        print()
+        lines = ["| figure | unit | no database |", "|---|---|---:|"]
+        lines += [f"| {name} | {unit} | {fmt(value, unit)} |" for name, value, unit in pure_figures(pure)]
+        print("\n".join(lines))
+    if service:
+        print()
+        print(markdown_table(service, service_figures))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Command and audit-append throughput, and certificate issuance, on SQLite and PostgreSQL.")
+    parser.add_argument("--only", choices=["sqlite", "postgres"], help="run one database only")
+    parser.add_argument("--part", choices=["audit", "pki"], help="run one part only: commands and audit appends, or certificates")
+    parser.add_argument("--postgres-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_POSTGRES_URL), help="dropped and recreated before each worker")
+    parser.add_argument("--csrs", type=int, default=2000, help="pki: CSRs parsed and signed without a database (default 2000)")
+    parser.add_argument("--enrollments", type=int, default=30, help="pki: complete_enrollment() calls per database (default 30)")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("worker_args", nargs="*", help="passed to commands_audit.py after --, e.g. -- --commands 500")
+    args = parser.parse_args()
+
+    machine = machine_info()
+    databases = [(label, name) for label, name in (("SQLite", "sqlite"), ("PostgreSQL", "postgres")) if args.only in (None, name)]
+    descriptions = {"SQLite": "SQLite (embedded)", "PostgreSQL": "PostgreSQL (production)"}
+    results: dict[str, dict[str, Any]] = {}
+    pure: dict[str, Any] | None = None
+    service: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="meshhub-bench-") as tmp:
+        if args.part in (None, "audit"):
+            for label, name in databases:
+                env = database_env(tmp, name, args.postgres_url if name == "postgres" else None)
+                results[label] = run_worker(descriptions[label], env, AUDIT_WORKER, args.worker_args)
+        if args.part in (None, "pki"):
+            pure = run_worker(
+                "certificates, no database", base_env(tempfile.mkdtemp(prefix="pure-", dir=tmp)), PKI_WORKER, ["--mode", "pure", "--csrs", str(args.csrs)]
+            )
+            for label, name in databases:
+                env = database_env(tmp, f"pki-{name}", args.postgres_url if name == "postgres" else None)
+                service[label] = run_worker(
+                    f"certificates, {descriptions[label]}", env, PKI_WORKER, ["--mode", "service", "--enrollments", str(args.enrollments)]
+                )
+
+    print("machine:")
+    print(f"  date: {machine['date_utc']}")
+    print(f"  nproc: {machine['nproc']}")
+    print(f"  cpu: {machine['cpu_model']}")
+    print(f"  memory: {machine['memory']}")
+    print(f"  kernel: {machine['kernel']}")
+    print(f"  python: {machine['python']}")
+    for label in descriptions:
+        db = (results.get(label) or service.get(label) or {}).get("database")
+        if db:
+            extra = ", ".join(f"{k}={v}" for k, v in db.items() if k not in {"vendor", "version"})
+            print(f"  {label}: {db['version']} ({extra})")
+    if results:
+        print_audit(results)
+    if pure is not None or service:
+        print_pki(pure, service)
+
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": machine, "results": results, "pki": {"pure": pure, "service": service}}, indent=2) + "\n")
     return 0
 
 

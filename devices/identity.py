@@ -81,8 +81,17 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _decrypt(pem: str, what: str) -> pki.PrivateKey:
+    try:
+        return pki.decrypt_key(pem.encode(), passphrase())
+    except ValueError:
+        raise IdentityError(
+            "bad_passphrase", f"cannot decrypt the {what}: MESHHUB_CA_PASSPHRASE (or, when unset, the secret key) is not the one it was encrypted with"
+        ) from None
+
+
 def ca_material(ca: CertificateAuthority) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = pki.decrypt_key(ca.key_pem.encode(), passphrase())
+    key = _decrypt(ca.key_pem, f"key of CA {ca.fingerprint}")
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TypeError("CA key is not an EC key")
     return key, pki.load_cert(ca.cert_pem)
@@ -190,7 +199,7 @@ class PkiFiles:
 def ensure_hub_identity() -> PkiFiles:
     """Create whatever is missing (CA, server cert, hub and release keys), refresh a CRL
     near its next update, and write the listeners' files. Idempotent; run at start-up."""
-    active_ca()
+    ca_material(active_ca())  # a wrong passphrase fails here, by name, not deep inside ssl
     server = _ensure_server_cert()
     _ensure_signing_key(HubKeyKind.HUB_SIGNING)
     _ensure_signing_key(HubKeyKind.RELEASE_SIGNING)
@@ -218,7 +227,7 @@ def write_pki_files(server: HubKey | None = None) -> PkiFiles:
 
 def signing_key(kind: str = HubKeyKind.HUB_SIGNING) -> ed25519.Ed25519PrivateKey:
     hub_key = _ensure_signing_key(kind)
-    key = pki.decrypt_key(hub_key.key_pem.encode(), passphrase())
+    key = _decrypt(hub_key.key_pem, f"{kind} key")
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise TypeError(f"{kind} key is not Ed25519")
     return key

@@ -224,3 +224,12 @@ def test_pki_command_reports_the_hub_identity() -> None:
     text = out.getvalue()
     assert identity.active_ca().fingerprint in text
     assert "key hub_signing: private half on this hub" in text
+
+
+def test_a_changed_passphrase_gives_a_clear_error_not_a_key(settings: Any) -> None:
+    identity.ensure_hub_identity()
+    settings.CA_PASSPHRASE = "not-the-one"
+    with pytest.raises(identity.IdentityError, match="cannot decrypt the key of CA sha256:"):
+        identity.ca_material(identity.active_ca())
+    with pytest.raises(CommandError, match="MESHHUB_CA_PASSPHRASE"):
+        call_command("runhub", "--no-worker", "--port", "0")

@@ -128,7 +128,10 @@ class Command(BaseCommand):
         pending = unapplied_migrations()
         if pending:
             raise CommandError(f"{len(pending)} migrations not applied (first: {pending[0]}); run `python manage.py migrate`")
-        pki_files = identity.ensure_hub_identity()
+        try:
+            pki_files = identity.ensure_hub_identity()
+        except identity.IdentityError as exc:
+            raise CommandError(exc.reason) from None
         connections.close_all()
 
         # Importing daphne.server installs Twisted's asyncio reactor; it must come first.

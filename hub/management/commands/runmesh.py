@@ -9,7 +9,7 @@ import signal
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from devices import identity
 from hub.mesh.enroll import EnrollmentListener
@@ -31,12 +31,13 @@ class Command(BaseCommand):
             uvloop.install()
         except ImportError:
             pass  # the stock loop works, with more memory per TLS connection
-        asyncio.run(self.serve(options["host"], options["enroll_port"]))
+        try:
+            files = identity.ensure_hub_identity()
+        except identity.IdentityError as exc:
+            raise CommandError(exc.reason) from None
+        asyncio.run(self.serve(options["host"], options["enroll_port"], files))
 
-    async def serve(self, host: str, enroll_port: int) -> None:
-        from asgiref.sync import sync_to_async
-
-        files = await sync_to_async(identity.ensure_hub_identity)()
+    async def serve(self, host: str, enroll_port: int, files: identity.PkiFiles) -> None:
         listener = EnrollmentListener(host, enroll_port, files)
         await listener.start()
         stop = asyncio.Event()
