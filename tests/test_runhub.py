@@ -21,8 +21,10 @@ from django.db import connection
 from django.utils import timezone
 
 from audit.services import Actor
-from devices import services
-from devices.models import Command, CommandStatus
+from devices import identity, services
+from devices.models import Command, CommandStatus, Device
+from firmware.agent import port as agent_port
+from firmware.agent.core import enroll as agent_enroll
 from tests.factories import thermostat
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -80,7 +82,7 @@ def process_group_members(pgid: int) -> list[int]:
     return members
 
 
-def test_runhub_serves_runs_the_worker_and_stops_cleanly() -> None:
+def test_runhub_serves_enrolls_runs_the_worker_and_stops_cleanly(tmp_path: Path) -> None:
     thermostat("sensor-1")
     stale = services.send_command(Actor("user", "alice"), "sensor-1", "set", "setpoint", 20)
     an_hour_ago = timezone.now() - timedelta(hours=1)
@@ -101,6 +103,11 @@ def test_runhub_serves_runs_the_worker_and_stops_cleanly() -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
             health = json.load(response)
         assert health["status"] == "ok", health
+
+        # The enrollment port runs on Daphne's loop: a real agent joins through it.
+        ticket = identity.create_enrollment(Actor("user", "alice"), "relay-1").as_dict()
+        agent_enroll.enroll(agent_port, "127.0.0.1", enroll_port, "relay-1", ticket["code"], None, ticket["ca_fingerprint"], str(tmp_path / "relay-1"))
+        assert Device.objects.get(node_id="relay-1").status == "provisioned"
 
         # Beat schedules expire_commands and the worker runs it: the stale command expires.
         read_until(proc, r"devices\.tasks\.expire_commands.*succeeded", 90)
