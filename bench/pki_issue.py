@@ -7,9 +7,10 @@ Run by `bench/run.py`, in one of two modes, each in its own process:
   `devices.pki.build_crl` with many revoked entries.
 - `--mode service`: one database, picked by the environment as in `bench/commands_audit.py`
   (DATABASE_URL set or not, MESHHUB_DATA_DIR). `devices.identity.create_enrollment()` for N
-  devices (untimed), then `complete_enrollment()` for each (timed); then the CRL rebuilt
-  from the database (`refresh_crls()`) with many revoked rows, and `revoke_certificate()`
-  of the enrolled certificates on top of them.
+  devices (untimed), then `complete_enrollment()` for each (timed); an audit writer on
+  another thread while a few enrollments run (how long other writers wait); then the CRL
+  rebuilt from the database (`refresh_crls()`) with many revoked rows, and
+  `revoke_certificate()` of the enrolled certificates on top of them.
 
 Progress goes to stderr; the results are one line on stdout starting with RESULT_MARKER,
 followed by JSON.
@@ -28,6 +29,7 @@ import os
 import secrets
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +43,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
 RESULT_MARKER = "BENCH-RESULT "
 PURE_WARMUP = 100
 SERVICE_WARMUP = 2
+STALL_ENROLLMENTS = 5
+STALL_PAUSE_S = 0.005
 CRL_REPEATS = 5
 
 
@@ -229,7 +233,61 @@ def bench_enrollment(n: int) -> dict[str, Any]:
         assert check_password(identity.normalize_code(tickets[0].code), encoded)
         samples.append(time.perf_counter() - t1)
     results["pbkdf2_check"] = {"iterations": getattr(hasher, "iterations", None), "p50_ms": statistics.median(samples) * 1000}
+
+    stall_ids = [f"stall-{i}" for i in range(STALL_ENROLLMENTS)]
+    stall_tickets = [identity.create_enrollment(actor, node_id, device_type="sensor") for node_id in stall_ids]
+    stall_jobs = [(ticket.code, csr, node_id) for ticket, csr, node_id in zip(stall_tickets, make_csrs(stall_ids), stall_ids, strict=True)]
+    log(f"[service] audit record() from another thread: idle, then during {STALL_ENROLLMENTS} back-to-back complete_enrollment")
+    results["writer_idle"] = concurrent_appends(lambda: time.sleep(1.0))
+    results["writer_during_enrollment"] = concurrent_appends(lambda: [enroll(job) for job in stall_jobs]) | {"enrollments": STALL_ENROLLMENTS}
     return results
+
+
+def concurrent_appends(foreground: Callable[[], object]) -> dict[str, Any]:
+    """Another thread (its own connection) appends one audit event every STALL_PAUSE_S while
+    `foreground` runs: how long other writers wait while it holds locks."""
+    from django.db import connections
+
+    from audit.models import Decision
+    from audit.services import Actor, record
+
+    actor = Actor("device", "bench-writer")
+    latencies: list[float] = []
+    errors: list[str] = []
+    started = threading.Event()
+    stop = threading.Event()
+
+    def writer() -> None:
+        try:
+            record(actor, "bench.writer", Decision.ALLOW, scope="telemetry")  # opens this thread's connection
+            started.set()
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                record(actor, "bench.writer", Decision.ALLOW, scope="telemetry")
+                latencies.append(time.perf_counter() - t0)
+                time.sleep(STALL_PAUSE_S)
+        except Exception as exc:
+            errors.append(repr(exc))
+        finally:
+            started.set()
+            connections.close_all()
+
+    thread = threading.Thread(target=writer, name="bench-writer")
+    thread.start()
+    started.wait()
+    t0 = time.perf_counter()
+    foreground()
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    thread.join()
+    if errors:
+        raise RuntimeError("concurrent writer failed: " + "; ".join(errors))
+    return {
+        "seconds": elapsed,
+        "appends": len(latencies),
+        "p50_ms": statistics.median(latencies) * 1000 if latencies else None,
+        "max_ms": max(latencies) * 1000 if latencies else None,
+    }
 
 
 def bench_service_crl(revoked: int, to_revoke: int) -> dict[str, Any]:

@@ -150,11 +150,15 @@ def service_figures(result: dict[str, Any]) -> list[tuple[str, float, str]]:
     """(name, value, unit) for one database's certificate-service figures, in print order."""
     enrollment = result["enrollment"]
     crl = result["crl"]
+    stall = enrollment["writer_during_enrollment"]
     return [
         ("complete_enrollment", enrollment["complete_enrollment"]["per_s"], "enrollments/s"),
         ("complete_enrollment p50", enrollment["complete_enrollment"]["p50_ms"], "ms"),
         ("complete_enrollment max", enrollment["complete_enrollment"]["max_ms"], "ms"),
         ("PBKDF2 check_password alone p50", enrollment["pbkdf2_check"]["p50_ms"], "ms"),
+        ("other thread's record() while idle, max", enrollment["writer_idle"]["max_ms"], "ms"),
+        (f"other thread's record() during {stall['enrollments']} enrollments, max", stall["max_ms"], "ms"),
+        (f"other thread's record() during {stall['enrollments']} enrollments, appends", stall["appends"], "events"),
         (f"refresh_crls {crl['revoked']:,} revoked p50", crl["refresh_crls_p50_ms"], "ms"),
         (f"revoke_certificate on {crl['revoked']:,} revoked", crl["revoke_certificate"]["per_s"], "revocations/s"),
         (f"revoke_certificate on {crl['revoked']:,} revoked p50", crl["revoke_certificate"]["p50_ms"], "ms"),
@@ -162,8 +166,8 @@ def service_figures(result: dict[str, Any]) -> list[tuple[str, float, str]]:
 
 
 def fmt(value: float, unit: str) -> str:
-    """Milliseconds and small rates (a few enrollments/s) with two decimals, other rates whole."""
-    return f"{value:,.2f}" if unit.startswith("ms") or value < 100 else f"{value:,.0f}"
+    """Milliseconds and small rates (a few enrollments/s) with two decimals, everything else whole."""
+    return f"{value:,.2f}" if unit.startswith("ms") or (unit.endswith("/s") and value < 100) else f"{value:,.0f}"
 
 
 def markdown_table(results: dict[str, dict[str, Any]], figures: Callable[[dict[str, Any]], list[tuple[str, float, str]]] = figures) -> str:

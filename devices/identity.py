@@ -475,62 +475,74 @@ def complete_enrollment(code: Any, pin: Any, csr_pem: Any, peer: str, node_id: A
     return result
 
 
+def _latest_enrollment(node_id: str, *, lock: bool = False) -> Enrollment | None:
+    qs = Enrollment.objects.filter(node_id=node_id).order_by("-created_at")
+    return (qs.select_for_update() if lock else qs).first()
+
+
 def _redeem(parsed: pki.ParsedCSR, code: str, pin: str) -> EnrollmentResult:
+    """Check the code and PIN *outside* any transaction (PBKDF2 takes ~0.25 s; SQLite's
+    single write lock must not be held that long), then re-read the enrollment under a
+    lock and apply the outcome only if it is still the same open enrollment."""
     node_id = parsed.common_name
+    candidate = _latest_enrollment(node_id)
+    if candidate is None:
+        raise IdentityError("unknown_node", f"no enrollment for node '{node_id}'")
+    wrong: tuple[str, str] | None = None
+    if candidate.status == EnrollmentStatus.OPEN and not candidate.is_expired_at(timezone.now()):
+        if not check_password(code, candidate.code_hash):
+            wrong = ("bad_code", "wrong enrollment code")
+        elif candidate.pin_hash and not check_password(pin, candidate.pin_hash):
+            wrong = ("bad_pin", "wrong PIN")
     refusal: IdentityError | None = None
     with transaction.atomic():
-        enrollment = Enrollment.objects.select_for_update().filter(node_id=node_id).order_by("-created_at").first()
+        enrollment = _latest_enrollment(node_id, lock=True)
         now = timezone.now()
-        if enrollment is None:
-            raise IdentityError("unknown_node", f"no enrollment for node '{node_id}'")
+        if enrollment is None or enrollment.pk != candidate.pk:
+            raise IdentityError("cancelled", f"enrollment for '{node_id}' was replaced while checking; try the new code")
         if enrollment.status == EnrollmentStatus.OPEN and enrollment.is_expired_at(now):
             enrollment.status = EnrollmentStatus.EXPIRED
             enrollment.save(update_fields=["status"])
             refusal = IdentityError("expired", f"enrollment code for '{node_id}' expired at {enrollment.expires_at.isoformat()}")
         elif enrollment.status != EnrollmentStatus.OPEN:
-            refusal = _closed_refusal(enrollment)
+            refusal = _closed_refusal(enrollment)  # also a concurrent attempt that won or locked it
+        elif wrong is not None:
+            enrollment.last_attempt_at = now
+            enrollment.failed_attempts += 1
+            left = Enrollment.MAX_FAILED_ATTEMPTS - enrollment.failed_attempts
+            if left <= 0:
+                enrollment.status = EnrollmentStatus.LOCKED
+                refusal = IdentityError(
+                    "locked", f"{wrong[1]}; enrollment for '{node_id}' is now locked after {Enrollment.MAX_FAILED_ATTEMPTS} failed attempts"
+                )
+            else:
+                refusal = IdentityError(wrong[0], f"{wrong[1]} ({left} attempt{'s' if left != 1 else ''} left)")
+            enrollment.save(update_fields=["failed_attempts", "status", "last_attempt_at"])
         else:
             enrollment.last_attempt_at = now
-            wrong = None
-            if not check_password(code, enrollment.code_hash):
-                wrong = ("bad_code", "wrong enrollment code")
-            elif enrollment.pin_hash and not check_password(pin, enrollment.pin_hash):
-                wrong = ("bad_pin", "wrong PIN")
-            if wrong is not None:
-                enrollment.failed_attempts += 1
-                left = Enrollment.MAX_FAILED_ATTEMPTS - enrollment.failed_attempts
-                if left <= 0:
-                    enrollment.status = EnrollmentStatus.LOCKED
-                    refusal = IdentityError(
-                        "locked", f"{wrong[1]}; enrollment for '{node_id}' is now locked after {Enrollment.MAX_FAILED_ATTEMPTS} failed attempts"
-                    )
-                else:
-                    refusal = IdentityError(wrong[0], f"{wrong[1]} ({left} attempt{'s' if left != 1 else ''} left)")
-                enrollment.save(update_fields=["failed_attempts", "status", "last_attempt_at"])
-            else:
-                device, created = Device.objects.select_for_update().get_or_create(
-                    node_id=node_id, defaults={"device_type": enrollment.device_type, "name": node_id}
-                )
-                if Certificate.objects.filter(device=device, status=CertificateStatus.ACTIVE).exists():
-                    raise IdentityError("already_provisioned", f"device '{node_id}' already holds an active certificate")
-                certificate = _issue_certificate(device, parsed)
-                device.status = DeviceStatus.PROVISIONED
-                if not created and enrollment.device_type != "generic":
-                    device.device_type = enrollment.device_type
-                device.save(update_fields=["status", "device_type", "updated_at"])
-                enrollment.status = EnrollmentStatus.USED
-                enrollment.used_at = now
-                enrollment.certificate = certificate
-                enrollment.save(update_fields=["status", "used_at", "last_attempt_at", "certificate"])
-                record(
-                    Actor(ActorType.DEVICE, node_id),
-                    "device.enroll",
-                    Decision.ALLOW,
-                    target_type="device",
-                    target_id=node_id,
-                    details={"serial": certificate.serial, "fingerprint": certificate.fingerprint, "reenrolled": not created},
-                )
-                return EnrollmentResult(device, certificate)
+            device, created = Device.objects.select_for_update().get_or_create(
+                node_id=node_id, defaults={"device_type": enrollment.device_type, "name": node_id}
+            )
+            if Certificate.objects.filter(device=device, status=CertificateStatus.ACTIVE).exists():
+                raise IdentityError("already_provisioned", f"device '{node_id}' already holds an active certificate")
+            certificate = _issue_certificate(device, parsed)
+            device.status = DeviceStatus.PROVISIONED
+            if not created and enrollment.device_type != "generic":
+                device.device_type = enrollment.device_type
+            device.save(update_fields=["status", "device_type", "updated_at"])
+            enrollment.status = EnrollmentStatus.USED
+            enrollment.used_at = now
+            enrollment.certificate = certificate
+            enrollment.save(update_fields=["status", "used_at", "last_attempt_at", "certificate"])
+            record(
+                Actor(ActorType.DEVICE, node_id),
+                "device.enroll",
+                Decision.ALLOW,
+                target_type="device",
+                target_id=node_id,
+                details={"serial": certificate.serial, "fingerprint": certificate.fingerprint, "reenrolled": not created},
+            )
+            return EnrollmentResult(device, certificate)
     assert refusal is not None
     raise refusal
 

@@ -43,10 +43,17 @@ def _audit_refusal(peer: str, code: str, reason: str) -> None:
     )
 
 
-@database_sync_to_async
-def _enroll(body: dict[str, Any], peer: str) -> dict[str, Any]:
-    result = identity.complete_enrollment(body.get("code"), body.get("pin"), body.get("csr"), peer, body.get("node_id"))
-    return result.response_body()
+# Not thread-sensitive: the code check is a deliberate ~0.25 s of PBKDF2, which must not
+# queue every other database call of this process behind it on the one shared thread.
+def _enroll_sync(body: dict[str, Any], peer: str) -> dict[str, Any]:
+    try:
+        result = identity.complete_enrollment(body.get("code"), body.get("pin"), body.get("csr"), peer, body.get("node_id"))
+        return result.response_body()
+    finally:
+        connections.close_all()  # pool threads come and go; do not leave their connections behind
+
+
+_enroll = database_sync_to_async(_enroll_sync, thread_sensitive=False)
 
 
 class EnrollmentListener:
