@@ -9,4 +9,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from devices.consumers import DeviceConsumer  # noqa: E402
+
+# "mesh" is not an ASGI standard type: the mesh gateway (hub/mesh/gateway.py) is the
+# protocol server that creates these scopes, one per device connection.
+application = ProtocolTypeRouter({"http": django_asgi_app, "mesh": DeviceConsumer.as_asgi()})

@@ -14,6 +14,31 @@ EXIT_PIN = 3
 EXIT_NETWORK = 4
 
 
+def run_agent(state_dir: str, profile_name: str, report_s: float) -> int:
+    import signal
+    import threading
+
+    from firmware.agent.core.agent import Agent
+    from firmware.agent.hardware import VirtualHardware
+    from firmware.agent.profiles import ProfileError, load_profile
+
+    try:
+        profile = load_profile(profile_name)
+    except ProfileError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    try:
+        agent = Agent(port, state_dir, profile, VirtualHardware(profile), report_s=report_s, log=lambda *a: print(*a, file=sys.stderr, flush=True))
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"no usable identity in {state_dir} (enroll first): {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.run(stop.is_set)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m firmware.agent", description="meshhub reference device agent")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -25,7 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     enroll.add_argument("--pin", default=None)
     enroll.add_argument("--fingerprint", required=True, help="the hub CA's sha256: fingerprint, as createenrollment prints it")
     enroll.add_argument("--state-dir", required=True)
+    run = sub.add_parser("run", help="connect to the hub and report until stopped")
+    run.add_argument("--state-dir", required=True)
+    run.add_argument("--profile", default="thermostat", help="thermostat, relay, dimmer, door, meter, or a JSON file")
+    run.add_argument("--report-s", type=float, default=5.0, help="seconds between state reports")
     args = parser.parse_args(argv)
+
+    if args.command == "run":
+        return run_agent(args.state_dir, args.profile, args.report_s)
 
     if args.command == "enroll":
         try:

@@ -148,3 +148,69 @@ def save_identity(state_dir: str, node_id: str, key_pem: str, body: dict[str, An
         "enrolled_at_ms": now_ms(),
     }
     _write_private(os.path.join(state_dir, "hub.json"), json.dumps(hub, indent=2))
+
+
+def random_b64(n: int) -> str:
+    import base64
+
+    return base64.b64encode(os.urandom(n)).decode()
+
+
+def random() -> float:
+    import random as _random
+
+    return _random.random()
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def load_hub(state_dir: str) -> dict[str, Any]:
+    with open(os.path.join(state_dir, "hub.json")) as handle:
+        hub: dict[str, Any] = json.load(handle)
+    return hub
+
+
+class MtlsConnection:
+    """A TLS socket with the device certificate; recv returns None on timeout, b"" on close."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self.sock = sock
+
+    def send(self, data: bytes) -> None:
+        self.sock.settimeout(CONNECT_TIMEOUT_S)
+        self.sock.sendall(data)
+
+    def recv(self, timeout_s: float) -> bytes | None:
+        self.sock.settimeout(timeout_s)
+        try:
+            return self.sock.recv(65536)
+        except TimeoutError:
+            return None
+        except (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return b""
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def connect_mtls(state_dir: str, host: str | None = None, port: int | None = None) -> MtlsConnection:
+    """Mutual TLS to the mesh port learnt at enrollment, trusting only the hub's CAs."""
+    hub = load_hub(state_dir)
+    host = host or hub["mesh_host"]
+    port = port or int(hub["mesh_port"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=os.path.join(state_dir, "ca.pem"))
+    context.load_cert_chain(os.path.join(state_dir, "cert.pem"), os.path.join(state_dir, "key.pem"))
+    raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+    try:
+        sock = context.wrap_socket(raw, server_hostname=host)
+    except BaseException:
+        raw.close()
+        raise
+    return MtlsConnection(sock)

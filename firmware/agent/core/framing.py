@@ -44,3 +44,27 @@ def read_frame(stream, max_size=MAX_FRAME):
 
 def envelope(kind, body, message_id, issued_at_ms):
     return {"v": VERSION, "type": kind, "id": message_id, "issued_at": issued_at_ms, "body": body}
+
+
+class FrameBuffer:
+    """Reassembles frames from whatever chunks a socket returns (timeouts cut anywhere)."""
+
+    def __init__(self, max_size=MAX_FRAME):
+        self.max_size = max_size
+        self.data = b""
+
+    def feed(self, chunk):
+        self.data += chunk
+        frames = []
+        while len(self.data) >= 4:
+            (length,) = struct.unpack(">I", self.data[:4])
+            if length == 0 or length > self.max_size:
+                raise FrameError("frame length %d outside 1..%d" % (length, self.max_size))
+            if len(self.data) < 4 + length:
+                break
+            message = json.loads(self.data[4 : 4 + length].decode("utf-8"))
+            self.data = self.data[4 + length :]
+            if not isinstance(message, dict):
+                raise FrameError("frame is not a JSON object")
+            frames.append(message)
+        return frames

@@ -26,6 +26,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from devices import identity
 from hub.mesh.enroll import EnrollmentListener
+from hub.mesh.gateway import MeshGateway
 
 logger = logging.getLogger("meshhub.runhub")
 
@@ -122,6 +123,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-worker", action="store_true", help="do not start the Celery worker/beat child")
         parser.add_argument("--device-host", default=settings.DEVICE_BIND, help="address the device listeners bind (MESHHUB_DEVICE_BIND)")
         parser.add_argument("--enroll-port", type=int, default=settings.ENROLL_PORT, help="enrollment port (MESHHUB_ENROLL_PORT)")
+        parser.add_argument("--mesh-port", type=int, default=settings.MESH_PORT, help="device mTLS port (MESHHUB_MESH_PORT)")
         parser.add_argument("--concurrency", type=int, default=settings.WORKER_CONCURRENCY)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -142,19 +144,24 @@ class Command(BaseCommand):
         from hub.asgi import application
 
         enroll_listener = EnrollmentListener(options["device_host"], options["enroll_port"], pki_files)
+        gateway = MeshGateway(options["device_host"], options["mesh_port"], pki_files, application)
 
         def start_device_listeners() -> None:
             """On Daphne's event loop, so web and device listeners share one process."""
 
             def started(task: asyncio.Task[int]) -> None:
                 if task.exception() is not None:
-                    logger.critical("enrollment listener failed to start: %s", task.exception())
+                    logger.critical("a device listener failed to start: %s", task.exception())
                     server.stop()
 
             twisted_loop.create_task(enroll_listener.start()).add_done_callback(started)
+            twisted_loop.create_task(gateway.start()).add_done_callback(started)
+
+            async def close_all() -> None:
+                await asyncio.gather(enroll_listener.close(), gateway.close())
 
             def close_listeners() -> defer.Deferred[None]:
-                return defer.Deferred.fromFuture(asyncio.ensure_future(enroll_listener.close(), loop=twisted_loop))
+                return defer.Deferred.fromFuture(asyncio.ensure_future(close_all(), loop=twisted_loop))
 
             reactor.addSystemEventTrigger("before", "shutdown", close_listeners)  # type: ignore[arg-type]  # zope stubs count `self`
 

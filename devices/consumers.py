@@ -1,0 +1,246 @@
+"""DeviceConsumer: one instance per device connection, driven by the mesh gateway.
+
+It owns the protocol of a live session: envelope checks and anti-replay on every frame,
+the welcome → hello → session handshake, state reports (validated, batched, acked after
+commit), heartbeats, and the group messages for its node (`session.revoke`).
+The node id always comes from the certificate (the scope), never from a frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from django.conf import settings
+
+from audit.models import ActorType, Decision
+from audit.services import Actor, record
+from devices import capabilities as declarations
+from devices import state
+from devices.models import Device
+from hub.mesh.protocol import Envelope, ProtocolError, ReplayWindow, check_device_type, check_node, parse_envelope
+
+logger = logging.getLogger("meshhub.consumer")
+
+HUB_VERSION = "meshhub/0.1"
+HANDLED = {"hello", "state", "ping", "pong", "event", "error"}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StateBatcher:
+    """Collects state reports from every session of this process; one transaction per
+    flush (by size or after MESH_STATE_FLUSH_S); each report's future resolves after commit."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[state.StateReport, asyncio.Future[None]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._lock = asyncio.Lock()
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def _schedule_flush(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    def submit(self, report: state.StateReport) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((report, future))
+        if len(self._pending) >= settings.MESH_STATE_BATCH:
+            self._schedule_flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(settings.MESH_STATE_FLUSH_S, self._schedule_flush)
+        return future
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            batch, self._pending = self._pending, []
+            if not batch:
+                return
+            try:
+                await database_sync_to_async(state.apply_reports)([report for report, _ in batch])
+            except Exception as exc:  # nothing was acknowledged: devices keep and resend
+                logger.exception("state batch of %d reports failed", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+
+_batchers: dict[asyncio.AbstractEventLoop, StateBatcher] = {}
+
+
+def state_batcher() -> StateBatcher:
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    if batcher is None:
+        batcher = _batchers[loop] = StateBatcher()
+    return batcher
+
+
+@database_sync_to_async
+def _load_specs(node_id: str) -> dict[str, Any]:
+    device = Device.objects.get(node_id=node_id)
+    return state.capability_specs(device)
+
+
+@database_sync_to_async
+def _accept_hello(node_id: str, body: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    device = Device.objects.get(node_id=node_id)
+    problems: list[str] = []
+    if "capabilities" in body:
+        caps, problems = declarations.check_declaration(body["capabilities"])
+        if not problems:
+            declarations.store_declaration(device, caps)
+    if not problems:
+        version = body.get("firmware_version")
+        if isinstance(version, str) and version and version != device.firmware_version:
+            Device.objects.filter(pk=device.pk).update(firmware_version=version[:50])
+        state.set_presence(node_id, True)
+        record(Actor(ActorType.DEVICE, node_id), "mesh.session", Decision.ALLOW, target_type="device", target_id=node_id, details={"firmware_version": version})
+    return problems, state.capability_specs(device)
+
+
+@database_sync_to_async
+def _audit_refusal(node_id: str, error: ProtocolError, frame_type: Any) -> None:
+    record(
+        Actor(ActorType.DEVICE, node_id),
+        "mesh.frame",
+        Decision.DENY,
+        target_type="device",
+        target_id=node_id,
+        reason=error.reason,
+        details={"code": error.code, "type": str(frame_type)[:32]},
+    )
+
+
+@database_sync_to_async
+def _went_offline(node_id: str) -> None:
+    state.set_presence(node_id, False)
+
+
+class DeviceConsumer(AsyncConsumer):
+    """Scope: {"type": "mesh", "node_id", "cert_serial", "peer"} from the gateway."""
+
+    async def mesh_connect(self, message: dict[str, Any]) -> None:
+        self.node_id: str = self.scope["node_id"]
+        self.group = f"node.{self.node_id}"
+        self.inbound = ReplayWindow(skew_ms=settings.MESH_CLOCK_SKEW_S * 1000)
+        self.out_seq = 0
+        self.session_token = secrets.token_urlsafe(18)
+        self.established = False
+        self.specs: dict[str, Any] = {}
+        if self.channel_layer is not None:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_frame("welcome", {"hub_version": HUB_VERSION, "time_ms": now_ms(), "node_id": self.node_id, "heartbeat_s": settings.MESH_HEARTBEAT_S})
+
+    async def mesh_disconnect(self, message: dict[str, Any]) -> None:
+        if self.channel_layer is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await _went_offline(self.node_id)
+        raise StopConsumer()
+
+    async def send_frame(self, kind: str, body: dict[str, Any], **extra: Any) -> None:
+        self.out_seq += 1
+        frame = {
+            "v": 1,
+            "type": kind,
+            "id": str(uuid.uuid4()),
+            "seq": self.out_seq,
+            "issued_at": now_ms(),
+            "ttl_ms": 30_000,
+            "nonce": base64.b64encode(os.urandom(16)).decode(),
+            "body": body,
+            **extra,
+        }
+        if self.established:
+            frame["session"] = self.session_token
+        await self.send({"type": "mesh.send", "frame": frame})
+
+    async def refuse(self, error: ProtocolError, frame: dict[str, Any]) -> None:
+        await _audit_refusal(self.node_id, error, frame.get("type"))
+        ref = frame.get("id") if isinstance(frame.get("id"), str) else None
+        await self.send_frame("error", {"code": error.code, "reason": error.reason, "ref": ref})
+
+    async def mesh_frame(self, message: dict[str, Any]) -> None:
+        frame = message["frame"]
+        try:
+            envelope = parse_envelope(frame)
+            check_device_type(envelope.type)
+            check_node(envelope.body, self.node_id)
+            if not self.established:
+                if envelope.type != "hello":
+                    raise ProtocolError("bad_session", f"expected 'hello' first, got '{envelope.type}'")
+            elif envelope.session != self.session_token:
+                raise ProtocolError("bad_session", "missing or wrong session token")
+            self.inbound.check(envelope, now_ms())
+            if envelope.type not in HANDLED:
+                raise ProtocolError("not_supported", f"'{envelope.type}' frames are not handled by this hub version")
+            await getattr(self, "on_" + envelope.type)(envelope)
+        except ProtocolError as error:
+            await self.refuse(error, frame)
+
+    async def on_hello(self, envelope: Envelope) -> None:
+        if self.established:
+            raise ProtocolError("bad_session", "the session is already established")
+        problems, self.specs = await _accept_hello(self.node_id, envelope.body)
+        if problems:
+            raise ProtocolError("bad_hello", "; ".join(problems))
+        await self.send_frame(
+            "session", {"token": self.session_token, "scopes": ["read-status", "command"], "heartbeat_s": settings.MESH_HEARTBEAT_S}, ref=envelope.id
+        )
+        self.established = True
+
+    async def on_state(self, envelope: Envelope) -> None:
+        errors = state.check_values(self.specs, envelope.body.get("values"))
+        if errors:
+            raise ProtocolError("bad_state", "; ".join(errors.values()))
+        ts_ms = envelope.body.get("ts", envelope.issued_at)
+        if isinstance(ts_ms, bool) or not isinstance(ts_ms, int) or abs(ts_ms - now_ms()) > settings.MESH_CLOCK_SKEW_S * 1000:
+            raise ProtocolError("bad_state", "ts must be milliseconds since the epoch within the allowed clock skew")
+        report = state.StateReport(self.node_id, dict(envelope.body["values"]), datetime.fromtimestamp(ts_ms / 1000, tz=UTC))
+        try:
+            await state_batcher().submit(report)
+        except Exception:
+            await self.send_frame("error", {"code": "unavailable", "reason": "state not stored; resend later", "ref": envelope.id})
+            return
+        await self.send_frame("ack", {"ref": envelope.id})
+
+    async def on_event(self, envelope: Envelope) -> None:
+        name = envelope.body.get("name")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError("bad_event", "event needs a name")
+        logger.info("event %s from %s", name, self.node_id, extra={"node_id": self.node_id, "event": name, "data": envelope.body.get("data")})
+        await self.send_frame("ack", {"ref": envelope.id})
+
+    async def on_ping(self, envelope: Envelope) -> None:
+        await self.send_frame("pong", {"ref": envelope.id, "time_ms": now_ms()})
+
+    async def on_pong(self, envelope: Envelope) -> None:
+        return None
+
+    async def on_error(self, envelope: Envelope) -> None:
+        logger.info("device %s reported an error: %s", self.node_id, envelope.body)
+
+    async def session_revoke(self, message: dict[str, Any]) -> None:
+        """Group message from the revocation service: this session ends now."""
+        await self.send({"type": "mesh.close", "code": "revoked", "reason": f"certificate revoked: {message.get('reason', '')}"})

@@ -1,0 +1,112 @@
+"""The state path shared by every source of device state (mesh gateway, Modbus bridges).
+
+Reports are validated against declared capabilities, then applied in batches: one
+transaction merges `reported`, writes the TelemetrySamples and updates presence for a
+whole batch; the caller acknowledges only after it commits; subscribers in
+`devices.events` run after commit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from devices import events
+from devices.models import Capability, Device, TelemetrySample
+from devices.values import ValueSpec, check_value
+
+
+@dataclass
+class StateReport:
+    """Values one device reported at `ts` (its clock, already checked for skew)."""
+
+    node_id: str
+    values: dict[str, Any]
+    ts: datetime
+    firmware_version: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def capability_specs(device: Device) -> dict[str, ValueSpec]:
+    return {
+        cap.name: ValueSpec(cap.name, cap.value_type, cap.min_value, cap.max_value, tuple(cap.enum_values or ()))
+        for cap in Capability.objects.filter(device=device)
+    }
+
+
+def check_values(specs: Mapping[str, ValueSpec], values: Any) -> dict[str, str]:
+    """Why each value cannot be accepted ({} when all fit): unknown capability, wrong type, range."""
+    if not isinstance(values, dict) or not values:
+        return {"values": "values must be a non-empty object of capability: value"}
+    errors: dict[str, str] = {}
+    for name, value in values.items():
+        spec = specs.get(name)
+        if spec is None:
+            errors[name] = f"unknown capability '{name}'"
+            continue
+        reason = check_value(spec, value)
+        if reason:
+            errors[name] = reason
+    return errors
+
+
+def _sample(device_id: int, name: str, value: Any, ts: datetime) -> TelemetrySample:
+    if isinstance(value, bool):
+        return TelemetrySample(device_id=device_id, capability=name, ts=ts, value=1.0 if value else 0.0)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return TelemetrySample(device_id=device_id, capability=name, ts=ts, value=float(value))
+    return TelemetrySample(device_id=device_id, capability=name, ts=ts, text=str(value)[:256])
+
+
+def apply_reports(reports: Iterable[StateReport], now: datetime | None = None) -> int:
+    """Apply a batch in one transaction; returns the number of samples written.
+
+    Callers validated the values; the batch is all or nothing, so an acknowledged
+    report is always a committed one.
+    """
+    reports = list(reports)
+    if not reports:
+        return 0
+    now = now or timezone.now()
+    by_node: dict[str, list[StateReport]] = {}
+    for report in reports:
+        by_node.setdefault(report.node_id, []).append(report)
+    samples: list[TelemetrySample] = []
+    with transaction.atomic():
+        devices = Device.objects.select_for_update().filter(node_id__in=by_node).order_by("pk")
+        for device in devices:
+            merged = dict(device.reported)
+            fields = {"reported", "last_seen", "online", "updated_at"}
+            for report in sorted(by_node[device.node_id], key=lambda r: r.ts):
+                merged.update(report.values)
+                samples.extend(_sample(device.pk, name, value, report.ts) for name, value in report.values.items())
+                if report.firmware_version and report.firmware_version != device.firmware_version:
+                    device.firmware_version = report.firmware_version
+                    fields.add("firmware_version")
+            device.reported = merged
+            device.last_seen = now
+            device.online = True
+            device.save(update_fields=sorted(fields))
+        TelemetrySample.objects.bulk_create(samples, batch_size=500)
+        transaction.on_commit(lambda: events.state_committed(reports))
+    return len(samples)
+
+
+def set_presence(node_id: str, online: bool, now: datetime | None = None) -> bool:
+    """Mark a device online or offline; returns whether anything changed."""
+    now = now or timezone.now()
+    updates: dict[str, Any] = {"online": online, "updated_at": now}
+    if online:
+        updates["last_seen"] = now
+    changed = Device.objects.filter(node_id=node_id).exclude(online=online).update(**updates) > 0
+    if online and not changed:
+        Device.objects.filter(node_id=node_id).update(last_seen=now)
+    if changed:
+        transaction.on_commit(lambda: events.presence_changed(node_id, online))
+    return changed

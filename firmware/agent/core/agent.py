@@ -1,0 +1,164 @@
+"""The agent's session loop, written against a port object (MicroPython-compatible).
+
+One session: connect with the device certificate, read `welcome`, send `hello` with the
+profile's capabilities, read `session`, then report state every `report_s`, ping every
+heartbeat, and handle what the hub sends. `run()` repeats sessions with jittered
+exponential backoff until `should_stop()` says so.
+
+The port provides: connect_mtls(state_dir) -> conn with send(bytes), recv(timeout_s) ->
+bytes (b"" on close, None on timeout), close(); load_hub(state_dir) -> dict; now_ms();
+uuid4(); random_b64(n); sleep(s); random() in [0, 1).
+"""
+
+from firmware.agent.core import framing
+
+
+class SessionRefused(Exception):
+    def __init__(self, code, reason):
+        Exception.__init__(self, "%s: %s" % (code, reason))
+        self.code = code
+        self.reason = reason
+
+
+class Agent:
+    def __init__(self, port, state_dir, profile, hardware, firmware_version="sim-1.0.0", report_s=5.0, log=None):
+        self.port = port
+        self.state_dir = state_dir
+        self.profile = profile
+        self.hardware = hardware
+        self.firmware_version = firmware_version
+        self.report_s = report_s
+        self.log = log or (lambda *args: None)
+        self.hub = port.load_hub(state_dir)
+        self.node_id = self.hub["node_id"]
+        self.token = None
+        self.seq = 0
+        self.heartbeat_s = 30
+        self.last_error = None
+        self.acked_reports = 0
+        self.sessions = 0
+
+    # --- frames -----------------------------------------------------------------------
+
+    def frame(self, kind, body):
+        self.seq += 1
+        message = {
+            "v": 1,
+            "type": kind,
+            "id": self.port.uuid4(),
+            "seq": self.seq,
+            "issued_at": self.port.now_ms(),
+            "ttl_ms": 30000,
+            "nonce": self.port.random_b64(16),
+            "body": body,
+        }
+        if self.token:
+            message["session"] = self.token
+        return message
+
+    def send(self, conn, kind, body):
+        message = self.frame(kind, body)
+        conn.send(framing.encode(message))
+        return message["id"]
+
+    def read_until(self, conn, buffer, kinds, timeout_s):
+        """Frames until one of `kinds` arrives; an `error` frame from the hub ends the session."""
+        deadline = self.port.now_ms() + int(timeout_s * 1000)
+        while self.port.now_ms() < deadline:
+            chunk = conn.recv(max(0.05, (deadline - self.port.now_ms()) / 1000.0))
+            if chunk is None:
+                continue
+            if not chunk:
+                raise SessionRefused("closed", "the hub closed the connection" + (" (%s)" % self.last_error if self.last_error else ""))
+            for message in buffer.feed(chunk):
+                if message.get("type") == "error":
+                    body = message.get("body") or {}
+                    raise SessionRefused(body.get("code", "error"), body.get("reason", ""))
+                if message.get("type") in kinds:
+                    return message
+        raise SessionRefused("timeout", "no %s from the hub within %.0f s" % ("/".join(kinds), timeout_s))
+
+    # --- one session --------------------------------------------------------------------
+
+    def open_session(self):
+        conn = self.port.connect_mtls(self.state_dir)
+        buffer = framing.FrameBuffer()
+        try:
+            self.token = None
+            welcome = self.read_until(conn, buffer, ("welcome",), 10)
+            self.heartbeat_s = (welcome.get("body") or {}).get("heartbeat_s", 30)
+            self.send(
+                conn,
+                "hello",
+                {"firmware_version": self.firmware_version, "slot": "a", "boot": {"reason": "power-on"}, "capabilities": self.profile["capabilities"]},
+            )
+            session = self.read_until(conn, buffer, ("session",), 10)
+            self.token = session["body"]["token"]
+            self.heartbeat_s = session["body"].get("heartbeat_s", self.heartbeat_s)
+        except Exception:
+            conn.close()
+            raise
+        self.sessions += 1
+        self.log("session open", self.node_id)
+        return conn, buffer
+
+    def serve(self, conn, buffer, should_stop):
+        """Report, ping and listen until the hub closes the session or we are told to stop."""
+        next_report = 0
+        next_ping = self.port.now_ms() + int(self.heartbeat_s * 1000)
+        last = self.port.now_ms()
+        while not should_stop():
+            now = self.port.now_ms()
+            if now >= next_report:
+                values = self.hardware.tick((now - last) / 1000.0)
+                last = now
+                self.send(conn, "state", {"values": values, "ts": now})
+                next_report = now + int(self.report_s * 1000)
+            if now >= next_ping:
+                self.send(conn, "ping", {})
+                next_ping = now + int(self.heartbeat_s * 1000)
+            chunk = conn.recv(0.2)
+            if chunk is None:
+                continue
+            if not chunk:
+                raise SessionRefused("closed", "the hub closed the session")
+            for message in buffer.feed(chunk):
+                self.handle(conn, message)
+
+    def handle(self, conn, message):
+        kind = message.get("type")
+        body = message.get("body") or {}
+        if kind == "ack":
+            self.acked_reports += 1
+        elif kind == "error":
+            self.last_error = "%s: %s" % (body.get("code"), body.get("reason"))
+            self.log("hub error", self.last_error)
+            if body.get("code") == "revoked":
+                raise SessionRefused("revoked", body.get("reason", ""))
+
+    def run(self, should_stop, max_backoff_s=60.0):
+        """Sessions until stopped, reconnecting with jittered exponential backoff."""
+        backoff = 1.0
+        while not should_stop():
+            try:
+                conn, buffer = self.open_session()
+            except (SessionRefused, OSError, framing.FrameError) as exc:
+                self.last_error = str(exc)
+                self.log("connect failed", self.last_error)
+            else:
+                backoff = 1.0
+                try:
+                    self.serve(conn, buffer, should_stop)
+                except (SessionRefused, OSError, framing.FrameError) as exc:
+                    self.last_error = str(exc)
+                    self.log("session ended", self.last_error)
+                finally:
+                    conn.close()
+            if should_stop():
+                break
+            delay = backoff * (0.5 + self.port.random())
+            backoff = min(backoff * 2, max_backoff_s)
+            waited = 0.0
+            while waited < delay and not should_stop():
+                self.port.sleep(0.1)
+                waited += 0.1

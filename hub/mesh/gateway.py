@@ -1,0 +1,341 @@
+"""The mesh gateway: an mTLS protocol server for Channels, as Daphne is for HTTP.
+
+Each device connection becomes one application instance (routed under the `mesh` key
+of the ASGI router, i.e. a `DeviceConsumer`) with scope
+`{"type": "mesh", "node_id", "cert_serial", "peer"}`. The server owns the socket: the TLS
+handshake (client certificate from the hub CA only, CRL checked, no session tickets),
+the database re-check of the serial, framing with size and idle limits, a per-device
+token bucket, a bounded outbound buffer, and one session per node. The consumer owns
+the protocol: envelopes, anti-replay, the session, state and commands.
+
+Messages between the two:
+  server → consumer: `mesh.connect`, `mesh.frame {frame}`, `mesh.disconnect {reason}`
+  consumer → server: `mesh.send {frame}`, `mesh.close {code, reason}`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from django.conf import settings
+from django.db import connections
+
+from audit.models import ActorType, Decision
+from audit.services import Actor, Entry, record_many
+from devices import identity
+from hub.mesh import framing
+
+logger = logging.getLogger("meshhub.gateway")
+
+Application = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+
+def mesh_context(files: identity.PkiFiles) -> ssl.SSLContext:
+    """TLS ≥ 1.2, client certificate required and checked against the hub CAs and their CRLs."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(files.server_chain), str(files.server_key), password=files.passphrase)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=str(files.trust_bundle))
+    context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    context.num_tickets = 0  # no resumption: a revoked certificate cannot ride an old session
+    context.options |= ssl.OP_NO_TICKET
+    return context
+
+
+class AuditBatcher:
+    """Gateway decisions are many and small: collect them and append in batches."""
+
+    def __init__(self, interval_s: float = 0.1, max_batch: int = 500) -> None:
+        self.interval_s = interval_s
+        self.max_batch = max_batch
+        self._pending: list[Entry] = []
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def add(self, entry: Entry) -> None:
+        self._pending.append(entry)
+        if len(self._pending) >= self.max_batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            await database_sync_to_async(record_many)(batch)
+        except Exception:  # the database is down: keep the events for the next try
+            logger.exception("could not append %d audit events; retrying", len(batch))
+            self._pending[:0] = batch
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.flush()
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.capacity = burst
+        self.tokens = burst
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass
+class Connection:
+    node_id: str
+    serial: str
+    peer: str
+    writer: asyncio.StreamWriter
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    closing: bool = False
+    close_reason: str = ""
+
+
+def peer_identity(ssl_object: Any) -> tuple[str, str]:
+    """node_id (the certificate's CN) and serial (lowercase hex) of the client certificate."""
+    der = ssl_object.getpeercert(binary_form=True)
+    cert = x509.load_der_x509_certificate(der)
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return (str(names[0].value) if names else ""), format(cert.serial_number, "x")
+
+
+def _check_certificate(node_id: str, serial: str) -> str | None:
+    """The serial re-checked in the database after the handshake: the CRL may lag."""
+    from devices.models import Certificate, CertificateStatus, DeviceStatus
+
+    try:
+        cert = Certificate.objects.select_related("device").filter(serial=serial).first()
+        if cert is None:
+            return f"certificate {serial} was not issued by this hub"
+        if cert.device.node_id != node_id:
+            return f"certificate {serial} belongs to '{cert.device.node_id}', not '{node_id}'"
+        if cert.status != CertificateStatus.ACTIVE:
+            return f"certificate {serial} is {cert.status}"
+        if cert.device.status != DeviceStatus.PROVISIONED:
+            return f"device '{node_id}' is {cert.device.status}"
+        if cert.first_used_at is None:
+            from django.utils import timezone
+
+            Certificate.objects.filter(pk=cert.pk, first_used_at__isnull=True).update(first_used_at=timezone.now())
+        return None
+    finally:
+        connections.close_all()
+
+
+class MeshGateway:
+    def __init__(self, host: str, port: int, files: identity.PkiFiles, application: Application) -> None:
+        self.host = host
+        self.port = port
+        self.application = application
+        self.context = mesh_context(files)
+        self.audit = AuditBatcher()
+        self.sessions: dict[str, Connection] = {}
+        self.server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reloader: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        self.audit.start()
+        self._reloader = asyncio.get_running_loop().create_task(self._listen_for_reloads())
+        self.server = await asyncio.start_server(self._accept, self.host, self.port, backlog=1024, reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+        logger.info("mesh gateway listening on %s:%s (mTLS)", self.host, self.port, extra={"port": self.port})
+        return self.port
+
+    async def reload(self) -> None:
+        """New CAs or CRL: a fresh context for new handshakes, built from the database."""
+        files = await database_sync_to_async(identity.write_pki_files)()
+        self.context = mesh_context(files)
+        logger.info("mesh gateway reloaded its trust store and CRLs")
+
+    async def _listen_for_reloads(self) -> None:
+        """`pki.crl_changed` on group mesh.gateways (sent by revocation and rotation)."""
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        channel = await layer.new_channel("gateway.")
+        await layer.group_add(identity.GATEWAYS_GROUP, channel)
+        try:
+            while True:
+                message = await layer.receive(channel)
+                if message.get("type") == "pki.crl_changed":
+                    try:
+                        await self.reload()
+                    except Exception:  # keep the old context; the serial re-check still guards
+                        logger.exception("could not reload the trust store")
+        finally:
+            await layer.group_discard(identity.GATEWAYS_GROUP, channel)
+
+    async def close(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+            await asyncio.gather(self._reloader, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.sessions.values()):
+            self._close(conn, "gateway shutting down")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
+            await self.server.wait_closed()
+        await self.audit.close()
+        await database_sync_to_async(connections.close_all)()
+
+    def deny(self, actor_id: str, action: str, reason: str, **details: Any) -> None:
+        self.audit.add(
+            Entry(Actor(ActorType.DEVICE, actor_id), action, Decision.DENY, target_type="device", target_id=actor_id, reason=reason, details=details)
+        )
+
+    def allow(self, node_id: str, action: str, **details: Any) -> None:
+        self.audit.add(Entry(Actor(ActorType.DEVICE, node_id), action, Decision.ALLOW, target_type="device", target_id=node_id, details=details))
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername") or ("?", 0)
+        peer = f"{peername[0]}"
+        try:
+            await writer.start_tls(self.context, ssl_handshake_timeout=settings.MESH_HANDSHAKE_TIMEOUT_S)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            self.deny(f"unknown@{peer}", "mesh.handshake", f"TLS handshake refused: {reason}", peer=peer)
+            return
+        node_id, serial = peer_identity(writer.get_extra_info("ssl_object"))
+        problem = await database_sync_to_async(_check_certificate, thread_sensitive=False)(node_id, serial)
+        if problem:
+            self.deny(node_id or f"unknown@{peer}", "mesh.handshake", problem, peer=peer, serial=serial)
+            await self._send_now(writer, framing.error_frame("certificate_rejected", problem))
+            return
+        conn = Connection(node_id, serial, peer, writer)
+        previous = self.sessions.get(node_id)
+        if previous is not None:
+            self.deny(node_id, "mesh.session.replaced", "a newer connection of the same node replaced this session", peer=previous.peer)
+            self._close(previous, "replaced by a newer connection")
+        self.sessions[node_id] = conn
+        self.allow(node_id, "mesh.handshake", peer=peer, serial=serial)
+        scope = {"type": "mesh", "node_id": node_id, "cert_serial": serial, "peer": peer}
+        app = asyncio.get_running_loop().create_task(self._run_app(conn, scope))
+        try:
+            await conn.queue.put({"type": "mesh.connect"})
+            await self._read_loop(conn, reader)
+        finally:
+            if self.sessions.get(node_id) is conn:
+                del self.sessions[node_id]
+            await conn.queue.put({"type": "mesh.disconnect", "reason": conn.close_reason or "connection closed"})
+            try:
+                await asyncio.wait_for(app, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                app.cancel()
+
+    async def _run_app(self, conn: Connection, scope: dict[str, Any]) -> None:
+        async def send(message: dict[str, Any]) -> None:
+            kind = message["type"]
+            if kind == "mesh.send":
+                self._write(conn, framing.encode(message["frame"]))
+            elif kind == "mesh.close":
+                if message.get("code"):
+                    self._write(conn, framing.error_frame(message["code"], message.get("reason", "")))
+                self._close(conn, message.get("reason", "closed by the hub"))
+            else:
+                raise ValueError(f"unknown message type {kind!r} from the mesh application")
+
+        try:
+            await self.application(scope, conn.queue.get, send)
+        except Exception:  # a consumer bug closes this session, never the gateway
+            logger.exception("device consumer for %s failed", conn.node_id)
+            self._close(conn, "internal error")
+
+    async def _read_loop(self, conn: Connection, reader: asyncio.StreamReader) -> None:
+        bucket = TokenBucket(settings.MESH_FRAMES_PER_S, settings.MESH_FRAME_BURST)
+        strikes = 0
+        while not conn.closing:
+            try:
+                frame = await framing.read_frame(reader, settings.MESH_MAX_FRAME, settings.MESH_IDLE_TIMEOUT_S)
+            except framing.FrameError as error:
+                if error.code != "closed":
+                    self.deny(conn.node_id, "mesh.frame", error.reason, code=error.code)
+                    self._write(conn, framing.error_frame(error.code, error.reason))
+                conn.close_reason = error.reason
+                self._close(conn, error.reason)
+                return
+            except (OSError, ssl.SSLError) as exc:
+                conn.close_reason = f"connection lost: {exc}"
+                return
+            if not bucket.take():
+                strikes += 1
+                if strikes == 1 or strikes % 100 == 0:
+                    self.deny(conn.node_id, "mesh.frame", "rate limit exceeded", code="rate_limited", dropped=strikes)
+                    self._write(conn, framing.error_frame("rate_limited", f"more than {settings.MESH_FRAMES_PER_S:g} frames/s; frame dropped", frame.get("id")))
+                continue
+            await conn.queue.put({"type": "mesh.frame", "frame": frame})
+
+    def _write(self, conn: Connection, data: bytes) -> None:
+        if conn.closing:
+            return
+        transport = conn.writer.transport
+        if transport.get_write_buffer_size() > settings.MESH_MAX_OUTBOUND_BYTES:
+            self.deny(conn.node_id, "mesh.send", "outbound buffer full: the device is not reading", code="slow_consumer")
+            self._close(conn, "outbound buffer full")
+            return
+        conn.writer.write(data)
+
+    def _close(self, conn: Connection, reason: str) -> None:
+        if conn.closing:
+            return
+        conn.closing = True
+        conn.close_reason = conn.close_reason or reason
+        conn.writer.close()
+
+    @staticmethod
+    async def _send_now(writer: asyncio.StreamWriter, data: bytes) -> None:
+        try:
+            writer.write(data)
+            await asyncio.wait_for(writer.drain(), 5)
+        except (TimeoutError, OSError, ssl.SSLError):
+            pass  # it is going away anyway
