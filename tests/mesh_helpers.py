@@ -96,3 +96,47 @@ def tampered_csr(common_name: str) -> str:
     der = bytearray(x509.load_pem_x509_csr(pem.encode()).public_bytes(serialization.Encoding.DER))
     der[-1] ^= 0x01
     return x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM).decode()
+
+
+@contextmanager
+def running_device_listeners() -> Iterator[tuple[EnrollmentListener, Any]]:
+    """Enrollment listener and mesh gateway on one background loop, as runhub runs them."""
+    from hub.asgi import application
+    from hub.mesh.gateway import MeshGateway
+
+    files = identity.ensure_hub_identity()
+    loop = asyncio.new_event_loop()
+    enroll = EnrollmentListener("127.0.0.1", 0, files)
+    gateway = MeshGateway("127.0.0.1", 0, files, application)
+
+    async def start() -> None:
+        await enroll.start()
+        await gateway.start()
+
+    loop.run_until_complete(start())
+    thread = threading.Thread(target=loop.run_forever, name="device-listeners", daemon=True)
+    thread.start()
+    try:
+        yield enroll, gateway
+    finally:
+
+        async def stop() -> None:
+            await asyncio.gather(enroll.close(), gateway.close())
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def wait_for(predicate: Any, timeout_s: float = 15.0, interval_s: float = 0.05) -> Any:
+    """Poll until `predicate()` is truthy (an event we cannot await directly); fail loudly otherwise."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s} s: {predicate}")

@@ -243,8 +243,8 @@ class MeshGateway:
         try:
             await writer.start_tls(self.context, ssl_handshake_timeout=settings.MESH_HANDSHAKE_TIMEOUT_S)
         except (ssl.SSLError, OSError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-            self.deny(f"unknown@{peer}", "mesh.handshake", f"TLS handshake refused: {reason}", peer=peer)
+            detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            self.deny(f"unknown@{peer}", "mesh.handshake", f"TLS handshake refused: {detail}", peer=peer)
             return
         node_id, serial = peer_identity(writer.get_extra_info("ssl_object"))
         problem = await database_sync_to_async(_check_certificate, thread_sensitive=False)(node_id, serial)

@@ -1,0 +1,253 @@
+"""The mesh gateway with the real agent over real mTLS: enroll, connect, report, revoke;
+and every way a device (or an impostor) can get a frame wrong."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from rest_framework.test import APIClient
+
+from audit.models import AuditEvent
+from audit.services import Actor
+from devices import identity, pki
+from devices.models import Device, TelemetrySample
+from firmware.agent import port as agent_port
+from firmware.agent.core import enroll as agent_enroll
+from firmware.agent.core.agent import Agent
+from firmware.agent.hardware import VirtualHardware
+from firmware.agent.profiles import PROFILES
+from tests.mesh_helpers import running_device_listeners, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def listeners(settings: Any) -> Iterator[tuple[Any, Any]]:
+    settings.MESH_IDLE_TIMEOUT_S = 2.0
+    settings.MESH_HANDSHAKE_TIMEOUT_S = 2.0
+    with running_device_listeners() as running:
+        yield running
+
+
+def enroll_device(listeners: tuple[Any, Any], node_id: str, state_dir: Path) -> Path:
+    enroll, gateway = listeners
+    ticket = identity.create_enrollment(Actor("user", "alice"), node_id).as_dict()
+    agent_enroll.enroll(agent_port, "127.0.0.1", enroll.port, node_id, ticket["code"], None, ticket["ca_fingerprint"], str(state_dir))
+    hub = json.loads((state_dir / "hub.json").read_text())
+    hub["mesh_port"] = gateway.port  # the test gateway listens on a free port
+    (state_dir / "hub.json").write_text(json.dumps(hub))
+    return state_dir
+
+
+class RunningAgent:
+    def __init__(self, state_dir: Path, profile: str = "thermostat") -> None:
+        self.stop = threading.Event()
+        self.agent = Agent(agent_port, str(state_dir), PROFILES[profile], VirtualHardware(PROFILES[profile], seed=1), report_s=0.2)
+        self.thread = threading.Thread(target=self.agent.run, args=(self.stop.is_set,), daemon=True)
+
+    def __enter__(self) -> Agent:
+        self.thread.start()
+        return self.agent
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+
+def test_enroll_connect_report_and_revoke_end_to_end(listeners: tuple[Any, Any], tmp_path: Path, admin_api: APIClient) -> None:
+    state_dir = enroll_device(listeners, "sensor-1", tmp_path / "sensor-1")
+    with RunningAgent(state_dir) as agent:
+        wait_for(lambda: agent.acked_reports >= 3)
+        body = admin_api.get("/api/v1/devices/sensor-1/").json()
+        assert body["online"] is True
+        assert set(body["reported"]) == {"temperature", "setpoint", "mode"}
+        assert {c["name"] for c in body["capabilities"]} == {"temperature", "setpoint", "mode"}
+        assert body["firmware_version"] == "sim-1.0.0"
+        assert TelemetrySample.objects.filter(device__node_id="sensor-1", capability="temperature").count() >= 3
+
+        assert admin_api.post("/api/v1/devices/sensor-1/revoke/", {"reason": "stolen"}, format="json").status_code == 200
+        wait_for(lambda: agent.last_error and "revoked" in agent.last_error)
+        wait_for(lambda: not Device.objects.get(node_id="sensor-1").online)
+        # Reconnecting is refused at the handshake: the gateway reloaded the CRL.
+        wait_for(lambda: AuditEvent.objects.filter(action="mesh.handshake", decision="deny", reason__contains="revoked").exists(), timeout_s=20)
+        assert agent.sessions == 1
+    actions = set(AuditEvent.objects.filter(target_id="sensor-1").values_list("action", "decision"))
+    assert {("device.enroll", "allow"), ("mesh.handshake", "allow"), ("mesh.session", "allow"), ("device.revoke", "allow")} <= actions
+
+
+def mtls_socket(state_dir: Path, port: int, *, cert: bool = True) -> ssl.SSLSocket:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=str(state_dir / "ca.pem"))
+    if cert:
+        context.load_cert_chain(str(state_dir / "cert.pem"), str(state_dir / "key.pem"))
+    return context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1")
+
+
+class RawDevice:
+    """A hand-driven device session for sending exactly the frames a test needs."""
+
+    def __init__(self, state_dir: Path, port: int) -> None:
+        self.sock = mtls_socket(state_dir, port)
+        self.seq = 0
+        self.token: str | None = None
+        assert self.read()["type"] == "welcome"
+
+    def read(self) -> dict[str, Any]:
+        header = self._exactly(4)
+        return json.loads(self._exactly(struct.unpack(">I", header)[0]))
+
+    def _exactly(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise EOFError("closed")
+            data += chunk
+        return data
+
+    def frame(self, kind: str, body: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+        self.seq += 1
+        message = {
+            "v": 1,
+            "type": kind,
+            "id": f"t-{self.seq}",
+            "seq": self.seq,
+            "issued_at": int(time.time() * 1000),
+            "ttl_ms": 30_000,
+            "nonce": base64.b64encode(os.urandom(16)).decode(),
+            "body": body,
+        }
+        if self.token:
+            message["session"] = self.token
+        message.update(overrides)
+        return message
+
+    def send(self, message: dict[str, Any] | bytes) -> None:
+        data = message if isinstance(message, bytes) else json.dumps(message).encode()
+        self.sock.sendall(struct.pack(">I", len(data)) + data)
+
+    def hello(self) -> None:
+        self.send(self.frame("hello", {"firmware_version": "raw-1", "capabilities": PROFILES["thermostat"]["capabilities"]}))
+        session = self.read()
+        assert session["type"] == "session", session
+        self.token = session["body"]["token"]
+
+    def error(self) -> dict[str, Any]:
+        answer = self.read()
+        while answer["type"] == "ack":
+            answer = self.read()
+        assert answer["type"] == "error", answer
+        return answer["body"]
+
+
+@pytest.fixture
+def raw(listeners: tuple[Any, Any], tmp_path: Path) -> Iterator[RawDevice]:
+    state_dir = enroll_device(listeners, "sensor-1", tmp_path / "sensor-1")
+    device = RawDevice(state_dir, listeners[1].port)
+    device.hello()
+    yield device
+    device.sock.close()
+
+
+def deny_codes() -> list[str]:
+    return [e.details.get("code", "") for e in AuditEvent.objects.filter(action__startswith="mesh.", decision="deny").order_by("seq")]
+
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        (lambda d: d.frame("state", {"values": {"temperature": 20}}, seq=0), "replayed_seq"),
+        (lambda d: d.frame("state", {"values": {"temperature": 20}}, issued_at=int(time.time() * 1000) - 600_000, ttl_ms=3_600_000), "clock_skew"),
+        (lambda d: d.frame("state", {"values": {"temperature": 20}}, issued_at=int(time.time() * 1000) - 60_000), "expired"),
+        (lambda d: d.frame("state", {"values": {"temperature": 20}, "node_id": "sensor-2"}), "wrong_node"),
+        (lambda d: d.frame("command", {"action": "set", "capability": "setpoint", "value": 30}), "forbidden_type"),
+        (lambda d: d.frame("reset", {"kind": "factory_reset"}), "forbidden_type"),
+        (lambda d: d.frame("ota.offer", {}), "forbidden_type"),
+        (lambda d: d.frame("teleport", {}), "unknown_type"),
+        (lambda d: d.frame("state", {"values": {"temperature": 20}}, seq="7"), "bad_frame"),
+        (lambda d: d.frame("state", {"values": {"temperature": "warm"}}), "bad_state"),
+        (lambda d: d.frame("state", {"values": {"humidity": 40}}), "bad_state"),
+        (lambda d: d.frame("state", {"values": {"setpoint": 99}}), "bad_state"),
+        (lambda d: d.frame("state", {"values": {"temperature": 20}}, session="stolen"), "bad_session"),
+    ],
+)
+def test_bad_frames_get_a_precise_error_and_an_audit_event(raw: RawDevice, make: Any, code: str) -> None:
+    raw.send(make(raw))
+    error = raw.error()
+    assert error["code"] == code, error
+    assert error["reason"]
+    assert wait_for(lambda: code in deny_codes())
+    # The session survives a refused frame: a good one still gets through.
+    raw.send(raw.frame("state", {"values": {"temperature": 20.5}}))
+    assert raw.read()["type"] == "ack"
+
+
+def test_a_reused_nonce_is_refused(raw: RawDevice) -> None:
+    first = raw.frame("state", {"values": {"temperature": 20}})
+    raw.send(first)
+    assert raw.read()["type"] == "ack"
+    raw.send(raw.frame("state", {"values": {"temperature": 21}}, nonce=first["nonce"]))
+    assert raw.error()["code"] == "nonce_reused"
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [(struct.pack(">I", 10_000_000), "frame_too_large"), (struct.pack(">I", 100) + b'{"v": 1, "type": "st', "timeout"), (b"\x00\x00\x00\x05{oops", "bad_json")],
+)
+def test_broken_framing_closes_the_connection_with_a_reason(raw: RawDevice, payload: bytes, code: str) -> None:
+    raw.sock.sendall(payload)
+    assert raw.error()["code"] == code
+    with pytest.raises((EOFError, ConnectionResetError, ssl.SSLError)):
+        raw.read()
+    wait_for(lambda: code in deny_codes())
+
+
+def test_a_client_without_a_certificate_is_refused_and_audited(listeners: tuple[Any, Any], tmp_path: Path) -> None:
+    state_dir = enroll_device(listeners, "sensor-1", tmp_path / "sensor-1")
+    sock = mtls_socket(state_dir, listeners[1].port, cert=False)
+    with pytest.raises((ssl.SSLError, ConnectionResetError, EOFError)):
+        if not sock.recv(1):
+            raise EOFError
+    wait_for(lambda: AuditEvent.objects.filter(action="mesh.handshake", decision="deny", reason__icontains="certificate").exists())
+
+
+def test_a_certificate_from_another_ca_is_refused(listeners: tuple[Any, Any], tmp_path: Path) -> None:
+    state_dir = enroll_device(listeners, "sensor-1", tmp_path / "sensor-1")
+    rogue_key, rogue_ca = pki.create_ca("mallory CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "sensor-1")]))
+        .sign(key, hashes.SHA256())
+    )
+    cert = pki.sign_device_csr(rogue_key, rogue_ca, pki.ParsedCSR(csr, "sensor-1"), "sensor-1", pki.CA_VALIDITY)
+    (tmp_path / "forged.pem").write_bytes(pki.cert_pem(cert))
+    (tmp_path / "forged.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=str(state_dir / "ca.pem"))
+    context.load_cert_chain(str(tmp_path / "forged.pem"), str(tmp_path / "forged.key"))
+    sock = context.wrap_socket(socket.create_connection(("127.0.0.1", listeners[1].port), timeout=10), server_hostname="127.0.0.1")
+    with pytest.raises((ssl.SSLError, ConnectionResetError, EOFError)):
+        if not sock.recv(1):
+            raise EOFError
+    wait_for(lambda: AuditEvent.objects.filter(action="mesh.handshake", decision="deny", reason__contains="unable to get local issuer certificate").exists())
+
+
+def test_a_silent_client_is_closed_after_the_handshake_timeout(listeners: tuple[Any, Any]) -> None:
+    with socket.create_connection(("127.0.0.1", listeners[1].port), timeout=10) as sock:
+        assert sock.recv(1) == b""  # never spoke TLS: closed after MESH_HANDSHAKE_TIMEOUT_S
+    wait_for(lambda: AuditEvent.objects.filter(action="mesh.handshake", decision="deny").exists())
