@@ -26,14 +26,14 @@ from django.conf import settings
 from audit.models import ActorType, Decision
 from audit.services import Actor, record
 from devices import capabilities as declarations
-from devices import state
+from devices import delivery, state
 from devices.models import Device
 from hub.mesh.protocol import Envelope, ProtocolError, ReplayWindow, check_device_type, check_node, parse_envelope
 
 logger = logging.getLogger("meshhub.consumer")
 
 HUB_VERSION = "meshhub/0.1"
-HANDLED = {"hello", "state", "ping", "pong", "event", "error"}
+HANDLED = {"hello", "state", "ping", "pong", "event", "error", "ack", "result"}
 
 
 def now_ms() -> int:
@@ -149,6 +149,7 @@ class DeviceConsumer(AsyncConsumer):
         self.session_token = secrets.token_urlsafe(18)
         self.established = False
         self.specs: dict[str, Any] = {}
+        self.sent: set[str] = set()
         if self.channel_layer is not None:
             await self.channel_layer.group_add(self.group, self.channel_name)
         await self.send_frame("welcome", {"hub_version": HUB_VERSION, "time_ms": now_ms(), "node_id": self.node_id, "heartbeat_s": settings.MESH_HEARTBEAT_S})
@@ -209,6 +210,46 @@ class DeviceConsumer(AsyncConsumer):
             "session", {"token": self.session_token, "scopes": ["read-status", "command"], "heartbeat_s": settings.MESH_HEARTBEAT_S}, ref=envelope.id
         )
         self.established = True
+        await self.deliver_pending()
+
+    async def deliver_pending(self) -> None:
+        """Send what the outbox holds for this node and this session has not sent yet."""
+        if not self.established:
+            return
+        commands = await database_sync_to_async(delivery.pending_for)(self.node_id, self.sent)
+        for command in commands:
+            self.sent.add(command["id"])
+            await self.send_command(command)
+
+    async def send_command(self, command: dict[str, Any]) -> None:
+        self.out_seq += 1
+        frame = {
+            "v": 1,
+            "type": "command",
+            "id": command["id"],  # the message id is the command id: at most once, on both ends
+            "seq": self.out_seq,
+            "issued_at": now_ms(),
+            "ttl_ms": command["ttl_ms"],
+            "nonce": base64.b64encode(os.urandom(16)).decode(),
+            "session": self.session_token,
+            "body": command["body"],
+        }
+        await self.send({"type": "mesh.send", "frame": frame})
+
+    async def command_pending(self, message: dict[str, Any]) -> None:
+        """A nudge: from send_command() after commit (group node.<id>) or the gateway's sweep."""
+        await self.deliver_pending()
+
+    async def on_ack(self, envelope: Envelope) -> None:
+        problem = await database_sync_to_async(delivery.mark_delivered)(self.node_id, envelope.body.get("id"))
+        if problem:
+            raise ProtocolError("bad_ack", problem)
+
+    async def on_result(self, envelope: Envelope) -> None:
+        body = envelope.body
+        problem = await database_sync_to_async(delivery.record_result)(self.node_id, body.get("id"), body.get("status"), body.get("value"), body.get("reason"))
+        if problem:
+            raise ProtocolError("bad_result", problem)
 
     async def on_state(self, envelope: Envelope) -> None:
         errors = state.check_values(self.specs, envelope.body.get("values"))

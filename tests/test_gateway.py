@@ -255,3 +255,35 @@ def test_a_silent_client_is_closed_after_the_handshake_timeout(listeners: tuple[
     with socket.create_connection(("127.0.0.1", listeners[1].port), timeout=10) as sock:
         assert sock.recv(1) == b""  # never spoke TLS: closed after MESH_HANDSHAKE_TIMEOUT_S
     wait_for(lambda: AuditEvent.objects.filter(action="mesh.handshake", decision="deny").exists())
+
+
+def test_a_command_from_the_api_reaches_the_device_and_its_result_comes_back(listeners: tuple[Any, Any], tmp_path: Path, alice_api: APIClient) -> None:
+    from devices.models import Command
+
+    state_dir = enroll_device(listeners, "relay-1", tmp_path / "relay-1")
+    with RunningAgent(state_dir, "relay") as agent:
+        wait_for(lambda: Device.objects.get(node_id="relay-1").online and agent.acked_reports >= 1)
+        created = alice_api.post("/api/v1/devices/relay-1/commands/", {"action": "set", "capability": "on", "value": True}, format="json")
+        assert created.status_code == 201, created.content
+        command_id = created.json()["id"]
+        done = wait_for(lambda: (c := alice_api.get(f"/api/v1/commands/{command_id}/").json())["status"] == "succeeded" and c)
+        assert done["result"] == {"value": True, "reason": ""}
+        assert done["delivered_at"] is not None
+        wait_for(lambda: Device.objects.get(node_id="relay-1").reported.get("on") is True)
+        assert agent.hardware.values["on"] is True
+
+        # The hub lost the answer (say, it crashed before commit): the command is pending
+        # again and is re-sent on the next session. The device answers from memory.
+        Command.objects.filter(pk=command_id).update(status="pending", result=None, completed_at=None)
+        gateway = listeners[1]
+        gateway.server.get_loop().call_soon_threadsafe(gateway._close, gateway.sessions["relay-1"], "test: drop the session")
+        wait_for(lambda: Command.objects.get(pk=command_id).status == "succeeded", timeout_s=20)
+        assert agent.executed == 1, "a command id executes at most once"
+        assert agent.sessions == 2
+
+
+def test_a_bad_command_answer_is_refused(raw: RawDevice) -> None:
+    raw.send(raw.frame("result", {"id": "not-a-command", "status": "ok"}))
+    assert raw.error()["code"] == "bad_result"
+    raw.send(raw.frame("ack", {"id": "00000000-0000-0000-0000-000000000000"}))
+    assert raw.error()["code"] == "bad_ack"

@@ -214,3 +214,17 @@ def connect_mtls(state_dir: str, host: str | None = None, port: int | None = Non
         raw.close()
         raise
     return MtlsConnection(sock)
+
+
+def load_done(state_dir: str) -> dict[str, Any]:
+    """Command ids this device already executed (survives restarts: at most once)."""
+    try:
+        with open(os.path.join(state_dir, "commands.json")) as handle:
+            done: dict[str, Any] = {k: tuple(v) for k, v in json.load(handle).items()}
+            return done
+    except (OSError, ValueError):
+        return {}
+
+
+def save_done(state_dir: str, done: dict[str, Any]) -> None:
+    _write_private(os.path.join(state_dir, "commands.json"), json.dumps({k: list(v) for k, v in done.items()}))

@@ -166,10 +166,12 @@ class MeshGateway:
         self.server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloader: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         self.audit.start()
         self._reloader = asyncio.get_running_loop().create_task(self._listen_for_reloads())
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_outbox())
         self.server = await asyncio.start_server(self._accept, self.host, self.port, backlog=1024, reuse_address=True)
         self.port = self.server.sockets[0].getsockname()[1]
         logger.info("mesh gateway listening on %s:%s (mTLS)", self.host, self.port, extra={"port": self.port})
@@ -201,10 +203,30 @@ class MeshGateway:
         finally:
             await layer.group_discard(identity.GATEWAYS_GROUP, channel)
 
+    async def _sweep_outbox(self) -> None:
+        """Every second, one query: which connected nodes have pending commands? A lost
+        channel-layer nudge costs a second of latency, never a command."""
+        from devices import delivery
+
+        while True:
+            await asyncio.sleep(settings.MESH_OUTBOX_SWEEP_S)
+            if not self.sessions:
+                continue
+            try:
+                waiting = await database_sync_to_async(delivery.nodes_with_pending)(list(self.sessions))
+            except Exception:  # the database is away; the next sweep tries again
+                logger.exception("outbox sweep failed")
+                continue
+            for node_id in waiting:
+                conn = self.sessions.get(node_id)
+                if conn is not None and not conn.closing:
+                    conn.queue.put_nowait({"type": "command.pending"})
+
     async def close(self) -> None:
-        if self._reloader is not None:
-            self._reloader.cancel()
-            await asyncio.gather(self._reloader, return_exceptions=True)
+        for background in (self._reloader, self._sweeper):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
         if self.server is not None:
             self.server.close()
         for conn in list(self.sessions.values()):

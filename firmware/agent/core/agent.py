@@ -7,7 +7,8 @@ exponential backoff until `should_stop()` says so.
 
 The port provides: connect_mtls(state_dir) -> conn with send(bytes), recv(timeout_s) ->
 bytes (b"" on close, None on timeout), close(); load_hub(state_dir) -> dict; now_ms();
-uuid4(); random_b64(n); sleep(s); random() in [0, 1).
+uuid4(); random_b64(n); sleep(s); random() in [0, 1); load_done(state_dir) and
+save_done(state_dir, done) to remember executed command ids across restarts.
 """
 
 from firmware.agent.core import framing
@@ -37,6 +38,9 @@ class Agent:
         self.last_error = None
         self.acked_reports = 0
         self.sessions = 0
+        self.executed = 0
+        # Command ids already executed, with the result sent: a repeat is answered, not re-run.
+        self.done = port.load_done(state_dir)
 
     # --- frames -----------------------------------------------------------------------
 
@@ -130,11 +134,55 @@ class Agent:
         body = message.get("body") or {}
         if kind == "ack":
             self.acked_reports += 1
+        elif kind == "command":
+            self.on_command(conn, message)
         elif kind == "error":
             self.last_error = "%s: %s" % (body.get("code"), body.get("reason"))
             self.log("hub error", self.last_error)
             if body.get("code") == "revoked":
                 raise SessionRefused("revoked", body.get("reason", ""))
+
+    def on_command(self, conn, message):
+        command_id = message.get("id")
+        body = message.get("body") or {}
+        self.send(conn, "ack", {"id": command_id})
+        if command_id in self.done:
+            outcome = self.done[command_id]
+        else:
+            outcome = self.execute(body)
+            self.executed += 1
+            self.done[command_id] = outcome
+            while len(self.done) > 256:
+                del self.done[next(iter(self.done))]
+            self.port.save_done(self.state_dir, self.done)
+        result = {"id": command_id, "status": outcome[0], "value": outcome[1]}
+        if outcome[2]:
+            result["reason"] = outcome[2]
+        self.send(conn, "result", result)
+        if outcome[0] == "ok" and body.get("action") in ("set", "toggle"):
+            self.send(conn, "state", {"values": {body["capability"]: outcome[1]}, "ts": self.port.now_ms()})
+
+    def execute(self, body):
+        """(status, value, reason) for one command against the virtual hardware."""
+        capability = body.get("capability")
+        spec = None
+        for cap in self.profile["capabilities"]:
+            if cap["name"] == capability:
+                spec = cap
+        if spec is None:
+            return ("error", None, "no capability %r on this device" % (capability,))
+        action = body.get("action")
+        if action == "get":
+            return ("ok", self.hardware.values.get(capability), "")
+        if not spec.get("writable", spec.get("kind") != "sensor"):
+            return ("error", None, "capability %r is not writable" % (capability,))
+        if action == "set":
+            return ("ok", self.hardware.apply(capability, body.get("value")), "")
+        if action == "toggle":
+            return ("ok", self.hardware.apply(capability, not self.hardware.values.get(capability)), "")
+        if action == "execute":
+            return ("ok", None, "")
+        return ("error", None, "unknown action %r" % (action,))
 
     def run(self, should_stop, max_backoff_s=60.0):
         """Sessions until stopped, reconnecting with jittered exponential backoff."""

@@ -1,0 +1,78 @@
+"""The command outbox as the gateway sees it: what to send, and what the device said."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from devices import events
+from devices.models import Command, CommandStatus
+
+MAX_IN_FLIGHT = 20
+
+
+def pending_for(node_id: str, exclude: set[str]) -> list[dict[str, Any]]:
+    """Open, unexpired commands not yet handed to this session, oldest first."""
+    now = timezone.now()
+    rows = (
+        Command.objects.filter(device__node_id=node_id, status=CommandStatus.PENDING, expires_at__gt=now)
+        .exclude(id__in=list(exclude))
+        .order_by("created_at")
+        .values("id", "action", "capability", "value", "scope", "expires_at")[:MAX_IN_FLIGHT]
+    )
+    return [
+        {
+            "id": str(row["id"]),
+            "body": {"action": row["action"], "capability": row["capability"], "value": row["value"], "scope": row["scope"]},
+            "ttl_ms": max(1, int((row["expires_at"] - now).total_seconds() * 1000)),
+        }
+        for row in rows
+    ]
+
+
+def nodes_with_pending(node_ids: list[str]) -> list[str]:
+    """Which of these connected nodes have something waiting: the gateway's 1 s sweep."""
+    if not node_ids:
+        return []
+    rows = Command.objects.filter(device__node_id__in=node_ids, status=CommandStatus.PENDING, expires_at__gt=timezone.now())
+    return list(rows.values_list("device__node_id", flat=True).distinct())
+
+
+def _own(node_id: str, command_id: Any) -> Command | None:
+    if not isinstance(command_id, str):
+        return None
+    try:
+        return Command.objects.filter(id=command_id, device__node_id=node_id).first()
+    except ValidationError:  # not a UUID: no such command
+        return None
+
+
+def mark_delivered(node_id: str, command_id: Any) -> str | None:
+    """`ack`: pending → delivered. Returns why it was refused, or None."""
+    command = _own(node_id, command_id)
+    if command is None:
+        return f"no command {command_id!r} for this device"
+    Command.objects.filter(pk=command.pk, status=CommandStatus.PENDING).update(status=CommandStatus.DELIVERED, delivered_at=timezone.now())
+    return None
+
+
+def record_result(node_id: str, command_id: Any, outcome: Any, value: Any, reason: Any) -> str | None:
+    """`result`: delivered/pending → succeeded or failed, once. Returns why it was refused, or None."""
+    if outcome not in ("ok", "error"):
+        return "result status must be 'ok' or 'error'"
+    command = _own(node_id, command_id)
+    if command is None:
+        return f"no command {command_id!r} for this device"
+    status = CommandStatus.SUCCEEDED if outcome == "ok" else CommandStatus.FAILED
+    result = {"value": value, "reason": str(reason)[:500] if reason else ""}
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Command.objects.filter(pk=command.pk, status__in=[CommandStatus.PENDING, CommandStatus.DELIVERED]).update(
+            status=status, result=result, completed_at=now, delivered_at=command.delivered_at or now
+        )
+        if updated:
+            transaction.on_commit(lambda: events.command_finished(str(command.pk), status, result))
+    return None
