@@ -32,7 +32,7 @@ migrate: install
 
 run: migrate
 	$(PY) manage.py ensureadmin
-	$(PY) manage.py runhub
+	$(PY) manage.py runhub --demo 10
 
 test: install-dev lint test-embedded test-production schemathesis
 

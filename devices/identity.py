@@ -330,6 +330,7 @@ class EnrollmentTicket:
         ca = active_ca()
         return {
             "node_id": self.enrollment.node_id,
+            "device_type": self.enrollment.device_type,
             "code": self.code,
             "pin": self.pin or None,
             "ca_fingerprint": ca.fingerprint,

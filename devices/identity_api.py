@@ -37,6 +37,7 @@ class EnrollmentRequestSerializer(StrictSerializer):
 
 class EnrollmentTicketSerializer(serializers.Serializer):
     node_id = serializers.CharField()
+    device_type = serializers.CharField()
     code = serializers.CharField(help_text="Shown once; stored only as a PBKDF2 hash.")
     pin = serializers.CharField(allow_null=True)
     ca_fingerprint = serializers.CharField()

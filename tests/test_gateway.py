@@ -287,3 +287,36 @@ def test_a_bad_command_answer_is_refused(raw: RawDevice) -> None:
     assert raw.error()["code"] == "bad_result"
     raw.send(raw.frame("ack", {"id": "00000000-0000-0000-0000-000000000000"}))
     assert raw.error()["code"] == "bad_ack"
+
+
+def test_the_simulator_enrolls_and_runs_a_fleet_through_the_real_flow(listeners: tuple[Any, Any], tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    enroll, gateway = listeners
+    tickets = [identity.create_enrollment(Actor("user", "alice"), f"sim-{i}", device_type=p).as_dict() for i, p in enumerate(["thermostat", "relay", "meter"])]
+    for ticket in tickets:
+        ticket["mesh_port"] = gateway.port
+    codes = tmp_path / "codes.json"
+    codes.write_text(json.dumps(tickets))
+    argv = [sys.executable, "-m", "firmware.simulate", "--devices", "3", "--state-root", str(tmp_path / "fleet"), "--enrollments", str(codes), "--enroll-host", "127.0.0.1", "--enroll-port", str(enroll.port), "--report-s", "0.5"]  # fmt: skip
+    # The mesh port is learnt at enrollment (the hub's configured one); point the test fleet at the test gateway.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    sim = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: all((tmp_path / "fleet" / f"sim-{i}" / "hub.json").exists() for i in range(3)))
+        for i in range(3):
+            hub_file = tmp_path / "fleet" / f"sim-{i}" / "hub.json"
+            hub = json.loads(hub_file.read_text())
+            if hub["mesh_port"] != gateway.port:
+                hub["mesh_port"] = gateway.port
+                hub_file.write_text(json.dumps(hub))
+        wait_for(lambda: Device.objects.filter(node_id__startswith="sim-", online=True).count() == 3, timeout_s=30)
+        wait_for(lambda: TelemetrySample.objects.filter(device__node_id="sim-2", capability="power").exists())
+        assert Device.objects.get(node_id="sim-1").device_type == "relay"
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        output = sim.communicate(timeout=30)[0]
+        assert sim.returncode == 0, output
+    wait_for(lambda: not Device.objects.filter(node_id__startswith="sim-", online=True).exists())

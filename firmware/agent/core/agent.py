@@ -202,6 +202,7 @@ class Agent:
                     self.log("session ended", self.last_error)
                 finally:
                     conn.close()
+                    self.token = None
             if should_stop():
                 break
             delay = backoff * (0.5 + self.port.random())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from django.db.migrations.executor import MigrationExecutor
 from devices import identity
 from hub.mesh.enroll import EnrollmentListener
 from hub.mesh.gateway import MeshGateway
+from hub.settings import write_private_file
 
 logger = logging.getLogger("meshhub.runhub")
 
@@ -107,6 +109,39 @@ def worker_argv(concurrency: int) -> list[str]:
     ]  # fmt: skip
 
 
+DEMO_PROFILES = ["thermostat", "relay", "dimmer", "door", "meter"]
+
+
+def demo_fleet_argv(count: int, enroll_port: int) -> list[str]:
+    """Enrollment codes for the demo devices that have no identity yet, then the simulator's
+    command line: the demo fleet joins through the same enrollment port as hardware."""
+    from audit.services import Actor
+    from devices.models import Certificate, CertificateStatus
+
+    root = settings.DATA_DIR / "demo"
+    root.mkdir(mode=0o700, exist_ok=True)
+    tickets = []
+    for index in range(count):
+        profile = DEMO_PROFILES[index % len(DEMO_PROFILES)]
+        node_id = f"demo-{profile}-{index // len(DEMO_PROFILES) + 1}"
+        has_state = (root / node_id / "cert.pem").exists()
+        has_cert = Certificate.objects.filter(device__node_id=node_id, status=CertificateStatus.ACTIVE).exists()
+        if has_state and has_cert:
+            continue
+        if has_cert:  # its identity files are gone: start it over
+            identity.revoke_device(Actor.system("runhub --demo"), node_id, "demo device lost its state directory")
+        ticket = identity.create_enrollment(Actor.system("runhub --demo"), node_id, device_type=profile, ttl_s=3600).as_dict()
+        tickets.append(ticket)
+    codes = root / "enrollments.json"
+    codes.unlink(missing_ok=True)
+    write_private_file(codes, json.dumps(tickets))
+    connections.close_all()
+    return [
+        sys.executable, "-m", "firmware.simulate", "--devices", str(count), "--state-root", str(root),
+        "--enrollments", str(codes), "--enroll-host", "127.0.0.1", "--enroll-port", str(enroll_port),
+    ]  # fmt: skip
+
+
 def unapplied_migrations() -> list[str]:
     connection = connections["default"]
     executor = MigrationExecutor(connection)
@@ -125,6 +160,7 @@ class Command(BaseCommand):
         parser.add_argument("--enroll-port", type=int, default=settings.ENROLL_PORT, help="enrollment port (MESHHUB_ENROLL_PORT)")
         parser.add_argument("--mesh-port", type=int, default=settings.MESH_PORT, help="device mTLS port (MESHHUB_MESH_PORT)")
         parser.add_argument("--concurrency", type=int, default=settings.WORKER_CONCURRENCY)
+        parser.add_argument("--demo", type=int, default=0, metavar="N", help="also run N simulated devices that enroll through the real flow")
 
     def handle(self, *args: Any, **options: Any) -> None:
         pending = unapplied_migrations()
@@ -191,11 +227,18 @@ class Command(BaseCommand):
             http_timeout=None,
             websocket_timeout=86400,
         )
+        demo = None
+        if options["demo"] > 0:
+            demo = SupervisedProcess("demo fleet", demo_fleet_argv(options["demo"], options["enroll_port"]))
         if worker is not None:
             worker.start()
+        if demo is not None:
+            demo.start()
         try:
             server.run()
         finally:
+            if demo is not None:
+                demo.stop()
             if worker is not None:
                 worker.stop()
             logger.info("meshhub stopped")
