@@ -320,3 +320,79 @@ def test_the_simulator_enrolls_and_runs_a_fleet_through_the_real_flow(listeners:
         output = sim.communicate(timeout=30)[0]
         assert sim.returncode == 0, output
     wait_for(lambda: not Device.objects.filter(node_id__startswith="sim-", online=True).exists())
+
+
+def test_a_flooding_device_is_rate_limited_and_others_are_unaffected(settings: Any, tmp_path: Path) -> None:
+    settings.MESH_FRAMES_PER_S = 20
+    settings.MESH_FRAME_BURST = 20
+    settings.MESH_IDLE_TIMEOUT_S = 5.0
+    with running_device_listeners() as listeners:
+        flooder = RawDevice(enroll_device(listeners, "sensor-1", tmp_path / "sensor-1"), listeners[1].port)
+        flooder.hello()
+        with RunningAgent(enroll_device(listeners, "relay-1", tmp_path / "relay-1"), "relay") as neighbour:
+            for _ in range(300):
+                flooder.send(flooder.frame("ping", {}))
+            answers = [flooder.read()]
+            while not (answers[-1]["type"] == "error" and answers[-1]["body"]["code"] == "rate_limited"):
+                answers.append(flooder.read())
+            assert len(answers) < 300, "frames over the limit were dropped, not answered"
+            before = neighbour.acked_reports
+            wait_for(lambda: neighbour.acked_reports >= before + 5)
+        flooder.sock.close()
+    assert AuditEvent.objects.filter(action="mesh.frame", decision="deny", target_id="sensor-1", details__code="rate_limited").exists()
+
+
+def test_an_expired_certificate_is_refused_at_the_handshake(listeners: tuple[Any, Any], tmp_path: Path) -> None:
+    import datetime as dt
+
+    from devices.models import Certificate
+
+    state_dir = enroll_device(listeners, "sensor-1", tmp_path / "sensor-1")
+    ca = identity.active_ca()
+    ca_key, ca_cert = identity.ca_material(ca)
+    key = serialization.load_pem_private_key((state_dir / "key.pem").read_bytes(), password=None)
+    now = dt.datetime.now(dt.UTC)
+    expired = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "sensor-1")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())  # type: ignore[arg-type]
+        .serial_number(pki.random_serial())
+        .not_valid_before(now - dt.timedelta(days=30))
+        .not_valid_after(now - dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier("urn:meshhub:node:sensor-1")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    Certificate.objects.create(
+        ca=ca, device=Device.objects.get(node_id="sensor-1"), serial=format(expired.serial_number, "x"), fingerprint=pki.fingerprint(expired),
+        pem=pki.cert_pem(expired).decode(), not_before=expired.not_valid_before_utc, not_after=expired.not_valid_after_utc,
+    )  # fmt: skip
+    (state_dir / "cert.pem").write_bytes(pki.cert_pem(expired))
+    assert refused(mtls_socket(state_dir, listeners[1].port))
+    wait_for(lambda: AuditEvent.objects.filter(action="mesh.handshake", decision="deny", reason__contains="expired").exists())
+
+
+def test_junk_connections_do_not_disturb_real_devices(listeners: tuple[Any, Any], tmp_path: Path) -> None:
+    """500 connections at once that send garbage instead of TLS, while a device reports."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with RunningAgent(enroll_device(listeners, "sensor-1", tmp_path / "sensor-1")) as agent:
+        wait_for(lambda: agent.acked_reports >= 2)
+        sockets = [socket.create_connection(("127.0.0.1", listeners[1].port), timeout=30) for _ in range(500)]
+
+        def junk(sock: socket.socket) -> bool:
+            try:
+                sock.sendall(os.urandom(512))
+                return sock.recv(1024) is not None
+            except OSError:
+                return True
+            finally:
+                sock.close()
+
+        before = agent.acked_reports
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            assert all(pool.map(junk, sockets))
+        wait_for(lambda: agent.acked_reports >= before + 5)
+        assert agent.sessions == 1, "the real device never lost its session"
+    wait_for(lambda: AuditEvent.objects.filter(action="mesh.handshake", decision="deny").count() >= 500, timeout_s=30)
