@@ -274,6 +274,7 @@ class DeviceConsumer(AsyncConsumer):
         await self.send_frame("ack", {"ref": envelope.id})
 
     async def on_ping(self, envelope: Envelope) -> None:
+        await database_sync_to_async(state.touch)(self.node_id)
         await self.send_frame("pong", {"ref": envelope.id, "time_ms": now_ms()})
 
     async def on_pong(self, envelope: Envelope) -> None:

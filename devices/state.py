@@ -110,3 +110,21 @@ def set_presence(node_id: str, online: bool, now: datetime | None = None) -> boo
     if changed:
         transaction.on_commit(lambda: events.presence_changed(node_id, online))
     return changed
+
+
+def touch(node_id: str, now: datetime | None = None) -> None:
+    """A heartbeat: the device is alive even when it has nothing new to report."""
+    Device.objects.filter(node_id=node_id).update(last_seen=now or timezone.now())
+
+
+def mark_silent_offline(silence_s: float, now: datetime | None = None) -> list[str]:
+    """The presence watchdog: devices marked online that nobody heard from for
+    `silence_s` (3 heartbeats) are offline, also when their gateway died without saying so."""
+    from datetime import timedelta
+
+    now = now or timezone.now()
+    stale = list(Device.objects.filter(online=True, last_seen__lt=now - timedelta(seconds=silence_s)).values_list("node_id", flat=True))
+    for node_id in stale:
+        with transaction.atomic():
+            set_presence(node_id, False, now)
+    return stale

@@ -41,3 +41,13 @@ def cleanup_provisioning() -> dict[str, int]:
     from devices import identity
 
     return identity.cleanup_provisioning()
+
+
+@shared_task(name="devices.tasks.presence_watchdog")
+def presence_watchdog() -> list[str]:
+    """Devices silent for 3 heartbeats go offline, even if their gateway died."""
+    from django.conf import settings
+
+    from devices import state
+
+    return state.mark_silent_offline(3 * settings.MESH_HEARTBEAT_S)

@@ -219,6 +219,7 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-crl": {"task": "devices.tasks.refresh_crls", "schedule": 24 * 3600.0},
     "certificates-expiring": {"task": "devices.tasks.certificates_expiring", "schedule": 24 * 3600.0},
     "cleanup-provisioning": {"task": "devices.tasks.cleanup_provisioning", "schedule": 3600.0},
+    "presence-watchdog": {"task": "devices.tasks.presence_watchdog", "schedule": 15.0},
 }
 
 # --- auth, i18n, static -----------------------------------------------------------------

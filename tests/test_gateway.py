@@ -396,3 +396,17 @@ def test_junk_connections_do_not_disturb_real_devices(listeners: tuple[Any, Any]
         wait_for(lambda: agent.acked_reports >= before + 5)
         assert agent.sessions == 1, "the real device never lost its session"
     wait_for(lambda: AuditEvent.objects.filter(action="mesh.handshake", decision="deny").count() >= 500, timeout_s=30)
+
+
+def test_devices_that_fall_silent_go_offline() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from devices import state
+    from tests.factories import thermostat
+
+    thermostat("sensor-1", online=True, last_seen=timezone.now() - timedelta(seconds=200))
+    thermostat("sensor-2", online=True, last_seen=timezone.now())
+    assert state.mark_silent_offline(90) == ["sensor-1"]
+    assert list(Device.objects.filter(online=True).values_list("node_id", flat=True)) == ["sensor-2"]

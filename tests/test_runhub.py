@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import selectors
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from audit.services import Actor
@@ -26,46 +20,9 @@ from devices.models import Command, CommandStatus, Device
 from firmware.agent import port as agent_port
 from firmware.agent.core import enroll as agent_enroll
 from tests.factories import thermostat
+from tests.process_helpers import free_port, hub_env, read_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def hub_env() -> dict[str, str]:
-    """Point the child at this test's (migrated) database, whichever mode we run in."""
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    if settings.EMBEDDED:
-        env["MESHHUB_SQLITE_PATH"] = str(connection.settings_dict["NAME"])
-    else:
-        db = connection.settings_dict
-        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    return env
-
-
-def read_until(proc: subprocess.Popen[str], pattern: str, deadline_s: float) -> re.Match[str]:
-    """Read the hub's log until a line matches; fail with the log if it never does."""
-    assert proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    seen: list[str] = []
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if not selector.select(timeout=max(0.0, end - time.monotonic())):
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        match = re.search(pattern, line)
-        if match:
-            return match
-    raise AssertionError(f"never saw {pattern!r}; log:\n{''.join(seen[-40:])}")
 
 
 def process_group_members(pgid: int) -> list[int]:
