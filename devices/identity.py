@@ -225,6 +225,18 @@ def write_pki_files(server: HubKey | None = None) -> PkiFiles:
     return files
 
 
+def discovery_answer(enroll_port: int | None = None, mesh_port: int | None = None) -> dict[str, Any]:
+    """What the LAN discovery responder tells a device: where to dial (not whom to trust)."""
+    return {
+        "hub_version": "meshhub/0.1",
+        "enroll_host": settings.PUBLIC_HOST,
+        "enroll_port": enroll_port or settings.ENROLL_PORT,
+        "mesh_host": settings.PUBLIC_HOST,
+        "mesh_port": mesh_port or settings.MESH_PORT,
+        "ca_fingerprint": active_ca().fingerprint,
+    }
+
+
 def signing_key(kind: str = HubKeyKind.HUB_SIGNING) -> ed25519.Ed25519PrivateKey:
     hub_key = _ensure_signing_key(kind)
     key = _decrypt(hub_key.key_pem, f"{kind} key")

@@ -85,7 +85,22 @@ def run_mode(mode: str) -> int:
     token = json.loads(manage(env, "createapitoken", "--user", "root", "--scopes", "read-status,command,reset,ota,admin", "--json"))["token"]
 
     port = free_port()
-    argv = [sys.executable, "manage.py", "runhub", "--no-worker", "--port", str(port), "--device-host", "127.0.0.1", "--enroll-port", str(free_port())]
+    argv = [
+        sys.executable,
+        "manage.py",
+        "runhub",
+        "--no-worker",
+        "--port",
+        str(port),
+        "--device-host",
+        "127.0.0.1",
+        "--enroll-port",
+        str(free_port()),
+        "--mesh-port",
+        str(free_port()),
+        "--discovery-port",
+        "0",
+    ]
     hub = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     try:
         wait_healthy(port, hub)

@@ -26,7 +26,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def start_runmesh(enroll_port: int, mesh_port: int) -> subprocess.Popen[str]:
-    argv = [sys.executable, "manage.py", "runmesh", "--host", "127.0.0.1", "--enroll-port", str(enroll_port), "--mesh-port", str(mesh_port)]
+    argv = [
+        sys.executable,
+        "manage.py",
+        "runmesh",
+        "--host",
+        "127.0.0.1",
+        "--enroll-port",
+        str(enroll_port),
+        "--mesh-port",
+        str(mesh_port),
+        "--discovery-port",
+        "0",
+    ]
     proc = subprocess.Popen(argv, env=hub_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     read_until(proc, rf"mesh gateway listening on 127\.0\.0\.1:{mesh_port}", 60)
     return proc

@@ -18,8 +18,10 @@ from audit.services import Actor
 from devices import identity, services
 from devices.models import Command, CommandStatus, Device
 from firmware.agent import port as agent_port
+from firmware.agent.core import discovery as agent_discovery
 from firmware.agent.core import enroll as agent_enroll
 from tests.factories import thermostat
+from tests.mesh_helpers import wait_for
 from tests.process_helpers import free_port, hub_env, read_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -45,9 +47,25 @@ def test_runhub_serves_enrolls_runs_the_worker_and_stops_cleanly(tmp_path: Path)
     an_hour_ago = timezone.now() - timedelta(hours=1)
     Command.objects.filter(pk=stale.pk).update(created_at=an_hour_ago, expires_at=an_hour_ago + timedelta(seconds=5))
 
-    port, enroll_port = free_port(), free_port()
+    port, enroll_port, mesh_port, discovery_port = free_port(), free_port(), free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "runhub", "--port", str(port), "--concurrency", "1", "--device-host", "127.0.0.1", "--enroll-port", str(enroll_port)],
+        [
+            sys.executable,
+            "manage.py",
+            "runhub",
+            "--port",
+            str(port),
+            "--concurrency",
+            "1",
+            "--device-host",
+            "127.0.0.1",
+            "--enroll-port",
+            str(enroll_port),
+            "--mesh-port",
+            str(mesh_port),
+            "--discovery-port",
+            str(discovery_port),
+        ],
         env=hub_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -60,6 +78,11 @@ def test_runhub_serves_enrolls_runs_the_worker_and_stops_cleanly(tmp_path: Path)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
             health = json.load(response)
         assert health["status"] == "ok", health
+
+        # LAN discovery answers with where to enroll and which CA to expect.
+        found = wait_for(lambda: agent_discovery.discover(agent_port, "127.0.0.1", discovery_port, 1.0))
+        assert (found["enroll_port"], found["mesh_port"], found["ca_fingerprint"]) == (enroll_port, mesh_port, identity.active_ca().fingerprint)
+        assert agent_port.udp_exchange("127.0.0.1", discovery_port, b'{"v": 1, "type": "discover"}', 0.5) is None, "an unpadded probe gets no answer"
 
         # The enrollment port runs on Daphne's loop: a real agent joins through it.
         ticket = identity.create_enrollment(Actor("user", "alice"), "relay-1").as_dict()

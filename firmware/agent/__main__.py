@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from firmware.agent import port
@@ -50,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     enroll.add_argument("--pin", default=None)
     enroll.add_argument("--fingerprint", required=True, help="the hub CA's sha256: fingerprint, as createenrollment prints it")
     enroll.add_argument("--state-dir", required=True)
+    find = sub.add_parser("discover", help="find the hub on the LAN (UDP)")
+    find.add_argument("--host", default="255.255.255.255", help="where to send the probe (default: broadcast)")
+    find.add_argument("--port", type=int, default=8885)
+    find.add_argument("--timeout", type=float, default=2.0)
     run = sub.add_parser("run", help="connect to the hub and report until stopped")
     run.add_argument("--state-dir", required=True)
     run.add_argument("--profile", default="thermostat", help="thermostat, relay, dimmer, door, meter, or a JSON file")
@@ -58,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "run":
         return run_agent(args.state_dir, args.profile, args.report_s)
+    if args.command == "discover":
+        from firmware.agent.core.discovery import discover
+
+        found = discover(port, args.host, args.port, args.timeout)
+        if found is None:
+            print("no hub answered", file=sys.stderr)
+            return EXIT_NETWORK
+        print(json.dumps(found))
+        return 0
 
     if args.command == "enroll":
         try:

@@ -228,3 +228,16 @@ def load_done(state_dir: str) -> dict[str, Any]:
 
 def save_done(state_dir: str, done: dict[str, Any]) -> None:
     _write_private(os.path.join(state_dir, "commands.json"), json.dumps({k: list(v) for k, v in done.items()}))
+
+
+def udp_exchange(host: str, port: int, payload: bytes, timeout_s: float) -> bytes | None:
+    """Send one datagram (broadcast allowed) and wait for one answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.settimeout(timeout_s)
+        sock.sendto(payload, (host, port))
+        try:
+            data, _ = sock.recvfrom(65536)
+        except TimeoutError:
+            return None
+        return data

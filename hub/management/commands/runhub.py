@@ -26,6 +26,7 @@ from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
 from devices import identity
+from hub.mesh.discovery import DiscoveryResponder
 from hub.mesh.enroll import EnrollmentListener
 from hub.mesh.gateway import MeshGateway
 from hub.settings import write_private_file
@@ -159,6 +160,7 @@ class Command(BaseCommand):
         parser.add_argument("--device-host", default=settings.DEVICE_BIND, help="address the device listeners bind (MESHHUB_DEVICE_BIND)")
         parser.add_argument("--enroll-port", type=int, default=settings.ENROLL_PORT, help="enrollment port (MESHHUB_ENROLL_PORT)")
         parser.add_argument("--mesh-port", type=int, default=settings.MESH_PORT, help="device mTLS port (MESHHUB_MESH_PORT)")
+        parser.add_argument("--discovery-port", type=int, default=settings.DISCOVERY_PORT, help="UDP discovery port, 0 = off (MESHHUB_DISCOVERY_PORT)")
         parser.add_argument("--concurrency", type=int, default=settings.WORKER_CONCURRENCY)
         parser.add_argument("--demo", type=int, default=0, metavar="N", help="also run N simulated devices that enroll through the real flow")
 
@@ -181,6 +183,10 @@ class Command(BaseCommand):
 
         enroll_listener = EnrollmentListener(options["device_host"], options["enroll_port"], pki_files)
         gateway = MeshGateway(options["device_host"], options["mesh_port"], pki_files, application)
+        responder = None
+        if options["discovery_port"]:
+            answer = identity.discovery_answer(options["enroll_port"], options["mesh_port"])
+            responder = DiscoveryResponder(options["device_host"], options["discovery_port"], answer)
 
         def start_device_listeners() -> None:
             """On Daphne's event loop, so web and device listeners share one process."""
@@ -192,9 +198,11 @@ class Command(BaseCommand):
 
             twisted_loop.create_task(enroll_listener.start()).add_done_callback(started)
             twisted_loop.create_task(gateway.start()).add_done_callback(started)
+            if responder is not None:
+                twisted_loop.create_task(responder.start()).add_done_callback(started)
 
             async def close_all() -> None:
-                await asyncio.gather(enroll_listener.close(), gateway.close())
+                await asyncio.gather(enroll_listener.close(), gateway.close(), *([responder.close()] if responder else []))
 
             def close_listeners() -> defer.Deferred[None]:
                 return defer.Deferred.fromFuture(asyncio.ensure_future(close_all(), loop=twisted_loop))
