@@ -1,4 +1,5 @@
-"""Killing the gateway process mid-stream loses no acknowledged state report."""
+"""Gateways as real processes (`runmesh`): a crash loses no acknowledged report, and two
+gateways serve one fleet (scale-out)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,38 @@ def test_a_killed_gateway_loses_no_acknowledged_report(tmp_path: Path) -> None:
         gateway.wait(30)
     stored = TelemetrySample.objects.filter(device__node_id="sensor-1", capability="temperature").count()
     assert stored >= agent.acked_reports
+
+
+def enrolled_agent(enroll_port: int, mesh_port: int, node_id: str, profile: str, tmp_path: Path) -> Agent:
+    ticket = identity.create_enrollment(Actor("user", "alice"), node_id, device_type=profile).as_dict()
+    state_dir = tmp_path / node_id
+    agent_enroll.enroll(agent_port, "127.0.0.1", enroll_port, node_id, ticket["code"], None, ticket["ca_fingerprint"], str(state_dir))
+    hub = json.loads((state_dir / "hub.json").read_text())
+    (state_dir / "hub.json").write_text(json.dumps({**hub, "mesh_port": mesh_port}))
+    return Agent(agent_port, str(state_dir), PROFILES[profile], VirtualHardware(PROFILES[profile]), report_s=0.5)
+
+
+def test_two_gateways_serve_one_fleet_and_commands_reach_either(tmp_path: Path) -> None:
+    from devices import services
+    from devices.models import Command, Device
+
+    ports = [(free_port(), free_port()), (free_port(), free_port())]
+    gateways = [start_runmesh(*pair) for pair in ports]
+    stop = threading.Event()
+    threads = []
+    try:
+        agents = [enrolled_agent(ports[i][0], ports[i][1], f"relay-{i}", "relay", tmp_path) for i in range(2)]
+        threads = [threading.Thread(target=a.run, args=(stop.is_set,), daemon=True) for a in agents]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: Device.objects.filter(node_id__in=["relay-0", "relay-1"], online=True).count() == 2, timeout_s=30)
+        commands = [services.send_command(Actor("user", "alice"), f"relay-{i}", "set", "on", True) for i in range(2)]
+        wait_for(lambda: all(Command.objects.get(pk=c.pk).status == "succeeded" for c in commands), timeout_s=30)
+        assert all(a.hardware.values["on"] is True for a in agents)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+        for gateway in gateways:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(30)
