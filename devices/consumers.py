@@ -255,9 +255,17 @@ class DeviceConsumer(AsyncConsumer):
         errors = state.check_values(self.specs, envelope.body.get("values"))
         if errors:
             raise ProtocolError("bad_state", "; ".join(errors.values()))
+        # ts is when the device measured: it may be old (reports buffered while offline),
+        # never from the future beyond the allowed skew.
         ts_ms = envelope.body.get("ts", envelope.issued_at)
-        if isinstance(ts_ms, bool) or not isinstance(ts_ms, int) or abs(ts_ms - now_ms()) > settings.MESH_CLOCK_SKEW_S * 1000:
-            raise ProtocolError("bad_state", "ts must be milliseconds since the epoch within the allowed clock skew")
+        now = now_ms()
+        if (
+            isinstance(ts_ms, bool)
+            or not isinstance(ts_ms, int)
+            or ts_ms > now + settings.MESH_CLOCK_SKEW_S * 1000
+            or ts_ms < now - settings.MESH_STATE_MAX_AGE_S * 1000
+        ):
+            raise ProtocolError("bad_state", f"ts must be milliseconds since the epoch, at most {settings.MESH_STATE_MAX_AGE_S} s old and not in the future")
         report = state.StateReport(self.node_id, dict(envelope.body["values"]), datetime.fromtimestamp(ts_ms / 1000, tz=UTC))
         try:
             await state_batcher().submit(report)
@@ -270,7 +278,10 @@ class DeviceConsumer(AsyncConsumer):
         name = envelope.body.get("name")
         if not isinstance(name, str) or not name:
             raise ProtocolError("bad_event", "event needs a name")
-        logger.info("event %s from %s", name, self.node_id, extra={"node_id": self.node_id, "event": name, "data": envelope.body.get("data")})
+        data = envelope.body.get("data")
+        logger.info("event %s from %s", name, self.node_id, extra={"node_id": self.node_id, "event": name, "data": data})
+        if name == "dropped_events" and isinstance(data, dict) and isinstance(data.get("count"), int):
+            await database_sync_to_async(state.record_dropped_events)(self.node_id, data["count"])
         await self.send_frame("ack", {"ref": envelope.id})
 
     async def on_ping(self, envelope: Envelope) -> None:

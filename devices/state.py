@@ -128,3 +128,12 @@ def mark_silent_offline(silence_s: float, now: datetime | None = None) -> list[s
         with transaction.atomic():
             set_presence(node_id, False, now)
     return stale
+
+
+def record_dropped_events(node_id: str, count: int) -> None:
+    """The agent's counter of reports it dropped while offline (its buffer was full)."""
+    with transaction.atomic():
+        device = Device.objects.select_for_update().filter(node_id=node_id).first()
+        if device is not None:
+            device.metadata = {**device.metadata, "dropped_events": max(0, count)}
+            device.save(update_fields=["metadata", "updated_at"])

@@ -101,6 +101,7 @@ MESH_CLOCK_SKEW_S = int(env("MESHHUB_CLOCK_SKEW_S", "300"))
 MESH_STATE_BATCH = 500
 MESH_STATE_FLUSH_S = 0.1
 MESH_OUTBOX_SWEEP_S = 1.0
+MESH_STATE_MAX_AGE_S = 24 * 3600  # buffered reports older than this are refused
 
 # Commands that nobody answers expire; a caller may ask for less, never more.
 COMMAND_DEFAULT_TTL_S = int(env("MESHHUB_COMMAND_TTL_S", "300"))

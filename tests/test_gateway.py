@@ -410,3 +410,22 @@ def test_devices_that_fall_silent_go_offline() -> None:
     thermostat("sensor-2", online=True, last_seen=timezone.now())
     assert state.mark_silent_offline(90) == ["sensor-1"]
     assert list(Device.objects.filter(online=True).values_list("node_id", flat=True)) == ["sensor-2"]
+
+
+def test_reports_measured_offline_arrive_later_and_drops_are_counted(settings: Any, tmp_path: Path) -> None:
+    settings.MESH_IDLE_TIMEOUT_S = 5.0
+    with running_device_listeners() as listeners:
+        state_dir = enroll_device(listeners, "meter-1", tmp_path / "meter-1")
+    # The hub is down: the agent keeps measuring into its bounded buffer.
+    runner = RunningAgent(state_dir, "meter")
+    runner.agent.offline_max = 3
+    runner.agent.report_s = 0.05
+    with runner as agent:
+        wait_for(lambda: agent.dropped_events >= 2)
+        with running_device_listeners() as listeners:
+            hub = json.loads((state_dir / "hub.json").read_text())
+            (state_dir / "hub.json").write_text(json.dumps({**hub, "mesh_port": listeners[1].port}))
+            wait_for(lambda: Device.objects.get(node_id="meter-1").metadata.get("dropped_events", 0) >= 2, timeout_s=60)
+            # Samples measured before the session opened were kept and stored with their own time.
+            opened = wait_for(lambda: AuditEvent.objects.filter(action="mesh.session", target_id="meter-1").first()).ts
+            wait_for(lambda: TelemetrySample.objects.filter(device__node_id="meter-1", ts__lt=opened).count() >= 2 * runner.agent.offline_max)

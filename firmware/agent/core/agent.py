@@ -39,6 +39,11 @@ class Agent:
         self.acked_reports = 0
         self.sessions = 0
         self.executed = 0
+        # Reports taken while disconnected: bounded, oldest dropped first and counted.
+        self.offline = []
+        self.offline_max = 100
+        self.dropped_events = 0
+        self.reported_dropped = 0
         # Command ids already executed, with the result sent: a repeat is answered, not re-run.
         self.done = port.load_done(state_dir)
 
@@ -104,7 +109,23 @@ class Agent:
             raise
         self.sessions += 1
         self.log("session open", self.node_id)
+        self.flush_offline(conn)
         return conn, buffer
+
+    def queue_offline(self, values, ts):
+        if len(self.offline) >= self.offline_max:
+            self.offline.pop(0)
+            self.dropped_events += 1
+        self.offline.append({"values": values, "ts": ts})
+
+    def flush_offline(self, conn):
+        """Send what was measured while disconnected, then the drop counter if it grew."""
+        while self.offline:
+            self.send(conn, "state", self.offline[0])
+            self.offline.pop(0)
+        if self.dropped_events != self.reported_dropped:
+            self.send(conn, "event", {"name": "dropped_events", "data": {"count": self.dropped_events}})
+            self.reported_dropped = self.dropped_events
 
     def serve(self, conn, buffer, should_stop):
         """Report, ping and listen until the hub closes the session or we are told to stop."""
@@ -208,6 +229,10 @@ class Agent:
             delay = backoff * (0.5 + self.port.random())
             backoff = min(backoff * 2, max_backoff_s)
             waited = 0.0
+            next_sample = 0.0
             while waited < delay and not should_stop():
+                if waited >= next_sample:  # keep measuring while away from the hub
+                    self.queue_offline(self.hardware.tick(self.report_s), self.port.now_ms())
+                    next_sample += self.report_s
                 self.port.sleep(0.1)
                 waited += 0.1
