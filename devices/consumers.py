@@ -28,7 +28,7 @@ from audit.services import Actor, record
 from devices import capabilities as declarations
 from devices import delivery, state
 from devices.models import Device
-from hub.mesh.protocol import Envelope, ProtocolError, ReplayWindow, check_device_type, check_node, parse_envelope
+from hub.mesh.protocol import Envelope, ProtocolError, ReplayWindow, check_device_type, check_node, parse_envelope, signing_payload
 
 logger = logging.getLogger("meshhub.consumer")
 
@@ -131,6 +131,12 @@ def _audit_refusal(node_id: str, error: ProtocolError, frame_type: Any) -> None:
         reason=error.reason,
         details={"code": error.code, "type": str(frame_type)[:32]},
     )
+
+
+def _sign(payload: bytes) -> str:
+    from devices import identity
+
+    return base64.b64encode(identity.signing_key().sign(payload)).decode()
 
 
 @database_sync_to_async
@@ -293,6 +299,25 @@ class DeviceConsumer(AsyncConsumer):
 
     async def on_error(self, envelope: Envelope) -> None:
         logger.info("device %s reported an error: %s", self.node_id, envelope.body)
+
+    async def session_reset(self, message: dict[str, Any]) -> None:
+        """Group message from provision.reset / factory_reset: tell the device, signed, then end."""
+        self.out_seq += 1
+        frame: dict[str, Any] = {
+            "v": 1,
+            "type": "reset",
+            "id": str(uuid.uuid4()),
+            "seq": self.out_seq,
+            "issued_at": now_ms(),
+            "ttl_ms": 30_000,
+            "nonce": base64.b64encode(os.urandom(16)).decode(),
+            "body": {"kind": message["kind"]},
+        }
+        if self.established:
+            frame["session"] = self.session_token
+        frame["sig"] = await database_sync_to_async(_sign)(signing_payload(frame, self.node_id))
+        await self.send({"type": "mesh.send", "frame": frame})
+        await self.send({"type": "mesh.close", "reason": f"device reset ({message['kind']})"})
 
     async def session_revoke(self, message: dict[str, Any]) -> None:
         """Group message from the revocation service: this session ends now."""

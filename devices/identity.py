@@ -585,8 +585,10 @@ def _revoke_rows(certs: list[Certificate], reason: str, now: datetime) -> None:
         _regenerate_crl(ca)
 
 
-def _after_revocation(node_id: str, serials: list[str], reason: str) -> None:
+def _after_revocation(node_id: str, serials: list[str], reason: str, reset_kind: str | None = None) -> None:
     transaction.on_commit(_announce_crl_changed)
+    if reset_kind:  # the device hears the signed reset before its session is closed
+        transaction.on_commit(lambda: _group_send(f"node.{node_id}", {"type": "session.reset", "kind": reset_kind}))
     transaction.on_commit(lambda: _group_send(f"node.{node_id}", {"type": "session.revoke", "reason": reason, "serials": serials}))
 
 
@@ -676,7 +678,7 @@ def provision_reset(actor: Actor, node_id: str, *, reason: str = "provision.rese
             reason=reason,
             details={"serials": serials, "commands_cancelled": cancelled},
         )
-        _after_revocation(node_id, serials, reason)
+        _after_revocation(node_id, serials, reason, reset_kind="factory_reset" if reason == "factory_reset" else "provision.reset")
     return device
 
 

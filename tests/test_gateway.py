@@ -429,3 +429,39 @@ def test_reports_measured_offline_arrive_later_and_drops_are_counted(settings: A
             # Samples measured before the session opened were kept and stored with their own time.
             opened = wait_for(lambda: AuditEvent.objects.filter(action="mesh.session", target_id="meter-1").first()).ts
             wait_for(lambda: TelemetrySample.objects.filter(device__node_id="meter-1", ts__lt=opened).count() >= 2 * runner.agent.offline_max)
+
+
+def test_a_provisioning_reset_reaches_the_device_signed_and_it_forgets_its_identity(listeners: tuple[Any, Any], tmp_path: Path, admin_api: APIClient) -> None:
+    state_dir = enroll_device(listeners, "sensor-1", tmp_path / "sensor-1")
+    runner = RunningAgent(state_dir)
+    with runner as agent:
+        wait_for(lambda: agent.acked_reports >= 1)
+        assert admin_api.post("/api/v1/devices/sensor-1/provision-reset/").status_code == 200
+        wait_for(lambda: agent.was_reset == "provision.reset")
+        runner.thread.join(15)
+        assert not runner.thread.is_alive(), "with no identity left the agent stops"
+    assert not (state_dir / "cert.pem").exists() and not (state_dir / "key.pem").exists()
+    assert Device.objects.get(node_id="sensor-1").status == "unprovisioned"
+
+
+def test_the_agent_refuses_reset_frames_the_hub_did_not_sign(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from firmware.agent.core import signing
+
+    hub_key = ed25519.Ed25519PrivateKey.generate()
+    mallory_key = ed25519.Ed25519PrivateKey.generate()
+    hub_public = pki.ed25519_public_b64(hub_key)
+    frame = {"v": 1, "type": "reset", "id": "r-1", "issued_at": 1, "body": {"kind": "factory_reset"}}
+
+    def signed_by(key: ed25519.Ed25519PrivateKey, node_id: str) -> dict[str, Any]:
+        return {**frame, "sig": base64.b64encode(key.sign(signing.signing_payload(frame, node_id))).decode()}
+
+    assert signing.verify_frame(agent_port, signed_by(hub_key, "sensor-1"), "sensor-1", hub_public) is None
+    assert signing.verify_frame(agent_port, signed_by(mallory_key, "sensor-1"), "sensor-1", hub_public) == "bad signature on reset frame"
+    assert signing.verify_frame(agent_port, signed_by(hub_key, "sensor-2"), "sensor-1", hub_public) == "bad signature on reset frame", (
+        "a reset for another node"
+    )
+    assert signing.verify_frame(agent_port, frame, "sensor-1", hub_public) == "unsigned reset frame"
+    tampered = {**signed_by(hub_key, "sensor-1"), "body": {"kind": "provision.reset"}}
+    assert signing.verify_frame(agent_port, tampered, "sensor-1", hub_public) == "bad signature on reset frame"

@@ -241,3 +241,25 @@ def udp_exchange(host: str, port: int, payload: bytes, timeout_s: float) -> byte
         except TimeoutError:
             return None
         return data
+
+
+def verify_ed25519(public_key_b64: str, message: bytes, signature_b64: str) -> bool:
+    import base64
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64)).verify(base64.b64decode(signature_b64), message)
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+def wipe(state_dir: str, everything: bool) -> None:
+    """provision.reset forgets the identity; factory_reset forgets everything."""
+    names = os.listdir(state_dir) if everything else ["key.pem", "cert.pem", "ca.pem", "hub.json"]
+    for name in names:
+        path = os.path.join(state_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)

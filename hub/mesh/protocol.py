@@ -176,3 +176,12 @@ class ReplayWindow:
 
     def __len__(self) -> int:
         return len(self._nonces)
+
+
+def signing_payload(frame: dict[str, Any], node_id: str) -> bytes:
+    """The bytes the hub signs for `reset`/`ota` frames: what, to whom, when, which frame.
+    The agent rebuilds them identically (firmware/agent/core/signing.py)."""
+    import json
+
+    subject = {"type": frame["type"], "id": frame["id"], "issued_at": frame["issued_at"], "node_id": node_id, "body": frame["body"]}
+    return json.dumps(subject, sort_keys=True, separators=(",", ":")).encode("utf-8")

@@ -139,3 +139,12 @@ def test_the_nonce_cache_is_bounded() -> None:
     for seq in range(1, 51):
         window.check(env(seq), NOW)
     assert len(window) == 10
+
+
+def test_hub_and_agent_sign_the_same_bytes() -> None:
+    """The hub never imports firmware/: its copy of the payload must stay byte-identical."""
+    from firmware.agent.core import signing
+    from hub.mesh.protocol import signing_payload
+
+    frame = {"v": 1, "type": "reset", "id": "r-1", "issued_at": NOW, "body": {"kind": "provision.reset", "ünï": [1, 2.5, None]}}
+    assert signing_payload(frame, "sensor-1") == signing.signing_payload(frame, "sensor-1")

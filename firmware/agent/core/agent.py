@@ -8,10 +8,11 @@ exponential backoff until `should_stop()` says so.
 The port provides: connect_mtls(state_dir) -> conn with send(bytes), recv(timeout_s) ->
 bytes (b"" on close, None on timeout), close(); load_hub(state_dir) -> dict; now_ms();
 uuid4(); random_b64(n); sleep(s); random() in [0, 1); load_done(state_dir) and
-save_done(state_dir, done) to remember executed command ids across restarts.
+save_done(state_dir, done) to remember executed command ids across restarts;
+verify_ed25519(key_b64, message, sig_b64) and wipe(state_dir, everything) for resets.
 """
 
-from firmware.agent.core import framing
+from firmware.agent.core import framing, signing
 
 
 class SessionRefused(Exception):
@@ -44,6 +45,7 @@ class Agent:
         self.offline_max = 100
         self.dropped_events = 0
         self.reported_dropped = 0
+        self.was_reset = None
         # Command ids already executed, with the result sent: a repeat is answered, not re-run.
         self.done = port.load_done(state_dir)
 
@@ -157,11 +159,30 @@ class Agent:
             self.acked_reports += 1
         elif kind == "command":
             self.on_command(conn, message)
+        elif kind == "reset":
+            self.on_reset(conn, message)
         elif kind == "error":
             self.last_error = "%s: %s" % (body.get("code"), body.get("reason"))
             self.log("hub error", self.last_error)
             if body.get("code") == "revoked":
                 raise SessionRefused("revoked", body.get("reason", ""))
+
+    def on_reset(self, conn, message):
+        """A signed order to forget this identity (provision.reset) or everything (factory_reset)."""
+        problem = signing.verify_frame(self.port, message, self.node_id, self.hub["hub_signing_key"])
+        body = message.get("body") or {}
+        if problem is None and body.get("kind") not in ("provision.reset", "factory_reset"):
+            problem = "unknown reset kind %r" % (body.get("kind"),)
+        if problem:
+            self.send(
+                conn,
+                "error",
+                {"code": "bad_signature" if "signature" in problem or "unsigned" in problem else "bad_reset", "reason": problem, "ref": message.get("id")},
+            )
+            return
+        self.port.wipe(self.state_dir, body["kind"] == "factory_reset")
+        self.was_reset = body["kind"]
+        raise SessionRefused("reset", "the hub ordered %s; identity wiped" % body["kind"])
 
     def on_command(self, conn, message):
         command_id = message.get("id")
@@ -224,6 +245,8 @@ class Agent:
                 finally:
                     conn.close()
                     self.token = None
+                if self.was_reset:
+                    return  # no identity left: enroll again
             if should_stop():
                 break
             delay = backoff * (0.5 + self.port.random())
