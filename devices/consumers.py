@@ -33,7 +33,7 @@ from hub.mesh.protocol import Envelope, ProtocolError, ReplayWindow, check_devic
 logger = logging.getLogger("meshhub.consumer")
 
 HUB_VERSION = "meshhub/0.1"
-HANDLED = {"hello", "state", "ping", "pong", "event", "error", "ack", "result"}
+HANDLED = {"hello", "state", "ping", "pong", "event", "error", "ack", "result", "cert.renew"}
 
 
 def now_ms() -> int:
@@ -103,9 +103,32 @@ def _load_specs(node_id: str) -> dict[str, Any]:
     return state.capability_specs(device)
 
 
+def _renewal_due(serial: str) -> bool:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from devices.models import Certificate, CertificateStatus
+
+    horizon = timezone.now() + timedelta(days=settings.CERT_RENEW_BEFORE_DAYS)
+    cert = Certificate.objects.filter(serial=serial, status=CertificateStatus.ACTIVE).first()
+    return cert is not None and cert.not_after < horizon and not hasattr(cert, "replaced_by")
+
+
+def _confirm_renewal_if_new(serial: str, node_id: str) -> None:
+    """A session on a renewed certificate proves the device switched: supersede the old one."""
+    from devices import identity
+    from devices.models import Certificate
+
+    cert = Certificate.objects.filter(serial=serial, replaces__isnull=False).first()
+    if cert is not None:
+        identity.confirm_renewal(Actor(ActorType.DEVICE, node_id), cert)
+
+
 @database_sync_to_async
-def _accept_hello(node_id: str, body: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+def _accept_hello(node_id: str, body: dict[str, Any], serial: str) -> tuple[list[str], dict[str, Any]]:
     device = Device.objects.get(node_id=node_id)
+    _confirm_renewal_if_new(serial, node_id)
     problems: list[str] = []
     if "capabilities" in body:
         caps, problems = declarations.check_declaration(body["capabilities"])
@@ -202,14 +225,14 @@ class DeviceConsumer(AsyncConsumer):
             self.inbound.check(envelope, now_ms())
             if envelope.type not in HANDLED:
                 raise ProtocolError("not_supported", f"'{envelope.type}' frames are not handled by this hub version")
-            await getattr(self, "on_" + envelope.type)(envelope)
+            await getattr(self, "on_" + envelope.type.replace(".", "_"))(envelope)
         except ProtocolError as error:
             await self.refuse(error, frame)
 
     async def on_hello(self, envelope: Envelope) -> None:
         if self.established:
             raise ProtocolError("bad_session", "the session is already established")
-        problems, self.specs = await _accept_hello(self.node_id, envelope.body)
+        problems, self.specs = await _accept_hello(self.node_id, envelope.body, self.scope["cert_serial"])
         if problems:
             raise ProtocolError("bad_hello", "; ".join(problems))
         await self.send_frame(
@@ -217,6 +240,8 @@ class DeviceConsumer(AsyncConsumer):
         )
         self.established = True
         await self.deliver_pending()
+        if await database_sync_to_async(_renewal_due)(self.scope["cert_serial"]):
+            await self.send_frame("cert.renew", {"reason": "certificate expires soon: send a CSR for a new key"})
 
     async def deliver_pending(self) -> None:
         """Send what the outbox holds for this node and this session has not sent yet."""
@@ -289,6 +314,17 @@ class DeviceConsumer(AsyncConsumer):
         if name == "dropped_events" and isinstance(data, dict) and isinstance(data.get("count"), int):
             await database_sync_to_async(state.record_dropped_events)(self.node_id, data["count"])
         await self.send_frame("ack", {"ref": envelope.id})
+
+    async def on_cert_renew(self, envelope: Envelope) -> None:
+        """The device's answer: a CSR for a fresh key. The new cert is used from its next connection."""
+        from devices import identity
+
+        try:
+            cert = await database_sync_to_async(identity.renew_certificate)(Actor(ActorType.DEVICE, self.node_id), self.node_id, envelope.body.get("csr"))
+        except identity.IdentityError as exc:
+            raise ProtocolError(exc.code, exc.reason) from None
+        chain = await database_sync_to_async(lambda: [ca.cert_pem for ca in identity.trusted_cas()])()
+        await self.send_frame("cert.issued", {"cert": cert.pem, "ca_chain": chain, "serial": cert.serial}, ref=envelope.id)
 
     async def on_ping(self, envelope: Envelope) -> None:
         await database_sync_to_async(state.touch)(self.node_id)

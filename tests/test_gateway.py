@@ -465,3 +465,25 @@ def test_the_agent_refuses_reset_frames_the_hub_did_not_sign(tmp_path: Path) -> 
     assert signing.verify_frame(agent_port, frame, "sensor-1", hub_public) == "unsigned reset frame"
     tampered = {**signed_by(hub_key, "sensor-1"), "body": {"kind": "provision.reset"}}
     assert signing.verify_frame(agent_port, tampered, "sensor-1", hub_public) == "bad signature on reset frame"
+
+
+def test_an_expiring_certificate_is_renewed_over_the_session(listeners: tuple[Any, Any], tmp_path: Path) -> None:
+    import datetime as dt
+
+    from devices.models import Certificate
+
+    state_dir = enroll_device(listeners, "sensor-1", tmp_path / "sensor-1")
+    old = Certificate.objects.get(device__node_id="sensor-1")
+    Certificate.objects.filter(pk=old.pk).update(not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=10))
+    old_key = (state_dir / "key.pem").read_text()
+    with RunningAgent(state_dir) as agent:
+        wait_for(lambda: agent.renewed == 1)
+        assert (state_dir / "key.pem").read_text() != old_key, "a renewal brings a fresh key"
+        new = Certificate.objects.get(device__node_id="sensor-1", replaces=old)
+        assert Certificate.objects.get(pk=old.pk).status == "active", "the old one stays valid until the device switches"
+        gateway = listeners[1]
+        gateway.server.get_loop().call_soon_threadsafe(gateway._close, gateway.sessions["sensor-1"], "test: reconnect")
+        wait_for(lambda: Certificate.objects.get(pk=old.pk).status == "superseded", timeout_s=20)
+        wait_for(lambda: agent.sessions >= 2 and agent.acked_reports > 0)
+    assert AuditEvent.objects.filter(action="mesh.handshake", decision="allow", details__serial=new.serial).exists()
+    assert AuditEvent.objects.filter(action="certificate.supersede", details__serial=old.serial).exists()

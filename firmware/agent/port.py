@@ -263,3 +263,15 @@ def wipe(state_dir: str, everything: bool) -> None:
         path = os.path.join(state_dir, name)
         if os.path.isfile(path):
             os.remove(path)
+
+
+def install_renewed(state_dir: str, key_pem: str, body: dict[str, Any], fingerprint: str) -> str | None:
+    """Check a renewed certificate like an enrollment answer, then switch key and cert files."""
+    hub = load_hub(state_dir)
+    problem = check_enrolled({**hub, **body, "hub_signing_key": hub["hub_signing_key"], "release_key": hub["release_key"]}, fingerprint, key_pem)
+    if problem:
+        return problem
+    _write_private(os.path.join(state_dir, "key.pem"), key_pem)
+    _write_private(os.path.join(state_dir, "cert.pem"), body["cert"])
+    _write_private(os.path.join(state_dir, "ca.pem"), "".join(body["ca_chain"]))
+    return None

@@ -29,7 +29,7 @@ DEVICE_TYPES = frozenset(
 )  # fmt: skip
 HUB_TYPES = frozenset(
     {
-        "welcome", "session", "command", "ack", "ping", "pong", "cert.issued", "ota.offer", "ota.chunk",
+        "welcome", "session", "command", "ack", "ping", "pong", "cert.renew", "cert.issued", "ota.offer", "ota.chunk",
         "ota.abort", "ota.rollback", "reset", "error",
     }
 )  # fmt: skip

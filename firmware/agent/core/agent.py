@@ -9,7 +9,8 @@ The port provides: connect_mtls(state_dir) -> conn with send(bytes), recv(timeou
 bytes (b"" on close, None on timeout), close(); load_hub(state_dir) -> dict; now_ms();
 uuid4(); random_b64(n); sleep(s); random() in [0, 1); load_done(state_dir) and
 save_done(state_dir, done) to remember executed command ids across restarts;
-verify_ed25519(key_b64, message, sig_b64) and wipe(state_dir, everything) for resets.
+verify_ed25519(key_b64, message, sig_b64) and wipe(state_dir, everything) for resets;
+install_renewed(state_dir, key_pem, body, fingerprint) -> reason or None for renewal.
 """
 
 from firmware.agent.core import framing, signing
@@ -46,6 +47,8 @@ class Agent:
         self.dropped_events = 0
         self.reported_dropped = 0
         self.was_reset = None
+        self.pending_key = None
+        self.renewed = 0
         # Command ids already executed, with the result sent: a repeat is answered, not re-run.
         self.done = port.load_done(state_dir)
 
@@ -161,6 +164,17 @@ class Agent:
             self.on_command(conn, message)
         elif kind == "reset":
             self.on_reset(conn, message)
+        elif kind == "cert.renew":
+            # The hub asks for a fresh key: generate it here; only the CSR leaves the device.
+            self.pending_key, csr = self.port.new_key_and_csr(self.node_id)
+            self.send(conn, "cert.renew", {"csr": csr})
+        elif kind == "cert.issued" and self.pending_key:
+            problem = self.port.install_renewed(self.state_dir, self.pending_key, body, self.hub["ca_fingerprint"])
+            if problem:
+                self.send(conn, "error", {"code": "bad_certificate", "reason": problem, "ref": message.get("id")})
+            else:
+                self.renewed += 1  # used from the next connection on
+            self.pending_key = None
         elif kind == "error":
             self.last_error = "%s: %s" % (body.get("code"), body.get("reason"))
             self.log("hub error", self.last_error)
