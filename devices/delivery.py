@@ -76,3 +76,13 @@ def record_result(node_id: str, command_id: Any, outcome: Any, value: Any, reaso
         if updated:
             transaction.on_commit(lambda: events.command_finished(str(command.pk), status, result))
     return None
+
+
+def inactive_serials(serials: list[str]) -> list[str]:
+    """Of these session certificates, the ones revoked, superseded or expired since."""
+    from devices.models import Certificate, CertificateStatus
+
+    if not serials:
+        return []
+    active = set(Certificate.objects.filter(serial__in=serials, status=CertificateStatus.ACTIVE).values_list("serial", flat=True))
+    return [s for s in serials if s not in active]

@@ -487,3 +487,26 @@ def test_an_expiring_certificate_is_renewed_over_the_session(listeners: tuple[An
         wait_for(lambda: agent.sessions >= 2 and agent.acked_reports > 0)
     assert AuditEvent.objects.filter(action="mesh.handshake", decision="allow", details__serial=new.serial).exists()
     assert AuditEvent.objects.filter(action="certificate.supersede", details__serial=old.serial).exists()
+
+
+def test_committed_state_is_pushed_to_the_dashboard_group(listeners: tuple[Any, Any], tmp_path: Path) -> None:
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("dashboard", channel)
+    with RunningAgent(enroll_device(listeners, "sensor-1", tmp_path / "sensor-1")):
+
+        async def receive() -> dict[str, Any] | None:
+            import asyncio
+
+            # Short waits in a loop: the in-memory layer's queue is woken from another thread.
+            try:
+                return await asyncio.wait_for(layer.receive(channel), 0.5)
+            except TimeoutError:
+                return None
+
+        message = wait_for(lambda: async_to_sync(receive)())
+    assert message["type"] == "device.state"
+    assert set(message["devices"]["sensor-1"]) <= {"temperature", "setpoint", "mode"}

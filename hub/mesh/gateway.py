@@ -204,8 +204,9 @@ class MeshGateway:
             await layer.group_discard(identity.GATEWAYS_GROUP, channel)
 
     async def _sweep_outbox(self) -> None:
-        """Every second, one query: which connected nodes have pending commands? A lost
-        channel-layer nudge costs a second of latency, never a command."""
+        """Every second, two queries: which connected nodes have pending commands, and which
+        sessions stand on a certificate that is no longer active. A lost channel-layer
+        message costs a second, never a command or a revocation."""
         from devices import delivery
 
         while True:
@@ -214,9 +215,16 @@ class MeshGateway:
                 continue
             try:
                 waiting = await database_sync_to_async(delivery.nodes_with_pending)(list(self.sessions))
+                serials = {conn.serial: node_id for node_id, conn in self.sessions.items()}
+                dead = await database_sync_to_async(delivery.inactive_serials)(list(serials))
             except Exception:  # the database is away; the next sweep tries again
                 logger.exception("outbox sweep failed")
                 continue
+            for serial in dead:
+                conn = self.sessions.get(serials[serial])
+                if conn is not None and conn.serial == serial and not conn.closing:
+                    self._write(conn, framing.error_frame("revoked", f"certificate {serial} is no longer valid"))
+                    self._close(conn, "certificate no longer valid")
             for node_id in waiting:
                 conn = self.sessions.get(node_id)
                 if conn is not None and not conn.closing:
