@@ -189,22 +189,26 @@ class DeviceConsumer(AsyncConsumer):
         await _went_offline(self.node_id)
         raise StopConsumer()
 
-    async def send_frame(self, kind: str, body: dict[str, Any], **extra: Any) -> None:
+    def envelope(self, kind: str, body: dict[str, Any], *, frame_id: str | None = None, ttl_ms: int = 30_000, **extra: Any) -> dict[str, Any]:
+        """The next outbound frame of this session (its own seq, a fresh nonce)."""
         self.out_seq += 1
         frame = {
             "v": 1,
             "type": kind,
-            "id": str(uuid.uuid4()),
+            "id": frame_id or str(uuid.uuid4()),
             "seq": self.out_seq,
             "issued_at": now_ms(),
-            "ttl_ms": 30_000,
+            "ttl_ms": ttl_ms,
             "nonce": base64.b64encode(os.urandom(16)).decode(),
             "body": body,
             **extra,
         }
         if self.established:
             frame["session"] = self.session_token
-        await self.send({"type": "mesh.send", "frame": frame})
+        return frame
+
+    async def send_frame(self, kind: str, body: dict[str, Any], **extra: Any) -> None:
+        await self.send({"type": "mesh.send", "frame": self.envelope(kind, body, **extra)})
 
     async def refuse(self, error: ProtocolError, frame: dict[str, Any]) -> None:
         await _audit_refusal(self.node_id, error, frame.get("type"))
@@ -253,18 +257,8 @@ class DeviceConsumer(AsyncConsumer):
             await self.send_command(command)
 
     async def send_command(self, command: dict[str, Any]) -> None:
-        self.out_seq += 1
-        frame = {
-            "v": 1,
-            "type": "command",
-            "id": command["id"],  # the message id is the command id: at most once, on both ends
-            "seq": self.out_seq,
-            "issued_at": now_ms(),
-            "ttl_ms": command["ttl_ms"],
-            "nonce": base64.b64encode(os.urandom(16)).decode(),
-            "session": self.session_token,
-            "body": command["body"],
-        }
+        # The message id is the command id: at most once, on both ends.
+        frame = self.envelope("command", command["body"], frame_id=command["id"], ttl_ms=command["ttl_ms"])
         await self.send({"type": "mesh.send", "frame": frame})
 
     async def command_pending(self, message: dict[str, Any]) -> None:
@@ -338,19 +332,7 @@ class DeviceConsumer(AsyncConsumer):
 
     async def session_reset(self, message: dict[str, Any]) -> None:
         """Group message from provision.reset / factory_reset: tell the device, signed, then end."""
-        self.out_seq += 1
-        frame: dict[str, Any] = {
-            "v": 1,
-            "type": "reset",
-            "id": str(uuid.uuid4()),
-            "seq": self.out_seq,
-            "issued_at": now_ms(),
-            "ttl_ms": 30_000,
-            "nonce": base64.b64encode(os.urandom(16)).decode(),
-            "body": {"kind": message["kind"]},
-        }
-        if self.established:
-            frame["session"] = self.session_token
+        frame = self.envelope("reset", {"kind": message["kind"]})
         frame["sig"] = await database_sync_to_async(_sign)(signing_payload(frame, self.node_id))
         await self.send({"type": "mesh.send", "frame": frame})
         await self.send({"type": "mesh.close", "reason": f"device reset ({message['kind']})"})
