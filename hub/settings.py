@@ -188,7 +188,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "meshhub"},
+            # redis-py 8 defaults socket_timeout to 5 s, which aborts channels-redis's blocking
+            # BZPOPMIN (also 5 s) and tears every idle consumer down (channels_redis#422).
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}], "prefix": "meshhub"},
         }
     }
     CELERY_BROKER_URL = REDIS_URL

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -28,16 +30,26 @@ def check_database() -> dict[str, Any]:
 
 
 def check_channel_layer() -> dict[str, Any]:
-    layer = get_channel_layer()
-    if layer is None:
+    # A fresh instance: the process's shared one may already be receiving on the server's
+    # event loop, and channels-redis allows one receiving loop per instance.
+    if get_channel_layer() is None:
         raise RuntimeError("no channel layer configured")
+    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
 
     async def roundtrip() -> None:
         channel = await layer.new_channel("healthz.")
         await layer.send(channel, {"type": "healthz.ping", "nonce": uuid.uuid4().hex})
         await layer.receive(channel)
 
-    async_to_sync(roundtrip)()
+    async def roundtrip_and_close() -> None:
+        try:
+            await asyncio.wait_for(roundtrip(), 5)
+        finally:
+            close = getattr(layer, "close_pools", None)
+            if close is not None:
+                await close()
+
+    async_to_sync(roundtrip_and_close)()
     return {"backend": type(layer).__name__}
 
 

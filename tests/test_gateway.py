@@ -491,22 +491,31 @@ def test_an_expiring_certificate_is_renewed_over_the_session(listeners: tuple[An
 
 def test_committed_state_is_pushed_to_the_dashboard_group(listeners: tuple[Any, Any], tmp_path: Path) -> None:
     from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
+    from channels.layers import channel_layers, get_channel_layer
 
-    layer = get_channel_layer()
+    # A layer of its own: the gateway's loop already receives on the shared instance, and
+    # channels-redis allows one receiving loop per instance (the in-memory layer is per
+    # process, so in embedded mode it must be the shared one).
+    from django.conf import settings as django_settings
+
+    layer = get_channel_layer() if django_settings.EMBEDDED else channel_layers.make_backend("default")
     channel = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)("dashboard", channel)
     with RunningAgent(enroll_device(listeners, "sensor-1", tmp_path / "sensor-1")):
 
-        async def receive() -> dict[str, Any] | None:
+        async def receive() -> dict[str, Any]:
             import asyncio
 
-            # Short waits in a loop: the in-memory layer's queue is woken from another thread.
-            try:
-                return await asyncio.wait_for(layer.receive(channel), 0.5)
-            except TimeoutError:
-                return None
+            # Short waits in a loop, on one event loop: the in-memory layer's queue is
+            # woken from another thread, and channels-redis wants a single receiving loop.
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    return await asyncio.wait_for(layer.receive(channel), 0.5)
+                except TimeoutError:
+                    continue
+            raise AssertionError("no dashboard message within 15 s")
 
-        message = wait_for(lambda: async_to_sync(receive)())
+        message = async_to_sync(receive)()
     assert message["type"] == "device.state"
     assert set(message["devices"]["sensor-1"]) <= {"temperature", "setpoint", "mode"}
