@@ -12,14 +12,13 @@ Subcommands (each prints one `BENCH-RESULT {json}` line on stdout, progress on s
   started together on a barrier; the gateway's CPU (utime+stime of `--pid`, all threads)
   is read over exactly that window. Before that a client without a certificate must
   be refused.
-- `idle`: `--warmup` sessions opened and closed, then `--idle` sessions (TLS + welcome +
-  hello + session) held open; the gateway's (VmRSS after − before) / sessions.
 - `state`: `--conns` sessions per process, each keeping `--window` `state` frames in
   flight, a new one sent for every answer; counts acks (an ack means committed) in the
   window, then waits for every outstanding frame to be answered.
-- `sessions`: hold `--sessions` sessions that answer every `command` with `ack` then
-  `result` at once (and ping every heartbeat); prints `READY n` when all are open and
-  stops when stdin closes.
+- `sessions`: `--warmup` sessions opened and closed, then `--sessions` sessions (TLS +
+  welcome + hello + session) opened and held; the gateway's (VmRSS after - before) /
+  sessions; prints `READY {json}`, then answers every `command` with `ack` then `result`
+  at once (and pings every heartbeat) until stdin closes.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import signal
 import ssl
 import struct
 import sys
@@ -50,6 +50,8 @@ HOST = "127.0.0.1"
 HEADER = struct.Struct(">I")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULT_MARKER = "BENCH-RESULT "
+HANDSHAKE_RETRY_S = 0.5  # sessions: a TLS handshake not done by then is retried
+MAX_ATTEMPTS = 40
 THERMOSTAT_CAPABILITIES = [
     {"name": "temperature", "kind": "sensor", "value_type": "float", "unit": "°C"},
     {"name": "setpoint", "kind": "actuator", "value_type": "float", "unit": "°C", "min": 5, "max": 35, "writable": True},
@@ -93,6 +95,19 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """utime + stime per thread (task) of `pid`."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
@@ -124,8 +139,7 @@ class Device(asyncio.Protocol):
         self.node_id = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's SSL transport is no asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -198,10 +212,12 @@ def contexts(directory: str, indices: list[int]) -> list[tuple[str, ssl.SSLConte
     return out
 
 
-async def connect(ctx: ssl.SSLContext, port: int, timeout: float) -> tuple[asyncio.Transport, Device]:
-    """TCP + mTLS handshake + the `welcome` frame."""
+async def connect(ctx: ssl.SSLContext, port: int, timeout: float, handshake_timeout: float) -> tuple[asyncio.Transport, Device]:
+    """TCP + mTLS handshake (given up after `handshake_timeout`) + the `welcome` frame."""
     loop = asyncio.get_running_loop()
-    transport, device = await asyncio.wait_for(loop.create_connection(Device, HOST, port, ssl=ctx), timeout)
+    transport, device = await asyncio.wait_for(
+        loop.create_connection(Device, HOST, port, ssl=ctx, ssl_handshake_timeout=handshake_timeout), handshake_timeout + 1
+    )
     try:
         welcome = await device.next_frame(timeout)
         if welcome.get("type") != "welcome":
@@ -212,9 +228,25 @@ async def connect(ctx: ssl.SSLContext, port: int, timeout: float) -> tuple[async
     return transport, device
 
 
-async def open_session(ctx: ssl.SSLContext, port: int, timeout: float) -> tuple[asyncio.Transport, Device]:
-    """connect() + hello (thermostat capabilities) + the `session` frame with its token."""
-    transport, device = await connect(ctx, port, timeout)
+def is_stall(exc: BaseException) -> bool:
+    """The TLS handshake did not complete in time (the gateway never answered the ClientHello)."""
+    return "handshake is taking longer" in str(exc) or isinstance(exc, TimeoutError)
+
+
+async def open_session(ctx: ssl.SSLContext, port: int, timeout: float, stalls: Counter[str], hello: bool = True) -> tuple[asyncio.Transport, Device]:
+    """connect() + hello (thermostat capabilities) + the `session` frame with its token.
+    A stalled TLS handshake is given up after HANDSHAKE_RETRY_S and retried (counted),
+    as the agent reconnects."""
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            transport, device = await connect(ctx, port, timeout, HANDSHAKE_RETRY_S)
+            break
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            if not is_stall(exc) or attempt == MAX_ATTEMPTS - 1:
+                raise
+            stalls["stalled_handshakes"] += 1
+    if not hello:
+        return transport, device
     try:
         device.send("hello", {"firmware_version": "bench-1", "capabilities": THERMOSTAT_CAPABILITIES})
         session = await device.next_frame(timeout)
@@ -237,14 +269,16 @@ async def close_all(devices: list[tuple[asyncio.Transport, Device]], timeout: fl
             transport.abort()
 
 
-async def open_many(ctxs: list[tuple[str, ssl.SSLContext]], port: int, parallel: int, timeout: float = 30) -> tuple[list[tuple[asyncio.Transport, Device]], int]:
+async def open_many(
+    ctxs: list[tuple[str, ssl.SSLContext]], port: int, parallel: int, stalls: Counter[str], timeout: float = 30, hello: bool = True
+) -> tuple[list[tuple[asyncio.Transport, Device]], int]:
     sem, opened, errors = asyncio.Semaphore(parallel), [], 0
 
     async def one(node_id: str, ctx: ssl.SSLContext) -> None:
         nonlocal errors
         async with sem:
             try:
-                transport, device = await open_session(ctx, port, timeout)
+                transport, device = await open_session(ctx, port, timeout, stalls, hello)
             except Exception as exc:
                 errors += 1
                 if errors <= 3:
@@ -267,7 +301,7 @@ async def phase_handshakes(a: argparse.Namespace, k: int, start: Callable[[], Aw
     mine = [k * a.concurrency + w for w in range(a.concurrency)]
     ctxs = {g: contexts(a.dir, [g + loops * j for j in range(per_loop) if g + loops * j < a.clients]) for g in mine}
     deadline, cpu0 = await start()
-    st: dict[str, Any] = {"n": 0, "err": 0, "reused": 0, "errors": Counter()}
+    st: dict[str, Any] = {"n": 0, "err": 0, "stalled": 0, "reused": 0, "errors": Counter()}
 
     async def worker(g: int) -> None:
         own, i = ctxs[g], 0
@@ -275,11 +309,14 @@ async def phase_handshakes(a: argparse.Namespace, k: int, start: Callable[[], Aw
             _, ctx = own[i % len(own)]
             i += 1
             try:
-                transport, device = await connect(ctx, a.port, max(0.1, deadline - time.monotonic() + 2))
+                transport, device = await connect(ctx, a.port, max(0.1, deadline - time.monotonic() + 2), a.handshake_timeout)
             except Exception as exc:
-                st["err"] += 1
-                st["errors"][type(exc).__name__ + ": " + str(exc)[:80]] += 1
-                await asyncio.sleep(0.01)
+                if is_stall(exc):
+                    st["stalled"] += 1
+                else:
+                    st["err"] += 1
+                    st["errors"][type(exc).__name__ + ": " + str(exc)[:80]] += 1
+                    await asyncio.sleep(0.01)
                 continue
             ssl_object = transport.get_extra_info("ssl_object")
             st["reused"] += int(ssl_object.session_reused)
@@ -317,7 +354,9 @@ async def phase_state(a: argparse.Namespace, k: int, start: Callable[[], Awaitab
         st["sent"] += 1
         outstanding["n"] += 1
 
-    sessions, errors = await open_many(ctxs, a.port, 16)
+    stalls: Counter[str] = Counter()
+    sessions, errors = await open_many(ctxs, a.port, 16, stalls)
+    st["stalled"] = stalls["stalled_handshakes"]
     if errors:
         raise RuntimeError(f"{errors} of {len(ctxs)} state sessions failed to open")
 
@@ -385,18 +424,18 @@ def run_procs(phase: Callable[..., Awaitable[dict[str, Any]]], a: argparse.Names
         barrier.wait(180)
     except threading.BrokenBarrierError:
         raise SystemExit(f"client failed: {q.get(timeout=5)}")
-    aux0 = aux_cpu(a.aux)
+    aux0, threads0 = aux_cpu(a.aux), thread_cpu_s(a.pid)
     c0, t0 = proc_cpu_s(a.pid), time.monotonic()
     time.sleep(a.duration)
     c1, t1 = proc_cpu_s(a.pid), time.monotonic()
-    aux1 = aux_cpu(a.aux)
+    aux1, threads1 = aux_cpu(a.aux), thread_cpu_s(a.pid)
     res = [q.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(10)
     fatal = [r["fatal"] for r in res if "fatal" in r]
     if fatal:
         raise SystemExit(f"client failed: {fatal}")
-    tot: dict[str, Any] = {key: sum(r.get(key, 0) for r in res) for key in ("n", "err", "cpu", "reused", "acked", "sent", "lost", "unanswered")}
+    tot: dict[str, Any] = {key: sum(r.get(key, 0) for r in res) for key in ("n", "err", "stalled", "cpu", "reused", "acked", "sent", "lost", "unanswered")}
     errors: Counter[str] = Counter()
     for r in res:
         errors.update(r.get("errors", {}))
@@ -405,6 +444,11 @@ def run_procs(phase: Callable[..., Awaitable[dict[str, Any]]], a: argparse.Names
     tot["gateway_cpu_s"] = c1 - c0
     tot["window_s"] = t1 - t0
     tot["aux_cpu_s"] = {name: aux1[name] - aux0[name] for name in aux0}
+    deltas = {tid: cpu - threads0.get(tid, 0.0) for tid, cpu in threads1.items()}
+    tot["gateway_main_thread_cpu_s"] = deltas.pop(a.pid, 0.0)
+    tot["gateway_other_threads_cpu_s"] = sum(deltas.values())
+    tot["gateway_busiest_other_thread_cpu_s"] = max(deltas.values(), default=0.0)
+    tot["gateway_threads"] = len(threads1)
     return tot
 
 
@@ -412,45 +456,55 @@ async def no_cert_refused(a: argparse.Namespace) -> bool:
     """Sanity check that the gateway really requires a client certificate."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=os.path.join(a.dir, "ca.crt"))
     try:
-        transport, _ = await connect(ctx, a.port, 5)
+        transport, _ = await connect(ctx, a.port, 5, 5)
     except Exception:
         return True
     transport.abort()
     return False
 
 
-async def idle(a: argparse.Namespace) -> dict[str, Any]:
-    ctxs = contexts(a.dir, list(range(a.idle)))
-    warm, warm_errors = await open_many(ctxs[: a.warmup], a.port, 16)
-    await close_all(warm)
-    await asyncio.sleep(1.5)
-    rss0, t0 = rss_kb(a.pid), time.monotonic()
-    sessions, errors = await open_many(ctxs, a.port, 64, timeout=120)
-    opened = time.monotonic() - t0
-    await asyncio.sleep(a.settle)
-    rss1 = rss_kb(a.pid)
-    await close_all(sessions)
-    return {
-        "sessions": len(sessions),
-        "errors": errors + warm_errors,
-        "warmup": len(warm),
-        "opened_s": opened,
-        "rss_before_kb": rss0,
-        "rss_after_kb": rss1,
-        "kb_per_session": (rss1 - rss0) / max(len(sessions), 1),
-    }
+async def snapshot(a: argparse.Namespace, n: int) -> None:
+    """Ask a gateway started with bench/tracemalloc_hook for snapshot n; wait until it is written."""
+    os.kill(a.pid, signal.SIGUSR1)
+    path = os.path.join(a.snapshots, f"snap-{n}.pickle")
+    deadline = time.monotonic() + 120
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
 
 
 async def sessions(a: argparse.Namespace) -> dict[str, Any]:
-    """Hold sessions that answer commands at once; READY on stdout; stop at EOF on stdin."""
+    """Open `--sessions` sessions and hold them. With `--pid`: first `--warmup` sessions
+    opened and closed (one-time costs: database connection, threads, lazy imports), then
+    the gateway's VmRSS before opening and `--settle` s after. Prints `READY {json}`,
+    then answers every `command` with `ack` + `result` at once and pings every
+    `--heartbeat` s (spread), until stdin closes."""
     ctxs = contexts(a.dir, list(range(a.sessions)))
+    loop = asyncio.get_running_loop()
+    stalls: Counter[str] = Counter()
+    ready: dict[str, Any] = {}
+    if a.pid:
+        warm, warm_errors = await open_many(ctxs[: a.warmup], a.port, 16, stalls, hello=not a.no_hello)
+        await close_all(warm)
+        await asyncio.sleep(1.5)
+        ready.update(warmup=len(warm), warmup_errors=warm_errors, rss_before_kb=rss_kb(a.pid))
+        if a.snapshots:
+            await snapshot(a, 0)
+    stalls.clear()
+    t0 = time.monotonic()
+    held, errors = await open_many(ctxs, a.port, 64, stalls, timeout=120, hello=not a.no_hello)
+    opened = time.monotonic() - t0
+    ready.update(sessions=len(held), errors=errors, opened_s=opened, stalled_handshakes=stalls["stalled_handshakes"])
+    if a.pid:
+        await asyncio.sleep(a.settle)
+        ready["rss_after_kb"] = rss_kb(a.pid)
+        ready["kb_per_session"] = (ready["rss_after_kb"] - ready["rss_before_kb"]) / max(len(held), 1)
+        ready["threads"] = len(os.listdir(f"/proc/{a.pid}/task"))
+        if a.snapshots:
+            await snapshot(a, 1)
+
     st: dict[str, Any] = {"commands": 0, "duplicates": 0, "errors": Counter(), "pongs": 0, "pings": 0}
     seen: set[str] = set()
     received: dict[str, int] = {}
-    t0 = time.monotonic()
-    held, errors = await open_many(ctxs, a.port, 64, timeout=120)
-    opened = time.monotonic() - t0
-    loop = asyncio.get_running_loop()
 
     def ping(device: Device) -> None:
         if device.closed.done():
@@ -479,19 +533,19 @@ async def sessions(a: argparse.Namespace) -> dict[str, Any]:
                 st["errors"][str((frame.get("body") or {}).get("code"))] += 1
 
         device.on_frame = on_frame
-        loop.call_later(random.uniform(0.2, 1.0) * a.heartbeat, ping, device)  # noqa: S311 - spread the heartbeats
+        loop.call_later(random.uniform(0.2, 1.0) * a.heartbeat, ping, device)
 
-    print(f"READY {len(held)} {errors} {opened:.2f}", flush=True)
+    print("READY " + json.dumps(ready), flush=True)
     await loop.run_in_executor(None, sys.stdin.read)
     st["lost"] = sum(d.closed.done() for _, d in held)
     await close_all(held)
-    st.update({"sessions": len(held), "open_errors": errors, "opened_s": opened, "errors": dict(st["errors"]), "received_ms": received})
+    st.update(errors=dict(st["errors"]), received_ms=received)
     return st
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["handshakes", "idle", "state", "sessions"])
+    ap.add_argument("cmd", choices=["handshakes", "state", "sessions"])
     ap.add_argument("--dir", required=True, help="device keys and certificates from `bench/gateway.py setup`")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--pid", type=int, help="gateway pid (for /proc CPU and RSS)")
@@ -500,14 +554,16 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--concurrency", type=int, default=48, help="handshake loops per process")
+    ap.add_argument("--handshake-timeout", type=float, default=1.0, help="handshakes: give a TLS handshake up after this many seconds (counted as stalled)")
     ap.add_argument("--conns", type=int, default=50, help="state sessions per process")
     ap.add_argument("--window", type=int, default=16, help="state frames in flight per session")
     ap.add_argument("--values", type=int, default=3, choices=[1, 2, 3], help="values per state report (the thermostat agent sends 3)")
-    ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--settle", type=float, default=2.0)
+    ap.add_argument("--no-hello", action="store_true", help="sessions: hold the connection after `welcome` (for the bare TLS floor server)")
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--heartbeat", type=float, default=30.0)
+    ap.add_argument("--snapshots", help="sessions: directory where a gateway with bench/tracemalloc_hook writes its snapshots on SIGUSR1")
     a = ap.parse_args()
     a.aux = {name: int(pid) for name, pid in (item.split("=", 1) for item in a.aux)}
 
@@ -523,7 +579,7 @@ def main() -> None:
     else:
         if uvloop:
             uvloop.install()
-        result = asyncio.run(idle(a) if a.cmd == "idle" else sessions(a))
+        result = asyncio.run(sessions(a))
     print(RESULT_MARKER + json.dumps(result), flush=True)
 
 
