@@ -123,7 +123,7 @@ def running_device_listeners() -> Iterator[tuple[EnrollmentListener, Any]]:
         async def stop() -> None:
             await asyncio.gather(enroll.close(), gateway.close())
 
-        asyncio.run_coroutine_threadsafe(stop(), loop).result(20)
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(60)  # sessions wind down (up to 10 s each, concurrently)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
