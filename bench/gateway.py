@@ -1,8 +1,8 @@
 """Mesh gateway benchmark, side by side with Mosquitto measured in the same run.
 
-    python bench/gateway.py                          # or: python bench/run.py --part gateway
+    python bench/gateway.py                          # or: python bench/run.py --part gateway (about 5 minutes)
     python bench/gateway.py --configs sqlite         # embedded only
-    python bench/gateway.py --phases commands --configs sqlite,sqlite+redis
+    python bench/gateway.py --configs sqlite+redis:commands --json out.json
 
 Figures (acceptance items of the "Mesh gateway" issue):
 
@@ -11,33 +11,44 @@ Figures (acceptance items of the "Mesh gateway" issue):
 - state reports persisted per second (goal >= 0.5x Mosquitto's QoS1 messages/s),
 - command round trip p50/p99 with 1,000 connected devices.
 
-Method. First the peer's own script, `../shared/peers/mosquitto_baseline.sh` (run with
-this interpreter as PYTHON, its `name: value unit` lines parsed). Then, per configuration
-(`sqlite` = embedded: SQLite in a fresh MESHHUB_DATA_DIR and the in-memory channel layer;
-`postgres+redis` = production: a recreated PostgreSQL database and channels-redis):
+Method. First the peer's own script, `../shared/peers/mosquitto_baseline.sh`, with this
+interpreter as PYTHON (its `name: value unit` lines are parsed). Then per configuration:
+`sqlite` = embedded (SQLite in a fresh MESHHUB_DATA_DIR, in-memory channel layer),
+`postgres+redis` = production (a recreated PostgreSQL database, channels-redis on a Redis
+database of its own); `@asyncio` runs the gateway without uvloop (bench/stock_asyncio
+hides it; runmesh then uses the stock loop, its documented fallback); `:a+b` picks phases.
 
 1. `setup` (own process, Django): migrate, `identity.ensure_hub_identity()`, then N
    provisioned thermostats: a P-256 key and CSR each, the certificate from
    `pki.sign_device_csr` with the active CA (as `identity._issue_certificate` does, minus
    the PBKDF2-guarded enrollment), Certificate rows active, the thermostat capabilities;
    keys and certificates written where the load client reads them.
-2. Per phase a fresh `manage.py runmesh` (uvloop) as its own process: its CPU is
-   utime+stime of that pid (all threads, so the database thread and SQLite too) over
-   exactly the window, its memory VmRSS, as the Mosquitto script reads the broker's.
-3. The load client `bench/gateway_client.py` (asyncio + uvloop + stdlib ssl) in its own
-   process(es): handshakes (2 processes x 48 loops, 10 s), idle sessions (1,000),
-   state (1 process x 50 sessions x 16 frames in flight, 10 s; the thermostat's three
-   values per report; TelemetrySample rows checked against the acks afterwards), and
-   commands (`commands`, own process with Django: `devices.services.send_command()` to
-   devices whose client session answers `ack` then `result` at once; round trip =
-   Command.completed_at - created_at, both stamped by the hub).
+2. Per phase a fresh `manage.py runmesh` as its own process: its CPU is utime+stime of
+   that pid (all threads: the event loop, the database threads, SQLite) over exactly the
+   window, split per thread; its memory is VmRSS, as the Mosquitto script reads the broker's.
+3. The load client `bench/gateway_client.py` (asyncio + uvloop + stdlib ssl):
+   - handshakes: 2 processes x 48 loops, 10 s; a TLS handshake not done within 1 s is
+     given up and counted as stalled (see docs/performance.md: on uvloop most are);
+   - idle: 20 warm-up sessions opened and closed, then 1,000 sessions (TLS + welcome +
+     hello + session; a stalled handshake is retried after 0.3 s), RSS after - before;
+   - floor: the same SSL context on a bare `asyncio.start_server(ssl=...)` (uvloop, then
+     stock asyncio) holding 1,000 connections: what TLS + streams cost before the gateway;
+   - state: 50 sessions x 16 frames in flight (Mosquitto's QoS1 shape), then 400 x 4, 10 s
+     each, the thermostat agent's three values per report, the per-device frame limit
+     raised (a policy, not a capacity); TelemetrySample rows are checked against the acks;
+   - commands, on the gateway that holds the 1,000 idle sessions: 300 commands at 25/s,
+     one per device, through `devices.services.send_command()` (own process, Django); the
+     client answers `ack` then `result` at once; round trip = Command.completed_at -
+     created_at, both stamped by the hub.
 
 With the in-memory channel layer the nudge that `send_command()` sends after commit
 stays inside the process that sent it, so an embedded gateway (another process) only
-learns of a command from its 1-second outbox sweep; with Redis the nudge reaches it.
+learns of a command from its 1-second outbox sweep; with Redis the nudge should reach it.
 
-Prints `name: value unit` lines, ratios to Mosquitto and the goals; `--json FILE` keeps
-everything. docs/performance.md ("Mesh gateway") records a run.
+Prints `name: value unit` lines, ratios to Mosquitto, the goals and a markdown table;
+`--json FILE` keeps everything; `--profile handshakes|state` runs that gateway under
+cProfile; `--memprofile` attributes the idle growth with tracemalloc (slow; not a figure
+run). docs/performance.md ("Mesh gateway") records a run.
 """
 
 from __future__ import annotations
@@ -76,6 +87,7 @@ DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/meshhub_bench_gateway
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 CONFIGS = ("sqlite", "sqlite+redis", "postgres", "postgres+redis")  # each may end in @asyncio: the gateway without uvloop
 PHASES = ("handshakes", "idle", "floor", "state", "commands")
+DEFAULT_CONFIGS = "sqlite,sqlite@asyncio:handshakes,postgres+redis:handshakes+state=50x16+idle+commands"
 HANDSHAKE_GOAL = 1.0  # x Mosquitto handshakes per broker CPU-second
 IDLE_GOAL_KB = 40.0
 STATE_GOAL = 0.5  # x Mosquitto QoS1 msgs/s
@@ -225,7 +237,7 @@ def worker_commands(argv: list[str]) -> None:
     parser.add_argument("--pid", type=int, required=True)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--commands", type=int, default=300)
-    parser.add_argument("--rate", type=float, default=20.0, help="commands created per second")
+    parser.add_argument("--rate", type=float, default=25.0, help="commands created per second")
     parser.add_argument("--warmup", type=int, default=5, help="untimed commands first")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds between the last session opened and the RSS reading")
     parser.add_argument("--snapshots", help="passed to the client: tracemalloc snapshots of the gateway before and after opening")
@@ -513,12 +525,14 @@ def run_mosquitto(duration: float) -> dict[str, Any]:
         raise SystemExit(f"mosquitto_baseline.sh exited with {proc.returncode}")
     figures: dict[str, Any] = {}
     for line in proc.stdout.splitlines():
-        match = re.match(r"^(\w+): (-?[0-9.]+)\b(.*)$", line)
-        if match:
-            figures[match.group(1)] = float(match.group(2))
-        elif ": " in line:
-            key, value = line.split(": ", 1)
-            figures[key.strip()] = value.strip()
+        key, sep, value = line.partition(": ")
+        if not sep or not re.fullmatch(r"\w+", key):
+            continue
+        number = value.split(" ", 1)[0]
+        try:
+            figures[key] = float(number)
+        except ValueError:
+            figures[key] = value.strip()
     figures["raw"] = proc.stdout
     figures["stderr"] = proc.stderr
     figures["wall_s"] = time.perf_counter() - t0
@@ -559,23 +573,34 @@ def gateway_log_summary(path: Path) -> dict[str, Any]:
     return {"counts": counts, "first": first}
 
 
-def parse_config(spec: str) -> tuple[str, str, bool, bool, list[str] | None]:
-    """`sqlite`, `postgres+redis@asyncio:handshakes+idle` -> (name, db, redis, stock loop, phases or None)."""
+def parse_config(spec: str) -> tuple[str, str, bool, bool, list[str] | None, list[str] | None]:
+    """`sqlite`, `postgres+redis@asyncio:handshakes+state=50x16/400x4` ->
+    (name, db, redis, stock loop, phases or None for all, state shapes or None for --state-shapes)."""
     name, _, phases = spec.partition(":")
     base, _, loop = name.partition("@")
     if base not in CONFIGS or loop not in ("", "asyncio", "uvloop"):
         raise ValueError(f"unknown config {spec!r}")
-    chosen = phases.split("+") if phases else None
-    if chosen and not set(chosen) <= set(PHASES):
-        raise ValueError(f"unknown phase in {spec!r}")
-    return name, base.split("+")[0], base.endswith("+redis"), loop == "asyncio", chosen
+    chosen, shapes = None, None
+    if phases:
+        chosen = []
+        for item in phases.split("+"):
+            phase, _, shape_list = item.partition("=")
+            if phase not in PHASES or (shape_list and phase != "state"):
+                raise ValueError(f"unknown phase {item!r} in {spec!r}")
+            if shape_list:
+                shapes = shape_list.split("/")
+            chosen.append(phase)
+    if shapes and not all(re.fullmatch(r"\d+x\d+", x) for x in shapes):
+        raise ValueError(f"state shapes are sessions x frames in flight, e.g. state=50x16/400x4, in {spec!r}")
+    return name, base.split("+")[0], base.endswith("+redis"), loop == "asyncio", chosen, shapes
 
 
 def run_config(spec: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from run import base_env, recreate_postgres_database
 
-    name, db, redis_on, stock_loop, only = parse_config(spec)
+    name, db, redis_on, stock_loop, only, own_shapes = parse_config(spec)
     phases = [p for p in args.phases if only is None or p in only]
+    state_shapes = own_shapes or args.state_shapes
     data_dir = Path(tempfile.mkdtemp(prefix=f"gw-{name.replace('+', '-').replace('@', '-')}-", dir=tmp))
     env = base_env(str(data_dir))
     aux: dict[str, int] = {}
@@ -647,7 +672,7 @@ def run_config(spec: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
                 result["floor"][loop_name] = ready
     if "state" in phases:
         result["state"] = []
-        for shape in args.state_shapes:
+        for shape in state_shapes:
             conns, window = (int(x) for x in shape.split("x"))
             log(f"=== gateway, {name}: state (1 proc x {conns} sessions x {window} in flight, {args.duration:g} s) ===")
             state_env = dict(gateway_env)
@@ -655,7 +680,7 @@ def run_config(spec: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
                 state_env["MESHHUB_MESH_FRAMES_PER_S"] = "1000000"
                 state_env["MESHHUB_MESH_FRAME_BURST"] = "1000000"
             before = run_py([str(BENCH_DIR / "gateway.py"), "count"], env, "count")
-            with running_gateway(state_env, logs, profile_for("state") if shape == args.state_shapes[0] else None) as gw:
+            with running_gateway(state_env, logs, profile_for("state") if shape == state_shapes[0] else None) as gw:
                 time.sleep(0.5)
                 state = run_py(
                     [
@@ -892,7 +917,7 @@ def print_config(name: str, r: dict[str, Any]) -> None:
     if "idle" in r:
         i = r["idle"]
         print(f"  idle_sessions_open: {i['sessions']} sessions (errors {i['errors']}, opened in {i['opened_s']:.1f} s after {i['warmup']} warm-up sessions)")
-        print(f"  idle_stalled_handshakes: {i['stalled_handshakes']} count (retried after 0.5 s)")
+        print(f"  idle_stalled_handshakes: {i['stalled_handshakes']} count (retried after 0.3 s)")
         print(f"  idle_gateway_rss_before_kb: {i['rss_before_kb']} KB")
         print(f"  idle_gateway_rss_after_kb: {i['rss_after_kb']} KB")
         print(f"  idle_session_kb: {i['kb_per_session']:.1f} KB/session")
@@ -1037,7 +1062,11 @@ def main() -> int:
         WORKERS[sys.argv[1]](sys.argv[2:])
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="sqlite,postgres+redis", help=f"comma-separated, from {', '.join(CONFIGS)} (default sqlite,postgres+redis)")
+    parser.add_argument(
+        "--configs",
+        default=DEFAULT_CONFIGS,
+        help=f"comma-separated; each one of {', '.join(CONFIGS)}, optionally @asyncio (runmesh without uvloop) and :phase+phase (default {DEFAULT_CONFIGS})",
+    )
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, from {', '.join(PHASES)}")
     parser.add_argument("--devices", type=int, default=1000, help="provisioned devices with certificates (default 1000)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement window, also Mosquitto's DUR (default 10)")
@@ -1055,7 +1084,7 @@ def main() -> int:
     )
     parser.add_argument("--sessions", type=int, default=1000, help="idle sessions, then connected devices during the command phase (default 1000)")
     parser.add_argument("--commands", type=int, default=300, help="timed commands, one per device (default 300)")
-    parser.add_argument("--command-rate", type=float, default=20.0, help="commands created per second (default 20)")
+    parser.add_argument("--command-rate", type=float, default=25.0, help="commands created per second (default 25)")
     parser.add_argument("--skip-mosquitto", action="store_true", help="do not run the Mosquitto baseline (no ratios)")
     parser.add_argument("--profile", choices=["handshakes", "state"], help="run that phase's gateway under cProfile and print the top functions")
     parser.add_argument("--postgres-url", default=os.environ.get("BENCH_GATEWAY_DATABASE_URL", DEFAULT_POSTGRES_URL), help="dropped and recreated per config")
@@ -1071,9 +1100,11 @@ def main() -> int:
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for config in configs:
         try:
-            parse_config(config)
+            own_shapes = parse_config(config)[5] or []
         except ValueError as exc:
             parser.error(str(exc))
+        if any(int(x.split("x")[0]) > args.devices for x in own_shapes):
+            parser.error(f"{config}: a state shape has more sessions than --devices")
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     for phase in args.phases:
         if phase not in PHASES:

@@ -50,7 +50,7 @@ HOST = "127.0.0.1"
 HEADER = struct.Struct(">I")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULT_MARKER = "BENCH-RESULT "
-HANDSHAKE_RETRY_S = 0.5  # sessions: a TLS handshake not done by then is retried
+HANDSHAKE_RETRY_S = 0.3  # sessions: a TLS handshake not done by then is retried
 MAX_ATTEMPTS = 40
 THERMOSTAT_CAPABILITIES = [
     {"name": "temperature", "kind": "sensor", "value_type": "float", "unit": "°C"},

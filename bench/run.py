@@ -1,16 +1,20 @@
-"""meshhub benchmark: command and audit-append throughput, and certificate issuance, on SQLite and PostgreSQL.
+"""meshhub benchmark: command and audit-append throughput, certificate issuance, and the mesh gateway beside Mosquitto.
 
-    python bench/run.py                 # or: make bench (everything, about 2 minutes)
+    python bench/run.py                 # or: make bench (everything, about 7 minutes)
     python bench/run.py --part audit    # commands and audit appends only
     python bench/run.py --part pki      # certificates only
+    python bench/run.py --part gateway  # the mesh gateway and Mosquitto only (about 5 minutes)
     python bench/run.py --only sqlite   # one database only (the pure signing part still runs)
 
-Two parts, every worker in its own process (Django reads its settings once per process):
+Three parts, every worker in its own process (Django reads its settings once per process):
 
 - audit: `bench/commands_audit.py` once per database;
 - pki: `bench/pki_issue.py --mode pure` once (no database: CSR parsing, signing, CRL
   builds), then `bench/pki_issue.py --mode service` once per database (the enrollment
-  service, CRL regeneration and revocation).
+  service, CRL regeneration and revocation);
+- gateway: `bench/gateway.py` (the Mosquitto peer's script, then `manage.py runmesh` under
+  load from `bench/gateway_client.py`: handshakes, idle memory, state reports, command
+  round trips; SQLite embedded, PostgreSQL with Redis). Its report is printed last.
 
 SQLite runs with DATABASE_URL unset and a fresh MESHHUB_DATA_DIR, PostgreSQL against a
 database that is dropped and recreated before every worker. Redis is not used (REDIS_URL
@@ -39,6 +43,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 AUDIT_WORKER = BENCH_DIR / "commands_audit.py"
 PKI_WORKER = BENCH_DIR / "pki_issue.py"
+GATEWAY_BENCH = BENCH_DIR / "gateway.py"
+GATEWAY_CONFIGS = {
+    None: None,  # bench/gateway.py's default configurations
+    "sqlite": "sqlite,sqlite@asyncio:handshakes",
+    "postgres": "postgres+redis",
+}
 RESULT_MARKER = "BENCH-RESULT "
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/meshhub_bench"
 BATCHING_GOAL_PER_S = 5000
@@ -238,9 +248,13 @@ def print_pki(pure: dict[str, Any] | None, service: dict[str, dict[str, Any]]) -
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Command and audit-append throughput, and certificate issuance, on SQLite and PostgreSQL.")
+    parser = argparse.ArgumentParser(
+        description="Command and audit-append throughput and certificate issuance on SQLite and PostgreSQL, and the mesh gateway beside Mosquitto."
+    )
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="run one database only")
-    parser.add_argument("--part", choices=["audit", "pki"], help="run one part only: commands and audit appends, or certificates")
+    parser.add_argument(
+        "--part", choices=["audit", "pki", "gateway"], help="run one part only: commands and audit appends, certificates, or the mesh gateway beside Mosquitto"
+    )
     parser.add_argument("--postgres-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_POSTGRES_URL), help="dropped and recreated before each worker")
     parser.add_argument("--csrs", type=int, default=2000, help="pki: CSRs parsed and signed without a database (default 2000)")
     parser.add_argument("--enrollments", type=int, default=30, help="pki: complete_enrollment() calls per database (default 30)")
@@ -286,9 +300,34 @@ def main() -> int:
     if pure is not None or service:
         print_pki(pure, service)
 
+    gateway: dict[str, Any] | None = None
+    if args.part in (None, "gateway"):
+        gateway = run_gateway(args.only)
+
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "results": results, "pki": {"pure": pure, "service": service}}, indent=2) + "\n")
+        payload = {"machine": machine, "results": results, "pki": {"pure": pure, "service": service}, "gateway": gateway}
+        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return 0
+
+
+def run_gateway(only: str | None) -> dict[str, Any]:
+    """bench/gateway.py in its own process (it starts Mosquitto, gateways and clients itself); its report goes to stdout.
+    Its PostgreSQL database is its own (BENCH_GATEWAY_DATABASE_URL, default meshhub_bench_gateway), as is its Redis
+    database (BENCH_REDIS_URL, default db 14)."""
+    print("=== mesh gateway and Mosquitto (bench/gateway.py) ===", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="meshhub-bench-gateway-") as tmp:
+        raw = Path(tmp) / "gateway.json"
+        argv = [sys.executable, str(GATEWAY_BENCH), "--json", str(raw)]
+        configs = GATEWAY_CONFIGS[only]
+        if configs:
+            argv += ["--configs", configs]
+        proc = subprocess.run(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
+        print()
+        print(proc.stdout.rstrip())
+        if proc.returncode != 0:
+            raise SystemExit(f"bench/gateway.py exited with {proc.returncode}")
+        result: dict[str, Any] = json.loads(raw.read_text())
+        return result
 
 
 if __name__ == "__main__":
