@@ -38,13 +38,13 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 try:
     import uvloop
 except ImportError:  # plain asyncio still works, just slower
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 HOST = "127.0.0.1"
 HEADER = struct.Struct(">I")
@@ -399,7 +399,7 @@ async def phase_state(a: argparse.Namespace, k: int, start: Callable[[], Awaitab
     return st
 
 
-def child(phase: Callable[..., Awaitable[dict[str, Any]]], a: argparse.Namespace, k: int, barrier: Any, q: Any) -> None:
+def child(phase: Callable[..., Coroutine[Any, Any, dict[str, Any]]], a: argparse.Namespace, k: int, barrier: Any, q: Any) -> None:
     if uvloop:
         uvloop.install()
 
@@ -414,9 +414,9 @@ def child(phase: Callable[..., Awaitable[dict[str, Any]]], a: argparse.Namespace
         q.put({"fatal": repr(e)})
 
 
-def run_procs(phase: Callable[..., Awaitable[dict[str, Any]]], a: argparse.Namespace) -> dict[str, Any]:
+def run_procs(phase: Callable[..., Coroutine[Any, Any, dict[str, Any]]], a: argparse.Namespace) -> dict[str, Any]:
     """Start a.procs client processes, align them on a barrier, time the gateway CPU over the window."""
-    barrier, q = mp.Barrier(a.procs + 1), mp.Queue()
+    barrier, q = mp.Barrier(a.procs + 1), mp.Queue()  # type: ignore[var-annotated]
     procs = [mp.Process(target=child, args=(phase, a, k, barrier, q)) for k in range(a.procs)]
     for p in procs:
         p.start()
@@ -523,9 +523,9 @@ async def sessions(a: argparse.Namespace) -> dict[str, Any]:
                 device.send("ack", {"id": command_id})
                 device.send("result", {"id": command_id, "status": "ok", "value": body.get("value")})
                 st["commands"] += 1
-                if command_id in seen:
+                if str(command_id) in seen:
                     st["duplicates"] += 1
-                seen.add(command_id)
+                seen.add(str(command_id))
                 received[str(command_id)] = now_ms()
             elif kind == "pong":
                 st["pongs"] += 1

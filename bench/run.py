@@ -283,18 +283,19 @@ def main() -> int:
                     f"certificates, {descriptions[label]}", env, PKI_WORKER, ["--mode", "service", "--enrollments", str(args.enrollments)]
                 )
 
-    print("machine:")
-    print(f"  date: {machine['date_utc']}")
-    print(f"  nproc: {machine['nproc']}")
-    print(f"  cpu: {machine['cpu_model']}")
-    print(f"  memory: {machine['memory']}")
-    print(f"  kernel: {machine['kernel']}")
-    print(f"  python: {machine['python']}")
-    for label in descriptions:
-        db = (results.get(label) or service.get(label) or {}).get("database")
-        if db:
-            extra = ", ".join(f"{k}={v}" for k, v in db.items() if k not in {"vendor", "version"})
-            print(f"  {label}: {db['version']} ({extra})")
+    if args.part != "gateway":  # the gateway report prints its own machine block
+        print("machine:")
+        print(f"  date: {machine['date_utc']}")
+        print(f"  nproc: {machine['nproc']}")
+        print(f"  cpu: {machine['cpu_model']}")
+        print(f"  memory: {machine['memory']}")
+        print(f"  kernel: {machine['kernel']}")
+        print(f"  python: {machine['python']}")
+        for label in descriptions:
+            db = (results.get(label) or service.get(label) or {}).get("database")
+            if db:
+                extra = ", ".join(f"{k}={v}" for k, v in db.items() if k not in {"vendor", "version"})
+                print(f"  {label}: {db['version']} ({extra})")
     if results:
         print_audit(results)
     if pure is not None or service:

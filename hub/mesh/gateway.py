@@ -190,7 +190,10 @@ class MeshGateway:
         layer = get_channel_layer()
         if layer is None:
             return
-        channel = await layer.new_channel("gateway.")
+        # The default prefix: channels-redis serves every process-local channel of one prefix
+        # from a single receive loop; a second prefix would hold that lock and starve the
+        # consumers' channels (their group messages would pile up in Redis).
+        channel = await layer.new_channel()
         await layer.group_add(identity.GATEWAYS_GROUP, channel)
         try:
             while True:

@@ -29,12 +29,8 @@ class Command(BaseCommand):
         parser.add_argument("--discovery-port", type=int, default=settings.DISCOVERY_PORT, help="UDP discovery port, 0 = off")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            import uvloop
-
-            uvloop.install()
-        except ImportError:
-            pass  # the stock loop works, with more memory per TLS connection
+        # Not uvloop yet: with uvloop, start_tls() after accepting plain TCP can miss the
+        # client's first TLS bytes (they land in the StreamReader) and the handshake stalls.
         try:
             files = identity.ensure_hub_identity()
         except identity.IdentityError as exc:
