@@ -14,6 +14,7 @@ import ipaddress
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -119,6 +120,37 @@ def _issuer_extensions(builder: x509.CertificateBuilder, ca_cert: x509.Certifica
     return builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
 
 
+def _sign_leaf(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    subject: x509.Name,
+    public_key: Any,
+    now: dt.datetime,
+    validity: dt.timedelta,
+    usage: x509.ObjectIdentifier,
+    sans: Sequence[x509.GeneralName],
+) -> x509.Certificate:
+    """An end-entity certificate: not a CA, digitalSignature only, one EKU, the given SANs,
+    never valid past the CA itself."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(random_serial())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(min(now + validity, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    )
+    return _issuer_extensions(builder, ca_cert).sign(ca_key, hashes.SHA256())
+
+
 def issue_server_cert(
     ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, dns_names: Sequence[str], ips: Sequence[str], now: dt.datetime | None = None
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -127,23 +159,9 @@ def issue_server_cert(
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(dns_names[0] if dns_names else "meshhub"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(random_serial())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(min(now + SERVER_VALIDITY, ca_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, False, False, encipher_only=False, decipher_only=False),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    )
-    return key, _issuer_extensions(builder, ca_cert).sign(ca_key, hashes.SHA256())
+    subject = _name(dns_names[0] if dns_names else "meshhub")
+    cert = _sign_leaf(ca_key, ca_cert, subject, key.public_key(), now, SERVER_VALIDITY, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    return key, cert
 
 
 def server_names(cert: x509.Certificate) -> set[str]:
@@ -191,23 +209,9 @@ def sign_device_csr(
     if parsed.common_name != node_id:
         raise CSRRejected("cn_mismatch", f"csr common name '{parsed.common_name}' does not match the enrollment's node id '{node_id}'")
     now = now or utcnow()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(parsed.csr.public_key())
-        .serial_number(random_serial())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(min(now + validity, ca_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, False, False, encipher_only=False, decipher_only=False),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(NODE_URN_PREFIX + node_id)]), critical=False)
-    )
-    return _issuer_extensions(builder, ca_cert).sign(ca_key, hashes.SHA256())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)])
+    san = [x509.UniformResourceIdentifier(NODE_URN_PREFIX + node_id)]
+    return _sign_leaf(ca_key, ca_cert, subject, parsed.csr.public_key(), now, validity, ExtendedKeyUsageOID.CLIENT_AUTH, san)
 
 
 @dataclass(frozen=True)
