@@ -178,6 +178,10 @@ else:
                 "timeout": 20,
             },
             "TEST": {"NAME": DATA_DIR / "test-meshhub.sqlite3"},
+            # Kept open per thread: the gateway's database threads would otherwise open a
+            # connection (and run init_command) for every call.
+            "CONN_MAX_AGE": 600,
+            "CONN_HEALTH_CHECKS": True,
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

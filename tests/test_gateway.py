@@ -276,7 +276,7 @@ def test_a_command_from_the_api_reaches_the_device_and_its_result_comes_back(lis
         # again and is re-sent on the next session. The device answers from memory.
         Command.objects.filter(pk=command_id).update(status="pending", result=None, completed_at=None)
         gateway = listeners[1]
-        gateway.server.get_loop().call_soon_threadsafe(gateway._close, gateway.sessions["relay-1"], "test: drop the session")
+        gateway.loop.call_soon_threadsafe(gateway._close, gateway.sessions["relay-1"], "test: drop the session")
         wait_for(lambda: Command.objects.get(pk=command_id).status == "succeeded", timeout_s=20)
         assert agent.executed == 1, "a command id executes at most once"
         assert agent.sessions == 2
@@ -482,7 +482,7 @@ def test_an_expiring_certificate_is_renewed_over_the_session(listeners: tuple[An
         new = Certificate.objects.get(device__node_id="sensor-1", replaces=old)
         assert Certificate.objects.get(pk=old.pk).status == "active", "the old one stays valid until the device switches"
         gateway = listeners[1]
-        gateway.server.get_loop().call_soon_threadsafe(gateway._close, gateway.sessions["sensor-1"], "test: reconnect")
+        gateway.loop.call_soon_threadsafe(gateway._close, gateway.sessions["sensor-1"], "test: reconnect")
         wait_for(lambda: Certificate.objects.get(pk=old.pk).status == "superseded", timeout_s=20)
         wait_for(lambda: agent.sessions >= 2 and agent.acked_reports > 0)
     assert AuditEvent.objects.filter(action="mesh.handshake", decision="allow", details__serial=new.serial).exists()

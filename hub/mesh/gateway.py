@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -136,23 +137,20 @@ def _check_certificate(node_id: str, serial: str) -> str | None:
     """The serial re-checked in the database after the handshake: the CRL may lag."""
     from devices.models import Certificate, CertificateStatus, DeviceStatus
 
-    try:
-        cert = Certificate.objects.select_related("device").filter(serial=serial).first()
-        if cert is None:
-            return f"certificate {serial} was not issued by this hub"
-        if cert.device.node_id != node_id:
-            return f"certificate {serial} belongs to '{cert.device.node_id}', not '{node_id}'"
-        if cert.status != CertificateStatus.ACTIVE:
-            return f"certificate {serial} is {cert.status}"
-        if cert.device.status != DeviceStatus.PROVISIONED:
-            return f"device '{node_id}' is {cert.device.status}"
-        if cert.first_used_at is None:
-            from django.utils import timezone
+    cert = Certificate.objects.select_related("device").filter(serial=serial).first()
+    if cert is None:
+        return f"certificate {serial} was not issued by this hub"
+    if cert.device.node_id != node_id:
+        return f"certificate {serial} belongs to '{cert.device.node_id}', not '{node_id}'"
+    if cert.status != CertificateStatus.ACTIVE:
+        return f"certificate {serial} is {cert.status}"
+    if cert.device.status != DeviceStatus.PROVISIONED:
+        return f"device '{node_id}' is {cert.device.status}"
+    if cert.first_used_at is None:
+        from django.utils import timezone
 
-            Certificate.objects.filter(pk=cert.pk, first_used_at__isnull=True).update(first_used_at=timezone.now())
-        return None
-    finally:
-        connections.close_all()
+        Certificate.objects.filter(pk=cert.pk, first_used_at__isnull=True).update(first_used_at=timezone.now())
+    return None
 
 
 class MeshGateway:
@@ -163,7 +161,9 @@ class MeshGateway:
         self.context = mesh_context(files)
         self.audit = AuditBatcher()
         self.sessions: dict[str, Connection] = {}
-        self.server: asyncio.Server | None = None
+        self.listener: socket.socket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._acceptor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloader: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -172,8 +172,20 @@ class MeshGateway:
         self.audit.start()
         self._reloader = asyncio.get_running_loop().create_task(self._listen_for_reloads())
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_outbox())
-        self.server = await asyncio.start_server(self._accept, self.host, self.port, backlog=1024, reuse_address=True)
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            listener.listen(1024)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self.listener = listener
+        self.port = listener.getsockname()[1]
+        self._acceptor = self.loop.create_task(self._accept_loop(listener))
         logger.info("mesh gateway listening on %s:%s (mTLS)", self.host, self.port, extra={"port": self.port})
         return self.port
 
@@ -234,19 +246,17 @@ class MeshGateway:
                     conn.queue.put_nowait({"type": "command.pending"})
 
     async def close(self) -> None:
-        for background in (self._reloader, self._sweeper):
+        for background in (self._acceptor, self._reloader, self._sweeper):
             if background is not None:
                 background.cancel()
                 await asyncio.gather(background, return_exceptions=True)
-        if self.server is not None:
-            self.server.close()
+        if self.listener is not None:
+            self.listener.close()
         for conn in list(self.sessions.values()):
             self._close(conn, "gateway shutting down")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.server is not None:
-            await self.server.wait_closed()
         await self.audit.close()
         await database_sync_to_async(connections.close_all)()
 
@@ -258,27 +268,55 @@ class MeshGateway:
     def allow(self, node_id: str, action: str, **details: Any) -> None:
         self.audit.add(Entry(Actor(ActorType.DEVICE, node_id), action, Decision.ALLOW, target_type="device", target_id=node_id, details=details))
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        """Accept plain TCP here and hand each socket to TLS before anything reads it.
+
+        Not `create_server(ssl=...)`: that swallows refused handshakes, which must be
+        audited. Not plain streams upgraded with `start_tls()`: uvloop starts reading an
+        accepted socket at once, so a ClientHello sent right after the TCP handshake would
+        land in the plain stream and the handshake would hang.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                logger.warning("mesh accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._accept(sock, address))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, sock: socket.socket, address: Any) -> None:
+        writer: asyncio.StreamWriter | None = None
         try:
-            await self._serve(reader, writer)
+            writer, reader = await self._handshake(sock, f"{address[0]}")
+            if writer is not None:
+                await self._serve(reader, writer)
         except asyncio.CancelledError:
             pass
         finally:
-            self._tasks.discard(task)
-            writer.close()
+            if writer is not None:
+                writer.close()
+
+    async def _handshake(self, sock: socket.socket, peer: str) -> tuple[asyncio.StreamWriter | None, asyncio.StreamReader]:
+        """TLS with the current context (a reload swaps it for new handshakes); a refusal is audited."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=settings.MESH_MAX_FRAME + 4)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock, ssl=self.context, ssl_handshake_timeout=settings.MESH_HANDSHAKE_TIMEOUT_S)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            sock.close()
+            detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            self.deny(f"unknown@{peer}", "mesh.handshake", f"TLS handshake refused: {detail}", peer=peer)
+            return None, reader
+        return asyncio.StreamWriter(transport, protocol, reader, loop), reader  # type: ignore[arg-type]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername") or ("?", 0)
         peer = f"{peername[0]}"
-        try:
-            await writer.start_tls(self.context, ssl_handshake_timeout=settings.MESH_HANDSHAKE_TIMEOUT_S)
-        except (ssl.SSLError, OSError, TimeoutError) as exc:
-            detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-            self.deny(f"unknown@{peer}", "mesh.handshake", f"TLS handshake refused: {detail}", peer=peer)
-            return
         node_id, serial = peer_identity(writer.get_extra_info("ssl_object"))
         problem = await database_sync_to_async(_check_certificate, thread_sensitive=False)(node_id, serial)
         if problem:
