@@ -87,7 +87,7 @@ DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/meshhub_bench_gateway
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 CONFIGS = ("sqlite", "sqlite+redis", "postgres", "postgres+redis")  # each may end in @asyncio: the gateway without uvloop
 PHASES = ("handshakes", "idle", "floor", "state", "commands")
-DEFAULT_CONFIGS = "sqlite,sqlite@asyncio:handshakes,postgres+redis:handshakes+state=50x16+idle+commands"
+DEFAULT_CONFIGS = "sqlite,postgres+redis:handshakes+state=50x16+idle+commands"
 HANDSHAKE_GOAL = 1.0  # x Mosquitto handshakes per broker CPU-second
 IDLE_GOAL_KB = 40.0
 STATE_GOAL = 0.5  # x Mosquitto QoS1 msgs/s
@@ -673,6 +673,15 @@ def run_config(spec: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
                 if ready is None:
                     raise SystemExit(f"floor client failed: {proc.stdout[-2000:]}")
                 result["floor"][loop_name] = ready
+            if loop_name == "uvloop" and "handshakes" in phases:
+                # The handshake ceiling of Python's ssl + the event loop with this context:
+                # the same handshake load as the gateway's, against the bare server.
+                log(f"=== bare TLS floor server ({loop_name}): handshakes (2 procs x 48 loops, {args.duration:g} s) ===")
+                with running_gateway(env, logs, floor_loop=loop_name) as gw:
+                    time.sleep(0.5)
+                    result["floor_handshakes"] = run_py(
+                        [str(CLIENT), "handshakes", "--port", str(gw.port), "--pid", str(gw.pid), "--procs", "2", "--concurrency", "48", *common]
+                    )
     if "state" in phases:
         result["state"] = []
         for shape in state_shapes:
@@ -872,6 +881,7 @@ def figures(mosq: dict[str, Any], results: dict[str, dict[str, Any]]) -> list[tu
         add(
             f"floor: bare TLS server on {loop_name}, per connection", "KB", "—", lambda r, loop_name=loop_name: f"{r['floor'][loop_name]['kb_per_session']:.1f}"
         )
+    add("floor: bare TLS server on uvloop, handshakes per server CPU-s", "conn/cpu-s", "—", lambda r: fmt(per_cpu_s(r["floor_handshakes"])))
     shapes = max((len(r.get("state", [])) for r in results.values()), default=0)
     for k in range(shapes):
         label = next((r["state"][k]["shape"] for r in results.values() if len(r.get("state", [])) > k), "?")

@@ -179,14 +179,23 @@ class DeviceConsumer(AsyncConsumer):
         self.established = False
         self.specs: dict[str, Any] = {}
         self.sent: set[str] = set()
+        # State reports waiting for their batch to commit: a device may have several in
+        # flight (acks come after commit, in any order), up to MESH_STATE_IN_FLIGHT.
+        self.storing: set[asyncio.Task[None]] = set()
         if self.channel_layer is not None:
             await self.channel_layer.group_add(self.group, self.channel_name)
         await self.send_frame("welcome", {"hub_version": HUB_VERSION, "time_ms": now_ms(), "node_id": self.node_id, "heartbeat_s": settings.MESH_HEARTBEAT_S})
 
     async def mesh_disconnect(self, message: dict[str, Any]) -> None:
-        if self.channel_layer is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-        await _went_offline(self.node_id)
+        # Offline first: presence must not depend on the channel layer being reachable.
+        try:
+            await _went_offline(self.node_id)
+        finally:
+            if self.channel_layer is not None:
+                try:
+                    await self.channel_layer.group_discard(self.group, self.channel_name)
+                except Exception:  # the group entry expires on its own (group_expiry)
+                    logger.warning("group_discard for %s failed", self.node_id, exc_info=True)
         raise StopConsumer()
 
     def envelope(self, kind: str, body: dict[str, Any], *, frame_id: str | None = None, ttl_ms: int = 30_000, **extra: Any) -> dict[str, Any]:
@@ -292,12 +301,20 @@ class DeviceConsumer(AsyncConsumer):
         ):
             raise ProtocolError("bad_state", f"ts must be milliseconds since the epoch, at most {settings.MESH_STATE_MAX_AGE_S} s old and not in the future")
         report = state.StateReport(self.node_id, dict(envelope.body["values"]), datetime.fromtimestamp(ts_ms / 1000, tz=UTC))
+        if len(self.storing) >= settings.MESH_STATE_IN_FLIGHT:  # back-pressure: the next frame waits
+            await asyncio.wait(self.storing, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.get_running_loop().create_task(self._ack_when_stored(state_batcher().submit(report), envelope.id))
+        self.storing.add(task)
+        task.add_done_callback(self.storing.discard)
+
+    async def _ack_when_stored(self, stored: asyncio.Future[None], ref: str) -> None:
+        """`ack` only after the report's batch committed; a failed batch is never acked."""
         try:
-            await state_batcher().submit(report)
+            await stored
         except Exception:
-            await self.send_frame("error", {"code": "unavailable", "reason": "state not stored; resend later", "ref": envelope.id})
+            await self.send_frame("error", {"code": "unavailable", "reason": "state not stored; resend later", "ref": ref})
             return
-        await self.send_frame("ack", {"ref": envelope.id})
+        await self.send_frame("ack", {"ref": ref})
 
     async def on_event(self, envelope: Envelope) -> None:
         name = envelope.body.get("name")

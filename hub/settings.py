@@ -100,6 +100,7 @@ MESH_MAX_OUTBOUND_BYTES = 256 * 1024
 MESH_CLOCK_SKEW_S = int(env("MESHHUB_CLOCK_SKEW_S", "300"))
 MESH_STATE_BATCH = 500
 MESH_STATE_FLUSH_S = 0.1
+MESH_STATE_IN_FLIGHT = 32  # reports of one session awaiting their batch's commit
 MESH_OUTBOX_SWEEP_S = 1.0
 MESH_STATE_MAX_AGE_S = 24 * 3600  # buffered reports older than this are refused
 
@@ -189,12 +190,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- channel layer and Celery ----------------------------------------------------------
 REDIS_URL = env("REDIS_URL")
 if REDIS_URL:
+    REDIS_MAX_CONNECTIONS = int(env("MESHHUB_REDIS_MAX_CONNECTIONS", "2000"))
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # redis-py 8 defaults socket_timeout to 5 s, which aborts channels-redis's blocking
             # BZPOPMIN (also 5 s) and tears every idle consumer down (channels_redis#422).
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}], "prefix": "meshhub"},
+            # redis-py 8's pool raises MaxConnectionsError past 100 connections instead of
+            # waiting; a gateway's burst of group_add/group_discard (a reconnect storm) needs more.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5, "max_connections": REDIS_MAX_CONNECTIONS}],
+                "prefix": "meshhub",
+            },
         }
     }
     CELERY_BROKER_URL = REDIS_URL

@@ -204,6 +204,24 @@ def test_bad_frames_get_a_precise_error_and_an_audit_event(raw: RawDevice, make:
     assert raw.read()["type"] == "ack"
 
 
+def test_reports_sent_back_to_back_are_each_acked_after_commit(raw: RawDevice) -> None:
+    """Several reports in flight from one device: every one is acked, and only once stored."""
+    from devices.models import TelemetrySample
+
+    frames = [raw.frame("state", {"values": {"temperature": 10 + i}}) for i in range(40)]
+    for frame in frames:
+        raw.send(frame)
+    acked = set()
+    while len(acked) < len(frames):
+        answer = raw.read()
+        assert answer["type"] == "ack", answer
+        acked.add(answer["body"]["ref"])
+        # An ack is a promise: its sample is already committed.
+        assert TelemetrySample.objects.filter(device__node_id="sensor-1", capability="temperature").count() >= len(acked)
+    assert acked == {f["id"] for f in frames}
+    assert TelemetrySample.objects.filter(device__node_id="sensor-1", capability="temperature").count() == 40
+
+
 def test_a_reused_nonce_is_refused(raw: RawDevice) -> None:
     first = raw.frame("state", {"values": {"temperature": 20}})
     raw.send(first)
@@ -255,6 +273,24 @@ def test_a_silent_client_is_closed_after_the_handshake_timeout(listeners: tuple[
     with socket.create_connection(("127.0.0.1", listeners[1].port), timeout=10) as sock:
         assert sock.recv(1) == b""  # never spoke TLS: closed after MESH_HANDSHAKE_TIMEOUT_S
     wait_for(lambda: AuditEvent.objects.filter(action="mesh.handshake", decision="deny").exists())
+
+
+def test_with_redis_the_nudge_alone_delivers_a_command(settings: Any, tmp_path: Path, alice_api: APIClient) -> None:
+    """The outbox sweep is off (one hour): only the channel-layer nudge that send_command()
+    sends after commit can bring the command to the device."""
+    if settings.EMBEDDED:
+        pytest.skip("the in-memory layer does not wake a receiver on another thread's loop; production mode covers the nudge")
+    from devices.models import Command
+
+    settings.MESH_OUTBOX_SWEEP_S = 3600.0
+    with running_device_listeners() as running:
+        state_dir = enroll_device(running, "relay-1", tmp_path / "relay-1")
+        with RunningAgent(state_dir, "relay") as agent:
+            wait_for(lambda: Device.objects.get(node_id="relay-1").online and agent.acked_reports >= 1)
+            created = alice_api.post("/api/v1/devices/relay-1/commands/", {"action": "set", "capability": "on", "value": True}, format="json")
+            assert created.status_code == 201, created.content
+            wait_for(lambda: Command.objects.get(pk=created.json()["id"]).status == "succeeded", timeout_s=10)
+            assert agent.executed == 1
 
 
 def test_a_command_from_the_api_reaches_the_device_and_its_result_comes_back(listeners: tuple[Any, Any], tmp_path: Path, alice_api: APIClient) -> None:

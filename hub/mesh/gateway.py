@@ -21,6 +21,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,9 +135,15 @@ def peer_identity(ssl_object: Any) -> tuple[str, str]:
 
 
 def _check_certificate(node_id: str, serial: str) -> str | None:
-    """The serial re-checked in the database after the handshake: the CRL may lag."""
+    """The serial re-checked in the database after the handshake: the CRL may lag.
+
+    Runs on the gateway's own check thread, whose connection stays open between calls
+    (CONN_MAX_AGE) and is dropped when stale or broken, as after a request."""
+    from django.db import close_old_connections
+
     from devices.models import Certificate, CertificateStatus, DeviceStatus
 
+    close_old_connections()
     cert = Certificate.objects.select_related("device").filter(serial=serial).first()
     if cert is None:
         return f"certificate {serial} was not issued by this hub"
@@ -164,6 +171,8 @@ class MeshGateway:
         self.listener: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._acceptor: asyncio.Task[None] | None = None
+        # Certificate re-checks on a thread of their own: a handshake never waits behind a state batch.
+        self._checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-cert-check")
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloader: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -259,6 +268,8 @@ class MeshGateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.audit.close()
         await database_sync_to_async(connections.close_all)()
+        await asyncio.get_running_loop().run_in_executor(self._checks, connections.close_all)
+        self._checks.shutdown(wait=False)
 
     def deny(self, actor_id: str, action: str, reason: str, **details: Any) -> None:
         self.audit.add(
@@ -318,7 +329,7 @@ class MeshGateway:
         peername = writer.get_extra_info("peername") or ("?", 0)
         peer = f"{peername[0]}"
         node_id, serial = peer_identity(writer.get_extra_info("ssl_object"))
-        problem = await database_sync_to_async(_check_certificate, thread_sensitive=False)(node_id, serial)
+        problem = await asyncio.get_running_loop().run_in_executor(self._checks, _check_certificate, node_id, serial)
         if problem:
             self.deny(node_id or f"unknown@{peer}", "mesh.handshake", problem, peer=peer, serial=serial)
             await self._send_now(writer, framing.error_frame("certificate_rejected", problem))
