@@ -19,10 +19,12 @@ logger = logging.getLogger("meshhub.events")
 StateHook = Callable[[list["StateReport"]], None]
 PresenceHook = Callable[[str, bool], None]
 CommandHook = Callable[[str, str, dict[str, Any]], None]
+CreatedHook = Callable[[str, str, str], None]
 
 state_hooks: list[StateHook] = []
 presence_hooks: list[PresenceHook] = []
 command_hooks: list[CommandHook] = []
+created_hooks: list[CreatedHook] = []
 
 
 def on_state(hook: StateHook) -> StateHook:
@@ -37,6 +39,13 @@ def on_presence(hook: PresenceHook) -> PresenceHook:
 
 def on_command_finished(hook: CommandHook) -> CommandHook:
     command_hooks.append(hook)
+    return hook
+
+
+def on_command_created(hook: CreatedHook) -> CreatedHook:
+    """(command_id, node_id, device_type) after the outbox row commits: devices that are
+    not on the mesh (PLCs) are driven from here."""
+    created_hooks.append(hook)
     return hook
 
 
@@ -58,3 +67,7 @@ def presence_changed(node_id: str, online: bool) -> None:
 
 def command_finished(command_id: str, status: str, result: dict[str, Any]) -> None:
     _run(command_hooks, command_id, status, result)
+
+
+def command_created(command_id: str, node_id: str, device_type: str) -> None:
+    _run(created_hooks, command_id, node_id, device_type)

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from audit.models import Decision
 from audit.services import Actor, record
+from devices import events
 from devices.models import (
     OPEN_COMMAND_STATUSES,
     Capability,
@@ -198,6 +199,7 @@ def send_command(
             details={"command_id": str(command.id), "action": action, "capability": cap.name, "value": stored_value, "ttl_s": ttl},
         )
         transaction.on_commit(lambda: nudge_device(device.node_id, str(command.id)))
+        transaction.on_commit(lambda: events.command_created(str(command.id), device.node_id, device.device_type))
     return command
 
 

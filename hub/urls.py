@@ -8,6 +8,7 @@ from devices import views as device_views
 from devices.api import CommandViewSet, DeviceViewSet, GroupViewSet
 from devices.identity_api import CertificateViewSet, EnrollmentViewSet
 from hub import views
+from industrial.api import ModbusExportView, ModbusImportView, ModbusViewSet
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
@@ -17,11 +18,14 @@ router.register("groups", GroupViewSet, basename="group")
 router.register("enrollments", EnrollmentViewSet, basename="enrollment")
 router.register("certificates", CertificateViewSet, basename="certificate")
 router.register("audit", AuditEventViewSet, basename="audit")
+router.register("modbus/bridges", ModbusViewSet, basename="modbus-bridge")
 
 admin.site.site_header = "meshhub administration"
 admin.site.site_title = "meshhub admin"
 
 urlpatterns = [
+    path("api/v1/modbus/import/", ModbusImportView.as_view(), name="modbus-import"),
+    path("api/v1/modbus/export/", ModbusExportView.as_view(), name="modbus-export"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -194,9 +194,9 @@ def check_range(value: float, minimum: float | None, maximum: float | None) -> N
     if isinstance(value, float) and math.isnan(value):
         raise CodecError(f"value {value} is not a number")
     if minimum is not None and value < minimum:
-        raise CodecError(f"value {value} is below the minimum {minimum}")
+        raise CodecError(f"value {value:g} is below the minimum {minimum:g}")
     if maximum is not None and value > maximum:
-        raise CodecError(f"value {value} is above the maximum {maximum}")
+        raise CodecError(f"value {value:g} is above the maximum {maximum:g}")
 
 
 def _check_data_type(data_type: str) -> None:

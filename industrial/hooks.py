@@ -1,0 +1,24 @@
+"""Where the industrial bridge hooks into the rest of the hub."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PLC_DEVICE_TYPE = "plc"
+
+
+def queue_plc_command(command_id: str, node_id: str, device_type: str) -> None:
+    """A command for a PLC goes to a Celery worker (the mesh gateway never sees PLCs)."""
+    if device_type != PLC_DEVICE_TYPE:
+        return
+    from industrial.tasks import execute_command
+
+    execute_command.delay(command_id)
+
+
+def unschedule_deleted_bridge(sender: Any, instance: Any, **kwargs: Any) -> None:
+    from industrial import scheduling
+    from industrial.client import drop_client
+
+    scheduling.unschedule(instance)
+    drop_client(instance.pk)
