@@ -156,6 +156,19 @@ def _audit_refusal(node_id: str, error: ProtocolError, frame_type: Any) -> None:
     )
 
 
+@database_sync_to_async
+def _audit_takeover(node_id: str, peer: str, new_peer: str) -> None:
+    record(
+        Actor(ActorType.DEVICE, node_id),
+        "mesh.session.replaced",
+        Decision.DENY,
+        target_type="device",
+        target_id=node_id,
+        reason="a newer connection of the same node replaced this session",
+        details={"peer": peer, "new_peer": new_peer},
+    )
+
+
 def _sign(payload: bytes) -> str:
     from devices import identity
 
@@ -177,6 +190,7 @@ class DeviceConsumer(AsyncConsumer):
         self.out_seq = 0
         self.session_token = secrets.token_urlsafe(18)
         self.established = False
+        self.replaced = False
         self.specs: dict[str, Any] = {}
         self.sent: set[str] = set()
         # State reports waiting for their batch to commit: a device may have several in
@@ -184,12 +198,23 @@ class DeviceConsumer(AsyncConsumer):
         self.storing: set[asyncio.Task[None]] = set()
         if self.channel_layer is not None:
             await self.channel_layer.group_add(self.group, self.channel_name)
+            # One session per node across gateways: an older session elsewhere ends itself.
+            # (On this gateway the server already replaced it; this reaches the others.)
+            try:
+                await self.channel_layer.group_send(
+                    self.group, {"type": "session.takeover", "gateway": self.scope.get("gateway", ""), "peer": self.scope.get("peer", "")}
+                )
+            except Exception:  # the layer is away: the other gateway's session ends on its idle timeout
+                logger.warning("session.takeover for %s not sent", self.node_id, exc_info=True)
         await self.send_frame("welcome", {"hub_version": HUB_VERSION, "time_ms": now_ms(), "node_id": self.node_id, "heartbeat_s": settings.MESH_HEARTBEAT_S})
 
     async def mesh_disconnect(self, message: dict[str, Any]) -> None:
-        # Offline first: presence must not depend on the channel layer being reachable.
+        # Offline first: presence must not depend on the channel layer being reachable. Only
+        # a session that went online (hello) goes offline, and not when a newer session of
+        # the node replaced it: that one is online now.
         try:
-            await _went_offline(self.node_id)
+            if getattr(self, "established", False) and not message.get("replaced") and not getattr(self, "replaced", False):
+                await _went_offline(self.node_id)
         finally:
             if self.channel_layer is not None:
                 try:
@@ -353,6 +378,14 @@ class DeviceConsumer(AsyncConsumer):
         frame["sig"] = await database_sync_to_async(_sign)(signing_payload(frame, self.node_id))
         await self.send({"type": "mesh.send", "frame": frame})
         await self.send({"type": "mesh.close", "reason": f"device reset ({message['kind']})"})
+
+    async def session_takeover(self, message: dict[str, Any]) -> None:
+        """A newer session of this node started (on any gateway): this one ends."""
+        if message.get("gateway") == self.scope.get("gateway", ""):
+            return  # on its own gateway the server has already replaced the older session
+        self.replaced = True
+        await _audit_takeover(self.node_id, self.scope.get("peer", ""), message.get("peer", ""))
+        await self.send({"type": "mesh.close", "code": "replaced", "reason": "a newer connection of this node replaced this session"})
 
     async def session_revoke(self, message: dict[str, Any]) -> None:
         """Group message from the revocation service: this session ends now."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,6 +110,35 @@ def test_two_gateways_serve_one_fleet_and_commands_reach_either(tmp_path: Path) 
         stop.set()
         for thread in threads:
             thread.join(15)
+        for gateway in gateways:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(30)
+
+
+def test_a_newer_session_on_another_gateway_replaces_the_older_one(tmp_path: Path, settings: Any) -> None:
+    """One session per node across gateways: the takeover travels over the Redis layer."""
+    if settings.EMBEDDED:
+        pytest.skip("gateways in separate processes share no in-memory channel layer; production mode covers this")
+    from audit.models import AuditEvent
+    from tests.test_gateway import RawDevice
+
+    ports = [(free_port(), free_port()), (free_port(), free_port())]
+    gateways = [start_runmesh(*pair) for pair in ports]
+    try:
+        enrolled_agent(ports[0][0], ports[0][1], "sensor-1", "thermostat", tmp_path)  # enrolls; its loop never runs
+        older = RawDevice(tmp_path / "sensor-1", ports[0][1])
+        older.hello()
+        newer = RawDevice(tmp_path / "sensor-1", ports[1][1])
+        newer.hello()
+        assert older.error()["code"] == "replaced"
+        with pytest.raises((EOFError, ConnectionError)):
+            older.read()
+        wait_for(lambda: AuditEvent.objects.filter(action="mesh.session.replaced", decision="deny", target_id="sensor-1").exists())
+        # The newer session is the one that stays.
+        newer.send(newer.frame("state", {"values": {"temperature": 21.0}}))
+        assert newer.read()["type"] == "ack"
+        newer.sock.close()
+    finally:
         for gateway in gateways:
             gateway.send_signal(signal.SIGTERM)
             gateway.wait(30)

@@ -9,7 +9,7 @@ token bucket, a bounded outbound buffer, and one session per node. The consumer 
 the protocol: envelopes, anti-replay, the session, state and commands.
 
 Messages between the two:
-  server → consumer: `mesh.connect`, `mesh.frame {frame}`, `mesh.disconnect {reason}`
+  server → consumer: `mesh.connect`, `mesh.frame {frame}`, `mesh.disconnect {reason, replaced}`
   consumer → server: `mesh.send {frame}`, `mesh.close {code, reason}`
 """
 
@@ -20,6 +20,7 @@ import logging
 import socket
 import ssl
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -124,6 +125,7 @@ class Connection:
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     closing: bool = False
     close_reason: str = ""
+    replaced: bool = False  # a newer session of the node took over: it owns the presence now
 
 
 def peer_identity(ssl_object: Any) -> tuple[str, str]:
@@ -168,6 +170,7 @@ class MeshGateway:
         self.context = mesh_context(files)
         self.audit = AuditBatcher()
         self.sessions: dict[str, Connection] = {}
+        self.instance_id = uuid.uuid4().hex  # in the scope: tells this gateway's sessions from others'
         self.listener: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._acceptor: asyncio.Task[None] | None = None
@@ -338,10 +341,11 @@ class MeshGateway:
         previous = self.sessions.get(node_id)
         if previous is not None:
             self.deny(node_id, "mesh.session.replaced", "a newer connection of the same node replaced this session", peer=previous.peer)
+            previous.replaced = True
             self._close(previous, "replaced by a newer connection")
         self.sessions[node_id] = conn
         self.allow(node_id, "mesh.handshake", peer=peer, serial=serial)
-        scope = {"type": "mesh", "node_id": node_id, "cert_serial": serial, "peer": peer}
+        scope = {"type": "mesh", "node_id": node_id, "cert_serial": serial, "peer": peer, "gateway": self.instance_id}
         app = asyncio.get_running_loop().create_task(self._run_app(conn, scope))
         try:
             await conn.queue.put({"type": "mesh.connect"})
@@ -349,7 +353,7 @@ class MeshGateway:
         finally:
             if self.sessions.get(node_id) is conn:
                 del self.sessions[node_id]
-            await conn.queue.put({"type": "mesh.disconnect", "reason": conn.close_reason or "connection closed"})
+            await conn.queue.put({"type": "mesh.disconnect", "reason": conn.close_reason or "connection closed", "replaced": conn.replaced})
             try:
                 await asyncio.wait_for(app, 10)
             except (TimeoutError, asyncio.CancelledError):
