@@ -1,12 +1,13 @@
-"""meshhub benchmark: command and audit-append throughput, certificate issuance, and the mesh gateway beside Mosquitto.
+"""meshhub benchmark: command and audit-append throughput, certificate issuance, the mesh gateway beside Mosquitto, and Modbus polling.
 
     python bench/run.py                 # or: make bench (everything, about 7 minutes)
     python bench/run.py --part audit    # commands and audit appends only
     python bench/run.py --part pki      # certificates only
     python bench/run.py --part gateway  # the mesh gateway and Mosquitto only (about 5 minutes)
+    python bench/run.py --part modbus   # the industrial bridge beside a raw pymodbus loop only (about 5 minutes)
     python bench/run.py --only sqlite   # one database only (the pure signing part still runs)
 
-Three parts, every worker in its own process (Django reads its settings once per process):
+Four parts, every worker in its own process (Django reads its settings once per process):
 
 - audit: `bench/commands_audit.py` once per database;
 - pki: `bench/pki_issue.py --mode pure` once (no database: CSR parsing, signing, CRL
@@ -14,7 +15,10 @@ Three parts, every worker in its own process (Django reads its settings once per
   service, CRL regeneration and revocation);
 - gateway: `bench/gateway.py` (the Mosquitto peer's script, then `manage.py runmesh` under
   load from `bench/gateway_client.py`: handshakes, idle memory, state reports, command
-  round trips; SQLite embedded, PostgreSQL with Redis). Its report is printed last.
+  round trips; SQLite embedded, PostgreSQL with Redis). Its report is printed after the others;
+- modbus: `bench/modbus.py` (a pymodbus server process of its own, then per database a worker
+  timing `industrial.polling.poll_bridge()` beside a raw pymodbus client loop reading the same
+  registers: tags/s, poll latency, CPU). Its report is printed last.
 
 SQLite runs with DATABASE_URL unset and a fresh MESHHUB_DATA_DIR, PostgreSQL against a
 database that is dropped and recreated before every worker. Redis is not used (REDIS_URL
@@ -44,6 +48,7 @@ REPO_ROOT = BENCH_DIR.parent
 AUDIT_WORKER = BENCH_DIR / "commands_audit.py"
 PKI_WORKER = BENCH_DIR / "pki_issue.py"
 GATEWAY_BENCH = BENCH_DIR / "gateway.py"
+MODBUS_BENCH = BENCH_DIR / "modbus.py"
 GATEWAY_CONFIGS = {
     None: None,  # bench/gateway.py's default configurations
     "sqlite": "sqlite,sqlite@asyncio:handshakes",
@@ -249,11 +254,13 @@ def print_pki(pure: dict[str, Any] | None, service: dict[str, dict[str, Any]]) -
 
 def main() -> int:
     parser = argparse.ArgumentParser(
-        description="Command and audit-append throughput and certificate issuance on SQLite and PostgreSQL, and the mesh gateway beside Mosquitto."
+        description="Command and audit-append throughput and certificate issuance on SQLite and PostgreSQL, the mesh gateway beside Mosquitto, and Modbus polling beside raw pymodbus."
     )
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="run one database only")
     parser.add_argument(
-        "--part", choices=["audit", "pki", "gateway"], help="run one part only: commands and audit appends, certificates, or the mesh gateway beside Mosquitto"
+        "--part",
+        choices=["audit", "pki", "gateway", "modbus"],
+        help="run one part only: commands and audit appends, certificates, the mesh gateway beside Mosquitto, or Modbus polling beside raw pymodbus",
     )
     parser.add_argument("--postgres-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_POSTGRES_URL), help="dropped and recreated before each worker")
     parser.add_argument("--csrs", type=int, default=2000, help="pki: CSRs parsed and signed without a database (default 2000)")
@@ -283,7 +290,7 @@ def main() -> int:
                     f"certificates, {descriptions[label]}", env, PKI_WORKER, ["--mode", "service", "--enrollments", str(args.enrollments)]
                 )
 
-    if args.part != "gateway":  # the gateway report prints its own machine block
+    if args.part not in ("gateway", "modbus"):  # the gateway and modbus reports print their own machine block
         print("machine:")
         print(f"  date: {machine['date_utc']}")
         print(f"  nproc: {machine['nproc']}")
@@ -305,8 +312,12 @@ def main() -> int:
     if args.part in (None, "gateway"):
         gateway = run_gateway(args.only)
 
+    modbus: dict[str, Any] | None = None
+    if args.part in (None, "modbus"):
+        modbus = run_modbus(args.only)
+
     if args.json:
-        payload = {"machine": machine, "results": results, "pki": {"pure": pure, "service": service}, "gateway": gateway}
+        payload = {"machine": machine, "results": results, "pki": {"pure": pure, "service": service}, "gateway": gateway, "modbus": modbus}
         args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return 0
 
@@ -327,6 +338,24 @@ def run_gateway(only: str | None) -> dict[str, Any]:
         print(proc.stdout.rstrip())
         if proc.returncode != 0:
             raise SystemExit(f"bench/gateway.py exited with {proc.returncode}")
+        result: dict[str, Any] = json.loads(raw.read_text())
+        return result
+
+
+def run_modbus(only: str | None) -> dict[str, Any]:
+    """bench/modbus.py in its own process (it starts the Modbus server and its workers itself); its report goes to stdout.
+    Its PostgreSQL database is its own (BENCH_MODBUS_DATABASE_URL, default meshhub_bench_modbus)."""
+    print("=== industrial bridge beside raw pymodbus (bench/modbus.py) ===", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="meshhub-bench-modbus-") as tmp:
+        raw = Path(tmp) / "modbus.json"
+        argv = [sys.executable, str(MODBUS_BENCH), "--json", str(raw)]
+        if only:
+            argv += ["--configs", only]
+        proc = subprocess.run(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
+        print()
+        print(proc.stdout.rstrip())
+        if proc.returncode != 0:
+            raise SystemExit(f"bench/modbus.py exited with {proc.returncode}")
         result: dict[str, Any] = json.loads(raw.read_text())
         return result
 
