@@ -212,7 +212,7 @@ class DeviceConsumer(AsyncConsumer):
         # Offline first: presence must not depend on the channel layer being reachable. Only
         # a session that went online (hello) goes offline, and not when a newer session of
         # the node replaced it: that one is online now.
-        storing = getattr(self, "storing", set())
+        storing: set[asyncio.Task[None]] = getattr(self, "storing", set())
         if storing:  # reports still in a batch would mark the device online again after this
             await asyncio.wait(storing, timeout=10)
         try:

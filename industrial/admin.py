@@ -19,7 +19,7 @@ from industrial.models import ModbusBridge, ModbusPoint
 from industrial.polling import plan_reads
 
 POINT_FIELDS: tuple[str, ...] = (
-    "capability", "register", "address", "data_type", "scale", "offset", "unit", "writable", "quality", "quality_reason", "last_value", "last_read_at",
+    "capability", "register", "address", "data_type", "scale", "offset", "unit", "writable", "quality", "quality_reason",
 )  # fmt: skip
 
 
@@ -39,7 +39,7 @@ class ModbusBridgeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["device", "name", "host", "port", "unit_id", "poll_interval_s", "enabled", "last_ok_at", "last_error"]
     list_filter = ["enabled"]
     search_fields = ["device__node_id", "name", "host"]
-    readonly_fields = ["device", "last_poll_at", "last_ok_at", "last_error", "consecutive_failures", "next_attempt_at", "lease_until"]
+    readonly_fields = ["device", "live", "last_poll_at", "last_ok_at", "last_error", "consecutive_failures", "next_attempt_at", "lease_until"]
     inlines = [PointInline]
     actions = ["test_connection"]
 

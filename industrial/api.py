@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
@@ -17,6 +19,8 @@ from industrial.models import ModbusBridge, ModbusPoint
 
 
 class PointSerializer(serializers.ModelSerializer[ModbusPoint]):
+    last_value = serializers.SerializerMethodField()
+
     class Meta:
         model = ModbusPoint
         fields = [
@@ -36,8 +40,12 @@ class PointSerializer(serializers.ModelSerializer[ModbusPoint]):
             "quality",
             "quality_reason",
             "last_value",
-            "last_read_at",
         ]
+
+    @extend_schema_field(OpenApiTypes.ANY)
+    def get_last_value(self, point: ModbusPoint) -> Any:
+        """The last good read (also within the deadband), kept on the bridge."""
+        return point.bridge.live.get(point.capability)
 
 
 class BridgeSerializer(serializers.ModelSerializer[ModbusBridge]):

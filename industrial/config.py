@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -315,10 +316,11 @@ def apply(actor: Actor, bridges: list[BridgeSpec]) -> dict[str, int]:
                 existing = bridge.points.filter(capability=point.capability).first()
                 if existing is not None and any(getattr(existing, k) != v for k, v in values.items() if k in ("register", "address", "data_type")):
                     # Another register now: what was read from the old one says nothing about the new one.
-                    values.update(quality="unknown", quality_reason="", last_value=None, reported_value=None, last_read_at=None)
+                    values.update(quality="unknown", quality_reason="")
                 ModbusPoint.objects.update_or_create(bridge=bridge, capability=point.capability, defaults=values)
                 Capability.objects.update_or_create(device=device, name=point.capability, defaults=capability_for(point))
                 counts["points"] += 1
+            ModbusBridge.objects.filter(pk=bridge.pk).update(config_token=uuid.uuid4().hex)
             scheduling.schedule(bridge)
         record(
             actor, "modbus.import", Decision.ALLOW, scope="admin", target_type="modbus", target_id=",".join(b.node_id for b in bridges)[:150], details=counts

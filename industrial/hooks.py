@@ -19,6 +19,8 @@ def queue_plc_command(command_id: str, node_id: str, device_type: str) -> None:
 def unschedule_deleted_bridge(sender: Any, instance: Any, **kwargs: Any) -> None:
     from industrial import scheduling
     from industrial.client import drop_client
+    from industrial.polling import forget_plan
 
     scheduling.unschedule(instance)
     drop_client(instance.pk)
+    forget_plan(instance.pk)

@@ -67,6 +67,13 @@ class ModbusBridge(models.Model):
     last_poll_at = models.DateTimeField(null=True, blank=True)
     last_ok_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
+    # The last good read of every point, {capability: value}, even within the deadband:
+    # one row written per poll instead of one per point (the reported values, outside
+    # the deadband, are the device's `reported`).
+    live = models.JSONField(default=dict, blank=True)
+    # New on every import: pollers keep the planned requests per process until it changes
+    # (random, so a bridge recreated under a reused primary key never matches an old plan).
+    config_token = models.CharField(max_length=32, blank=True)
 
     class Meta:
         ordering = ["device__node_id"]
@@ -100,12 +107,9 @@ class ModbusPoint(models.Model):
     max_value = models.FloatField(null=True, blank=True)
     writable = models.BooleanField(default=False)
     deadband = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
-    # Live: what the last poll read and how trustworthy it is.
+    # How trustworthy the last read was; written only when it changes.
     quality = models.CharField(max_length=8, choices=Quality.choices, default=Quality.UNKNOWN)
     quality_reason = models.CharField(max_length=300, blank=True)
-    last_value = models.JSONField(null=True, blank=True, help_text="Engineering value of the last good read.")
-    reported_value = models.JSONField(null=True, blank=True, help_text="Last value sent down the state path (the deadband compares to it).")
-    last_read_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["bridge", "register", "address"]

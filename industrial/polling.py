@@ -76,9 +76,9 @@ def decode_point(point: ModbusPoint, words: list[int]) -> bool | int | float:
     return value
 
 
-def outside_deadband(point: ModbusPoint, value: Any) -> bool:
-    previous = point.reported_value
-    if previous is None or point.quality != Quality.GOOD:
+def outside_deadband(point: ModbusPoint, value: Any, previous: Any, was_good: bool) -> bool:
+    """Report `value`? `previous` is the last reported one (the device's `reported`)."""
+    if previous is None or not was_good:
         return True
     if isinstance(value, bool) or isinstance(previous, bool) or not isinstance(previous, int | float):
         return bool(value != previous)
@@ -107,6 +107,22 @@ class PollResult:
         }
 
 
+_plans: dict[int, tuple[str, list[ReadBlock]]] = {}
+
+
+def _planned(bridge: ModbusBridge) -> list[ReadBlock]:
+    """The bridge's requests, planned once per configuration version and process (loading
+    and planning thousands of points each second would cost more than reading them)."""
+    cached = _plans.get(bridge.pk)
+    if cached is None or cached[0] != bridge.config_token or not bridge.config_token:
+        cached = _plans[bridge.pk] = (bridge.config_token, plan_reads(bridge.points.all()))
+    return cached[1]
+
+
+def forget_plan(bridge_id: int) -> None:
+    _plans.pop(bridge_id, None)
+
+
 def _take_lease(bridge_id: int, now: datetime, seconds: float) -> bool:
     return (
         ModbusBridge.objects.filter(pk=bridge_id, enabled=True)
@@ -122,8 +138,7 @@ def poll_bridge(bridge_id: int) -> PollResult:
     if bridge is None:
         return PollResult(node_id="", skipped="no such bridge")
     result = PollResult(node_id=bridge.device.node_id)
-    points = list(bridge.points.all())
-    blocks = plan_reads(points)
+    blocks = _planned(bridge)
     now = timezone.now()
     lease_s = min(300.0, 5.0 + len(blocks) * bridge.timeout_s * (bridge.retries + 1))
     if not _take_lease(bridge.pk, now, lease_s):
@@ -166,43 +181,57 @@ def _poll(bridge: ModbusBridge, blocks: list[ReadBlock], result: PollResult) -> 
 
 
 def _store(bridge: ModbusBridge, blocks: list[ReadBlock], values: dict[int, Any], result: PollResult, lost: str) -> None:
+    """Per poll: the changed values down the state path (one device row, one telemetry
+    row per reported value), one bridge row (its `live` values and status), and point
+    rows only for points whose quality changed."""
     now = timezone.now()
+    node_id = bridge.device.node_id
+    reported_before = bridge.device.reported
     points = [p for block in blocks for p in block.points]
     report: dict[str, Any] = {}
-    changed_points: list[ModbusPoint] = []
+    live: dict[str, Any] = dict(bridge.live)
+    quality_changed: list[ModbusPoint] = []
+    # The quality each point had is the device's `metadata.points` (one row, loaded with
+    # the bridge), not the cached point objects another worker process may have outdated.
+    known: dict[str, Any] = bridge.device.metadata.get("points") or {}
+    quality_map: dict[str, dict[str, str]] = {}
     for point in points:
-        before = (point.quality, point.quality_reason)
+        old = known.get(point.capability) or {}
+        before = (old.get("quality", Quality.UNKNOWN), old.get("reason", ""))
+        now_quality = before
         if point.pk in values:
             value = values[point.pk]
-            if outside_deadband(point, value):
+            if outside_deadband(point, value, reported_before.get(point.capability), before[0] == Quality.GOOD):
                 report[point.capability] = value
-                point.reported_value = value
-            point.last_value = value
-            point.last_read_at = now
-            point.quality, point.quality_reason = Quality.GOOD, ""
+            live[point.capability] = value
+            now_quality = (Quality.GOOD, "")
         elif point.capability in result.bad:
-            point.quality, point.quality_reason = Quality.BAD, result.bad[point.capability][:300]
+            now_quality = (Quality.BAD, result.bad[point.capability][:300])
         elif point.capability in result.stale:
-            point.quality, point.quality_reason = Quality.STALE, result.stale[point.capability][:300]
-        if (point.quality, point.quality_reason) != before or point.pk in values:
-            changed_points.append(point)
+            now_quality = (Quality.STALE, result.stale[point.capability][:300])
+        quality_map[point.capability] = {"quality": now_quality[0], "reason": now_quality[1]}
+        if now_quality != before:
+            point.quality, point.quality_reason = now_quality
+            quality_changed.append(point)
     result.reported = report
-    node_id = bridge.device.node_id
     if report:
         state.apply_reports([state.StateReport(node_id, report, now)], now=now)
     with transaction.atomic():
-        ModbusPoint.objects.bulk_update(changed_points, ["quality", "quality_reason", "last_value", "reported_value", "last_read_at"], batch_size=500)
-        quality = {p.capability: {"quality": p.quality, "reason": p.quality_reason} for p in points}
-        device = Device.objects.select_for_update().get(pk=bridge.device_id)
-        if device.metadata.get("points") != quality:
-            device.metadata = {**device.metadata, "points": quality}
+        for point in quality_changed:
+            ModbusPoint.objects.filter(pk=point.pk).update(quality=point.quality, quality_reason=point.quality_reason)
+        if quality_changed or set(known) != set(quality_map):
+            device = Device.objects.select_for_update().get(pk=bridge.device_id)
+            device.metadata = {**device.metadata, "points": quality_map}
             device.save(update_fields=["metadata", "updated_at"])
         if result.read_ok and not report:
-            state.set_presence(node_id, True, now)
-        elif not result.read_ok and points:
+            state.touch(node_id, now)
+            if not bridge.device.online:
+                state.set_presence(node_id, True, now)
+        elif not result.read_ok and points and bridge.device.online:
             state.set_presence(node_id, False, now)
         failures = bridge.consecutive_failures + 1 if lost else 0
         ModbusBridge.objects.filter(pk=bridge.pk).update(
+            live=live,
             last_poll_at=now,
             last_ok_at=now if result.read_ok else bridge.last_ok_at,
             last_error=(lost or "; ".join(f"{k}: {v}" for k, v in result.bad.items()))[:500],

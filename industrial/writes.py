@@ -129,5 +129,7 @@ def _carry_out(command: Command) -> Any:
     )
     now = timezone.now()
     state.apply_reports([state.StateReport(command.device.node_id, {point.capability: got}, now)], now=now)
-    ModbusPoint.objects.filter(pk=point.pk).update(last_value=got, reported_value=got, last_read_at=now, quality="good", quality_reason="")
+    ModbusPoint.objects.filter(pk=point.pk).exclude(quality="good", quality_reason="").update(quality="good", quality_reason="")
+    bridge.refresh_from_db(fields=["live"])
+    ModbusBridge.objects.filter(pk=bridge.pk).update(live={**bridge.live, point.capability: got})
     return got

@@ -312,7 +312,8 @@ def test_values_within_the_deadband_are_not_reported_again(modbus_server: Modbus
     modbus_server.set_holding(0, [204])  # 20.4: within 0.5 of 20.0
     poll(bridge)
     assert TelemetrySample.objects.filter(capability="temp").count() == 1
-    assert ModbusPoint.objects.get().last_value == pytest.approx(20.4)
+    assert ModbusBridge.objects.get().live["temp"] == pytest.approx(20.4)  # the live value moves; the reported one does not
+    assert Device.objects.get(node_id="plc-line-1").reported["temp"] == pytest.approx(20.0)
     modbus_server.set_holding(0, [206])  # 20.6: out of the band
     poll(bridge)
     assert list(TelemetrySample.objects.filter(capability="temp").order_by("id").values_list("value", flat=True)) == [pytest.approx(20.0), pytest.approx(20.6)]
@@ -422,3 +423,14 @@ def test_a_write_the_plc_refuses_fails_with_the_exception(plc: ModbusBridge, mod
     assert command.status == "failed"
     assert command.result["reason"] == "Modbus exception 4 (server device failure) for writing 1 holding at 20"
     assert AuditEvent.objects.get(action="modbus.write").details["outcome"] == "failed"
+
+
+@pytest.mark.django_db
+def test_a_plc_polled_rarely_is_not_taken_offline_by_the_presence_watchdog(modbus_server: ModbusTestServer) -> None:
+    from devices import state
+
+    bridge = import_points(modbus_server.port, [{"capability": "a", "register": "holding", "address": 0, "data_type": "u16"}], poll_interval_s=600)
+    poll(bridge)
+    Device.objects.filter(node_id="plc-line-1").update(last_seen=timezone.now() - timedelta(minutes=5))
+    assert "plc-line-1" not in state.mark_silent_offline(95)
+    assert Device.objects.get(node_id="plc-line-1").online
