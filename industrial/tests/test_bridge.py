@@ -434,3 +434,66 @@ def test_a_plc_polled_rarely_is_not_taken_offline_by_the_presence_watchdog(modbu
     Device.objects.filter(node_id="plc-line-1").update(last_seen=timezone.now() - timedelta(minutes=5))
     assert "plc-line-1" not in state.mark_silent_offline(95)
     assert Device.objects.get(node_id="plc-line-1").online
+
+
+# ---------------------------------------------------------------- admin
+
+
+@pytest.mark.django_db
+def test_the_admin_tests_a_connection_and_audits_it(modbus_server: ModbusTestServer, django_user_model: Any) -> None:
+    from django.test import Client
+    from django.urls import reverse
+
+    bridge = import_points(modbus_server.port, [{"capability": "a", "register": "holding", "address": 0, "data_type": "u16"}])
+    client = Client()
+    client.force_login(django_user_model.objects.create_superuser("root", password="root-Pass-123"))
+    url = reverse("admin:industrial_modbusbridge_changelist")
+    answer = client.post(url, {"action": "test_connection", "_selected_action": [bridge.pk]}, follow=True)
+    assert [str(m) for m in answer.context["messages"]] == ["plc-line-1: connected; read 1 holding from 0"]
+    modbus_server.stop()
+    answer = client.post(url, {"action": "test_connection", "_selected_action": [bridge.pk]}, follow=True)
+    assert str(next(iter(answer.context["messages"]))).startswith("plc-line-1: cannot connect to 127.0.0.1")
+    assert list(AuditEvent.objects.filter(action="modbus.test").order_by("seq").values_list("decision", flat=True)) == ["allow", "deny"]
+    # The change page shows the points with their quality, and saving reschedules.
+    page = client.get(reverse("admin:industrial_modbusbridge_change", args=[bridge.pk]))
+    assert page.status_code == 200 and b"quality" in page.content.lower()
+
+
+@pytest.mark.django_db
+def test_a_peer_answering_garbage_marks_points_stale_not_a_crash() -> None:
+    """Something that is not a PLC on the configured port: it answers every request with junk."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(0.2)
+                while not stop.is_set():
+                    try:
+                        if not conn.recv(260):
+                            break
+                    except TimeoutError:
+                        continue
+                    conn.sendall(b"\x00\x01garbage-not-modbus\xff" * 3)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        bridge = import_points(listener.getsockname()[1], [{"capability": "a", "register": "holding", "address": 0, "data_type": "u16"}])
+        result = poll(bridge)
+        assert set(result.stale) == {"a"}, result
+        assert ModbusPoint.objects.get().quality == "stale"
+        assert ModbusBridge.objects.get().last_error
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
