@@ -146,6 +146,7 @@ def test_a_bad_document_writes_nothing_and_names_every_problem(admin_api: APICli
         assert expected in errors, errors
     assert not ModbusBridge.objects.exists() and not Device.objects.filter(node_id="plc-a").exists()
     assert AuditEvent.objects.filter(action="modbus.import", decision="deny").exists()
+    assert admin_api.options("/api/v1/modbus/import/").status_code == 200
     # Configuration is an admin matter.
     assert alice_api.post("/api/v1/modbus/import/", {"bridges": []}, format="json").status_code == 403
 
