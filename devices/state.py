@@ -68,13 +68,18 @@ def _sample(device_id: int, name: str, value: Any, ts: datetime) -> SampleRow:
 
 
 def insert_samples(rows: list[SampleRow]) -> None:
-    """One `executemany` through Django's cursor (psycopg pipelines it): the ORM's
-    bulk_create builds a model and prepares every field of every row, several times the
-    cost of the INSERT itself on the hot path of every report."""
+    """COPY on PostgreSQL, one `executemany` on SQLite, through Django's connection: the
+    ORM's bulk_create builds a model and prepares every field of every row, several times
+    the cost of the INSERT itself on the hot path of every report."""
     if not rows:
         return
     ops = connection.ops
     columns = ", ".join(ops.quote_name(c) for c in ("device_id", "capability", "ts", "value", "text"))
+    if connection.vendor == "postgresql":  # COPY: several times executemany's rows per second
+        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {ops.quote_name(TelemetrySample._meta.db_table)} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
     sql = f"INSERT INTO {ops.quote_name(TelemetrySample._meta.db_table)} ({columns}) VALUES (%s, %s, %s, %s, %s)"  # noqa: S608  # names from the model, values as parameters
     with connection.cursor() as cursor:
         cursor.executemany(sql, [(d, c, ops.adapt_datetimefield_value(ts), v, t) for d, c, ts, v, t in rows])

@@ -145,9 +145,10 @@ def poll_bridge(bridge_id: int) -> PollResult:
         result.skipped = "disabled, backing off, or another poll holds the lease"
         return result
     try:
-        _poll(bridge, blocks, result)
-    finally:
+        _poll(bridge, blocks, result)  # releases the lease with its last write
+    except BaseException:
         ModbusBridge.objects.filter(pk=bridge.pk).update(lease_until=None)
+        raise
     return result
 
 
@@ -231,6 +232,7 @@ def _store(bridge: ModbusBridge, blocks: list[ReadBlock], values: dict[int, Any]
             state.set_presence(node_id, False, now)
         failures = bridge.consecutive_failures + 1 if lost else 0
         ModbusBridge.objects.filter(pk=bridge.pk).update(
+            lease_until=None,
             live=live,
             last_poll_at=now,
             last_ok_at=now if result.read_ok else bridge.last_ok_at,
