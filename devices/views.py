@@ -1,9 +1,12 @@
-"""Public PKI files: the CA certificates and the current CRL, for anyone to verify against."""
+"""Public PKI files (the CA certificates and the current CRL, for anyone to verify
+against) and the operator pages for devices."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest, HttpResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from devices import identity
 
@@ -20,3 +23,134 @@ def crl_pem(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(identity.current_crl_pem(), content_type="application/x-pem-file")
     response["Cache-Control"] = "no-cache"
     return response
+
+
+# --- pages --------------------------------------------------------------------------
+
+COMMAND_ACTIONS = ["set", "toggle", "get", "execute"]
+
+
+def device_list(request: HttpRequest) -> HttpResponse:
+    """Search and filters stay in the URL, so a view can be bookmarked or shared."""
+    from django.db.models import Q
+    from django.shortcuts import render
+
+    from devices.models import Device, DeviceStatus, Group
+    from hub.pages import paginate, query_without_page
+
+    devices = Device.objects.order_by("node_id")
+    q = request.GET.get("q", "").strip()[:100]
+    if q:
+        devices = devices.filter(Q(node_id__icontains=q) | Q(name__icontains=q))
+    device_type = request.GET.get("type", "")
+    if device_type:
+        devices = devices.filter(device_type=device_type)
+    status = request.GET.get("status", "")
+    if status in DeviceStatus.values:
+        devices = devices.filter(status=status)
+    online = request.GET.get("online", "")
+    if online in ("yes", "no"):
+        devices = devices.filter(online=online == "yes")
+    group = request.GET.get("group", "")
+    if group:
+        devices = devices.filter(groups__name=group)
+    page = paginate(request, devices.only("node_id", "name", "device_type", "status", "online", "last_seen", "firmware_version"))
+    context = {
+        "page": page,
+        "query": query_without_page(request),
+        "q": q,
+        "filters": {"type": device_type, "status": status, "online": online, "group": group},
+        "types": Device.objects.order_by("device_type").values_list("device_type", flat=True).distinct(),
+        "statuses": DeviceStatus.choices,
+        "groups": Group.objects.order_by("name").values_list("name", flat=True),
+        "any_devices": Device.objects.exists(),
+    }
+    return render(request, "devices/device_list.html", context)
+
+
+def _detail_context(device: Any) -> dict[str, Any]:
+    from audit.models import AuditEvent
+    from devices.models import Certificate, CertificateStatus
+
+    capabilities = list(device.capabilities.order_by("name"))
+    rows = [{"cap": cap, "reported": device.reported.get(cap.name), "desired": device.desired.get(cap.name)} for cap in capabilities]
+    return {
+        "device": device,
+        "rows": rows,
+        "writable": [c for c in capabilities if c.writable or c.kind != "sensor"],
+        "actions": COMMAND_ACTIONS,
+        "commands": device.commands.order_by("-created_at")[:20],
+        "certificate": Certificate.objects.filter(device=device, status=CertificateStatus.ACTIVE).order_by("-not_after").first(),
+        "trail": AuditEvent.objects.filter(target_id=device.node_id).order_by("-seq")[:20],
+        "points": device.metadata.get("points") or {},
+    }
+
+
+def device_detail(request: HttpRequest, node_id: str) -> HttpResponse:
+    from django.shortcuts import get_object_or_404, render
+
+    from devices.models import Device
+
+    device = get_object_or_404(Device, node_id=node_id)
+    return render(request, "devices/device_detail.html", {**_detail_context(device), "form": {}})
+
+
+def parse_form_value(text: str) -> Any:
+    """The command form's value box: JSON when it parses (`true`, `21.5`, `"auto"`), else the text."""
+    import json
+
+    text = text.strip()
+    if text == "":
+        from devices.services import MISSING
+
+        return MISSING
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@require_POST
+def device_command(request: HttpRequest, node_id: str) -> HttpResponse:
+    """The command form: send_command() validates; a refusal is shown next to the field."""
+    from django.contrib import messages
+    from django.shortcuts import get_object_or_404, redirect, render
+
+    from devices import services
+    from devices.models import Device
+    from hub.actors import actor_for_request
+    from hub.pages import require_scope
+    from hub.scopes import Scope
+
+    device = get_object_or_404(Device, node_id=node_id)
+    require_scope(request, Scope.COMMAND, "command", "device", node_id)
+    form = {k: request.POST.get(k, "") for k in ("action", "capability", "value")}
+    try:
+        command = services.send_command(actor_for_request(request), node_id, form["action"], form["capability"], parse_form_value(form["value"]))
+    except services.CommandRejected as rejected:
+        context = {**_detail_context(device), "form": form, "error": rejected}
+        return render(request, "devices/device_detail.html", context, status=400)
+    messages.success(request, f"Command {command.action} {command.capability} sent ({str(command.id)[:8]}…): {command.status}")
+    return redirect("device-page", node_id=node_id)
+
+
+@require_POST
+def device_revoke(request: HttpRequest, node_id: str) -> HttpResponse:
+    """Revoke every active certificate (asks for a reason; the page confirms first)."""
+    from django.contrib import messages
+    from django.shortcuts import get_object_or_404, redirect
+
+    from devices.models import Device
+    from hub.actors import actor_for_request
+    from hub.pages import require_scope
+    from hub.scopes import Scope
+
+    device = get_object_or_404(Device, node_id=node_id)
+    require_scope(request, Scope.ADMIN, "revoke", "device", node_id)
+    reason = request.POST.get("reason", "").strip()[:200]
+    if not reason:
+        messages.error(request, "Give a reason: it goes into the certificate's revocation and the audit log.")
+        return redirect("device-page", node_id=node_id)
+    revoked = identity.revoke_device(actor_for_request(request), device.node_id, reason)
+    messages.success(request, f"Revoked {len(revoked)} certificate(s) of {node_id}: the device is thrown out now.")
+    return redirect("device-page", node_id=node_id)

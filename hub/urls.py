@@ -1,8 +1,11 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from audit import views as audit_views
 from audit.api import AuditEventViewSet
 from devices import views as device_views
 from devices.api import CommandViewSet, DeviceViewSet, GroupViewSet
@@ -24,6 +27,14 @@ admin.site.site_header = "meshhub administration"
 admin.site.site_title = "meshhub admin"
 
 urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", login_required(views.overview), name="overview"),
+    path("devices/", login_required(device_views.device_list), name="devices-page"),
+    path("devices/<slug:node_id>/", login_required(device_views.device_detail), name="device-page"),
+    path("devices/<slug:node_id>/command/", login_required(device_views.device_command), name="device-page-command"),
+    path("devices/<slug:node_id>/revoke/", login_required(device_views.device_revoke), name="device-page-revoke"),
+    path("audit/", login_required(audit_views.audit_list), name="audit-page"),
     path("api/v1/modbus/import/", ModbusImportView.as_view(), name="modbus-import"),
     path("api/v1/modbus/export/", ModbusExportView.as_view(), name="modbus-export"),
     path("api/v1/", include(router.urls)),

@@ -93,3 +93,35 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+# --- pages --------------------------------------------------------------------------
+
+
+def overview(request: HttpRequest) -> HttpResponse:
+    """Counts and what needs attention: expiring certificates, offline devices, dropped
+    events, recent denials, PLCs in trouble."""
+    from datetime import timedelta
+
+    from django.shortcuts import render
+
+    from audit.models import AuditEvent, Decision
+    from devices import identity
+    from devices.models import Device, DeviceStatus
+    from industrial.models import ModbusBridge
+
+    provisioned = Device.objects.filter(status=DeviceStatus.PROVISIONED)
+    since = timezone.now() - timedelta(hours=24)
+    context = {
+        "total": Device.objects.count(),
+        "provisioned": provisioned.count(),
+        "online": provisioned.filter(online=True).count(),
+        "offline_devices": provisioned.filter(online=False).order_by("-last_seen")[:10],
+        "offline_count": provisioned.filter(online=False).count(),
+        "expiring": identity.certificates_expiring()[:10],
+        "dropped": Device.objects.filter(metadata__has_key="dropped_events").exclude(metadata__dropped_events=0).order_by("node_id")[:10],
+        "denied": AuditEvent.objects.filter(decision=Decision.DENY, ts__gte=since).order_by("-seq")[:8],
+        "denied_count": AuditEvent.objects.filter(decision=Decision.DENY, ts__gte=since).count(),
+        "plc_errors": ModbusBridge.objects.select_related("device").exclude(last_error="").order_by("device__node_id")[:10],
+    }
+    return render(request, "hub/overview.html", context)

@@ -1,0 +1,16 @@
+"""Template context every page needs: what the signed-in user may do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+from hub.scopes import Scope
+
+
+def roles(request: HttpRequest) -> dict[str, Any]:
+    from hub.pages import scopes
+
+    held = scopes(request)
+    return {"can_command": Scope.COMMAND in held, "can_admin": Scope.ADMIN in held, "user_scopes": sorted(held)}
