@@ -5,3 +5,10 @@ class HubConfig(AppConfig):
     name = "hub"
     verbose_name = "Hub"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from devices import events
+        from hub import live
+
+        events.on_presence(live.on_presence)
+        events.on_command_finished(live.on_command_finished)

@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels (routes join as pages arrive)."""
+"""ASGI entry point: HTTP through Django, the pages' WebSocket through Channels, and the
+mesh gateway's device sessions."""
 
 import os
 
@@ -7,10 +8,20 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
 
 from devices.consumers import DeviceConsumer  # noqa: E402
+from hub.consumers import LiveConsumer  # noqa: E402
 
 # "mesh" is not an ASGI standard type: the mesh gateway (hub/mesh/gateway.py) is the
 # protocol server that creates these scopes, one per device connection.
-application = ProtocolTypeRouter({"http": django_asgi_app, "mesh": DeviceConsumer.as_asgi()})
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter([path("ws/live/", LiveConsumer.as_asgi())]))),
+        "mesh": DeviceConsumer.as_asgi(),
+    }
+)

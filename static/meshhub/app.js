@@ -29,3 +29,59 @@
     });
   });
 })();
+
+// Live updates over /ws/live/: presence, values and command results of what the page shows.
+// Reconnects with backoff and asks for a snapshot of the shown devices each time, so a page
+// that lost its connection catches up without a reload.
+(function () {
+  "use strict";
+  const path = document.body && document.body.dataset.live;
+  if (!path || !window.WebSocket) return;
+  let delay = 500;
+  function shownNodes() {
+    return Array.from(new Set(Array.from(document.querySelectorAll("[data-node]")).map((el) => el.dataset.node)));
+  }
+  function apply(event) {
+    const scopes = document.querySelectorAll('[data-node="' + CSS.escape(event.node_id || "") + '"]');
+    if (event.type === "presence") {
+      scopes.forEach(function (scope) {
+        scope.querySelectorAll("[data-presence]").forEach(function (el) {
+          if (el.closest("[data-node]") !== scope) return;
+          el.classList.toggle("on", event.online);
+          el.classList.toggle("off", !event.online);
+          el.textContent = event.online ? "online" : "offline";
+        });
+      });
+    } else if (event.type === "state") {
+      scopes.forEach(function (scope) {
+        scope.querySelectorAll('[data-capability="' + CSS.escape(event.capability) + '"] [data-value]').forEach(function (el) {
+          el.textContent = typeof event.value === "string" ? event.value : JSON.stringify(event.value);
+        });
+      });
+    } else if (event.type === "command") {
+      document.querySelectorAll('[data-command="' + CSS.escape(event.id) + '"] [data-status]').forEach(function (el) {
+        el.textContent = event.status;
+      });
+    }
+  }
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const socket = new WebSocket(scheme + location.host + path);
+    socket.onopen = function () {
+      delay = 500;
+      document.body.dataset.liveState = "open";
+      socket.send(JSON.stringify({ type: "watch", nodes: shownNodes() }));
+    };
+    socket.onmessage = function (message) {
+      const data = JSON.parse(message.data);
+      if (data.type === "events") data.events.forEach(apply);
+    };
+    socket.onclose = function (event) {
+      document.body.dataset.liveState = "closed";
+      if (event.code === 4403) return; // signed out or no longer allowed: stay closed
+      setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 15000);
+    };
+  }
+  document.addEventListener("DOMContentLoaded", connect);
+})();

@@ -1,0 +1,100 @@
+"""`/ws/live/`: one WebSocket per open page, pushing what changed for the devices it shows.
+
+The session cookie authenticates the socket (AuthMiddlewareStack); the user's scopes are
+re-checked before every message goes out and on every message that comes in (a user
+demoted or deactivated stops receiving at once), not just at connect. Events are
+coalesced per client (latest value per device and capability, per device presence, per
+command) and flushed at most every LIVE_FLUSH_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from hub import live
+from hub.scopes import Scope
+
+LIVE_FLUSH_S = 0.25
+MAX_WATCHED = 500
+
+
+@database_sync_to_async
+def _may_read(user: Any) -> bool:
+    from django.contrib.auth import get_user_model
+
+    from hub.actors import scopes_for_user
+
+    if user is None or not user.is_authenticated:
+        return False
+    fresh = get_user_model().objects.filter(pk=user.pk).first()  # deactivated or demoted since connect?
+    return fresh is not None and Scope.READ_STATUS in scopes_for_user(fresh)
+
+
+@database_sync_to_async
+def _snapshot(node_ids: list[str]) -> list[dict[str, Any]]:
+    """What a (re)connecting page missed: presence and reported values of what it shows."""
+    from devices.models import Device
+
+    events: list[dict[str, Any]] = []
+    for node_id, online, reported in Device.objects.filter(node_id__in=node_ids).values_list("node_id", "online", "reported"):
+        events.append(dict(live.presence_event(node_id, online)))
+        events.extend(dict(live.state_event(node_id, cap, value)) for cap, value in (reported or {}).items())
+    return events
+
+
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        if not await _may_read(self.user):
+            await self.close(code=4403)
+            return
+        self.pending: dict[tuple[str, ...], dict[str, Any]] = {}
+        await self.channel_layer.group_add(live.DASHBOARD_GROUP, self.channel_name)
+        await self.accept()
+        self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def disconnect(self, code: int) -> None:
+        flusher = getattr(self, "flusher", None)
+        if flusher is not None:
+            flusher.cancel()
+        await self.channel_layer.group_discard(live.DASHBOARD_GROUP, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """`{"type": "watch", "nodes": [...]}`: send the current state of those devices."""
+        if not await _may_read(self.user):
+            await self.close(code=4403)
+            return
+        if not isinstance(content, dict) or content.get("type") != "watch":
+            await self.send_json({"type": "error", "reason": 'expected {"type": "watch", "nodes": [node_id, …]}'})
+            return
+        nodes = [n for n in content.get("nodes", []) if isinstance(n, str)][:MAX_WATCHED]
+        await self.send_json({"type": "events", "events": await _snapshot(nodes)})
+
+    # Group messages: coalesce, latest wins.
+    async def device_state(self, message: dict[str, Any]) -> None:
+        for node_id, values in message.get("devices", {}).items():
+            for capability, value in values.items():
+                self.pending[("state", node_id, capability)] = dict(live.state_event(node_id, capability, value))
+
+    async def live_presence(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        self.pending[("presence", event["node_id"])] = event
+
+    async def live_command(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        self.pending[("command", event["id"])] = event
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(LIVE_FLUSH_S)
+            if not self.pending:
+                continue
+            if not await _may_read(self.user):
+                await self.close(code=4403)
+                return
+            batch, self.pending = list(self.pending.values()), {}
+            await self.send_json({"type": "events", "events": batch})

@@ -1,0 +1,71 @@
+"""Live events for the operator pages: one TypedDict per event type, one builder each.
+
+Producers (the state path after commit, presence changes, finished commands) publish on
+channel-layer group `dashboard`; each browser's `LiveConsumer` coalesces what it
+receives (latest value per key) and flushes at most every LIVE_FLUSH_S, so a busy fleet
+cannot flood a browser.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger("meshhub.live")
+
+DASHBOARD_GROUP = "dashboard"  # the same group devices.state.push_to_dashboard sends to
+
+
+class StateEvent(TypedDict):
+    type: Literal["state"]
+    node_id: str
+    capability: str
+    value: Any
+
+
+class PresenceEvent(TypedDict):
+    type: Literal["presence"]
+    node_id: str
+    online: bool
+
+
+class CommandEvent(TypedDict):
+    type: Literal["command"]
+    id: str
+    status: str
+    result: dict[str, Any]
+
+
+def state_event(node_id: str, capability: str, value: Any) -> StateEvent:
+    return {"type": "state", "node_id": node_id, "capability": capability, "value": value}
+
+
+def presence_event(node_id: str, online: bool) -> PresenceEvent:
+    return {"type": "presence", "node_id": node_id, "online": online}
+
+
+def command_event(command_id: str, status: str, result: dict[str, Any]) -> CommandEvent:
+    return {"type": "command", "id": command_id, "status": status, "result": result}
+
+
+def _publish(message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(DASHBOARD_GROUP, message)
+    except Exception:  # the pages catch up when they reconnect; the change itself is committed
+        logger.warning("live push failed", exc_info=True)
+
+
+def on_presence(node_id: str, online: bool) -> None:
+    """devices.events hook: a device went online or offline."""
+    _publish({"type": "live.presence", "event": presence_event(node_id, online)})
+
+
+def on_command_finished(command_id: str, status: str, result: dict[str, Any]) -> None:
+    """devices.events hook: a command succeeded or failed."""
+    _publish({"type": "live.command", "event": command_event(command_id, status, result)})

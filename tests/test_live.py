@@ -1,0 +1,82 @@
+"""`/ws/live/` through the real ASGI application and channel layer (Channels' communicator)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import Group
+
+from devices import state
+from hub.asgi import application
+from tests.factories import thermostat
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def communicator_for(user: Any) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, "/ws/live/", headers=[(b"origin", b"http://localhost"), (b"host", b"localhost")])
+    communicator.scope["user"] = user  # what AuthMiddlewareStack puts there from the session
+    return communicator
+
+
+async def next_events(communicator: WebsocketCommunicator) -> list[dict[str, Any]]:
+    message = await communicator.receive_json_from(timeout=5)
+    assert message["type"] == "events", message
+    return list(message["events"])
+
+
+def test_a_page_gets_a_snapshot_then_coalesced_changes(bob: Any) -> None:
+    bob.groups.add(Group.objects.get_or_create(name="viewer")[0])
+    thermostat("sensor-1")
+    state.set_presence("sensor-1", True)
+
+    async def scenario() -> None:
+        communicator = communicator_for(bob)
+        connected, _ = await communicator.connect()
+        assert connected
+        await communicator.send_json_to({"type": "watch", "nodes": ["sensor-1"]})
+        assert {"type": "presence", "node_id": "sensor-1", "online": True} in await next_events(communicator)
+        # Three reports in quick succession: the page gets the latest value once.
+        for value in (20.0, 20.5, 21.0):
+            await sync_to_async(state.push_to_dashboard)([state.StateReport("sensor-1", {"temperature": value}, state.timezone.now())])
+        await sync_to_async(state.set_presence)("sensor-1", False)
+        events = await next_events(communicator)
+        temperatures = [e["value"] for e in events if e["type"] == "state"]
+        assert temperatures == [21.0]
+        assert {"type": "presence", "node_id": "sensor-1", "online": False} in events
+        await communicator.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_without_a_role_or_a_session_the_socket_is_refused(django_user_model: Any) -> None:
+    from django.contrib.auth.models import AnonymousUser
+
+    nobody = django_user_model.objects.create_user("mallory", password="mallory-Pass-123")
+
+    async def scenario() -> None:
+        for user in (AnonymousUser(), nobody):
+            communicator = communicator_for(user)
+            connected, code = await communicator.connect()
+            assert not connected and code == 4403
+
+    asyncio.run(scenario())
+
+
+def test_a_user_demoted_while_connected_stops_receiving(alice: Any) -> None:
+    alice.groups.add(Group.objects.get_or_create(name="operator")[0])
+    thermostat("sensor-1")
+
+    async def scenario() -> None:
+        communicator = communicator_for(alice)
+        assert (await communicator.connect())[0]
+        await sync_to_async(alice.groups.clear)()
+        await sync_to_async(state.set_presence)("sensor-1", True)
+        closed = await communicator.receive_output(timeout=5)
+        assert closed == {"type": "websocket.close", "code": 4403}
+
+    asyncio.run(scenario())
