@@ -35,11 +35,23 @@ def _may_read(user: Any) -> bool:
 
 
 @database_sync_to_async
-def _snapshot(node_ids: list[str]) -> list[dict[str, Any]]:
-    """What a (re)connecting page missed: presence and reported values of what it shows."""
-    from devices.models import Device
+def _snapshot(node_ids: list[str], command_ids: list[str]) -> list[dict[str, Any]]:
+    """What a (re)connecting page missed: presence and reported values of the devices it
+    shows, and the status of the commands it shows (one may have finished in between)."""
+    import uuid
 
-    events: list[dict[str, Any]] = []
+    from devices.models import Command, Device
+
+    valid_ids = []
+    for text in command_ids:
+        try:
+            valid_ids.append(uuid.UUID(text))
+        except ValueError:
+            continue
+    events: list[dict[str, Any]] = [
+        dict(live.command_event(str(pk), status, result or {}))
+        for pk, status, result in Command.objects.filter(pk__in=valid_ids).values_list("pk", "status", "result")
+    ]
     for node_id, online, reported in Device.objects.filter(node_id__in=node_ids).values_list("node_id", "online", "reported"):
         events.append(dict(live.presence_event(node_id, online)))
         events.extend(dict(live.state_event(node_id, cap, value)) for cap, value in (reported or {}).items())
@@ -64,7 +76,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_discard(live.DASHBOARD_GROUP, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """`{"type": "watch", "nodes": [...]}`: send the current state of those devices."""
+        """`{"type": "watch", "nodes": [...], "commands": [...]}`: send their current state."""
         if not await _may_read(self.user):
             await self.close(code=4403)
             return
@@ -72,7 +84,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "reason": 'expected {"type": "watch", "nodes": [node_id, …]}'})
             return
         nodes = [n for n in content.get("nodes", []) if isinstance(n, str)][:MAX_WATCHED]
-        await self.send_json({"type": "events", "events": await _snapshot(nodes)})
+        commands = [c for c in content.get("commands", []) if isinstance(c, str)][:MAX_WATCHED]
+        await self.send_json({"type": "events", "events": await _snapshot(nodes, commands)})
 
     # Group messages: coalesce, latest wins.
     async def device_state(self, message: dict[str, Any]) -> None:

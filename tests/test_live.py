@@ -80,3 +80,23 @@ def test_a_user_demoted_while_connected_stops_receiving(alice: Any) -> None:
         assert closed == {"type": "websocket.close", "code": 4403}
 
     asyncio.run(scenario())
+
+
+def test_a_reconnecting_page_gets_the_status_of_the_commands_it_shows(alice: Any) -> None:
+    from audit.services import Actor
+    from devices import delivery, services
+
+    alice.groups.add(Group.objects.get_or_create(name="operator")[0])
+    thermostat("sensor-1")
+    command = services.send_command(Actor("user", "alice"), "sensor-1", "set", "setpoint", 21)
+    delivery.record_result("sensor-1", str(command.pk), "ok", 21, None)  # finished before the page connected
+
+    async def scenario() -> None:
+        communicator = communicator_for(alice)
+        assert (await communicator.connect())[0]
+        await communicator.send_json_to({"type": "watch", "nodes": [], "commands": [str(command.pk), "not-a-uuid"]})
+        events = await next_events(communicator)
+        assert {"type": "command", "id": str(command.pk), "status": "succeeded", "result": {"value": 21, "reason": ""}} in events
+        await communicator.disconnect()
+
+    asyncio.run(scenario())

@@ -70,7 +70,8 @@
     socket.onopen = function () {
       delay = 500;
       document.body.dataset.liveState = "open";
-      socket.send(JSON.stringify({ type: "watch", nodes: shownNodes() }));
+      const commands = Array.from(document.querySelectorAll("[data-command]")).map((el) => el.dataset.command);
+      socket.send(JSON.stringify({ type: "watch", nodes: shownNodes(), commands: commands }));
     };
     socket.onmessage = function (message) {
       const data = JSON.parse(message.data);
