@@ -144,29 +144,8 @@ def _accept_hello(node_id: str, body: dict[str, Any], serial: str) -> tuple[list
 
 
 @database_sync_to_async
-def _audit_refusal(node_id: str, error: ProtocolError, frame_type: Any) -> None:
-    record(
-        Actor(ActorType.DEVICE, node_id),
-        "mesh.frame",
-        Decision.DENY,
-        target_type="device",
-        target_id=node_id,
-        reason=error.reason,
-        details={"code": error.code, "type": str(frame_type)[:32]},
-    )
-
-
-@database_sync_to_async
-def _audit_takeover(node_id: str, peer: str, new_peer: str) -> None:
-    record(
-        Actor(ActorType.DEVICE, node_id),
-        "mesh.session.replaced",
-        Decision.DENY,
-        target_type="device",
-        target_id=node_id,
-        reason="a newer connection of the same node replaced this session",
-        details={"peer": peer, "new_peer": new_peer},
-    )
+def _audit_deny(node_id: str, action: str, reason: str, details: dict[str, Any]) -> None:
+    record(Actor(ActorType.DEVICE, node_id), action, Decision.DENY, target_type="device", target_id=node_id, reason=reason, details=details)
 
 
 def _sign(payload: bytes) -> str:
@@ -248,7 +227,7 @@ class DeviceConsumer(AsyncConsumer):
         await self.send({"type": "mesh.send", "frame": self.envelope(kind, body, **extra)})
 
     async def refuse(self, error: ProtocolError, frame: dict[str, Any]) -> None:
-        await _audit_refusal(self.node_id, error, frame.get("type"))
+        await _audit_deny(self.node_id, "mesh.frame", error.reason, {"code": error.code, "type": str(frame.get("type"))[:32]})
         ref = frame.get("id") if isinstance(frame.get("id"), str) else None
         await self.send_frame("error", {"code": error.code, "reason": error.reason, "ref": ref})
 
@@ -387,7 +366,12 @@ class DeviceConsumer(AsyncConsumer):
         if message.get("gateway") == self.scope.get("gateway", ""):
             return  # on its own gateway the server has already replaced the older session
         self.replaced = True
-        await _audit_takeover(self.node_id, self.scope.get("peer", ""), message.get("peer", ""))
+        await _audit_deny(
+            self.node_id,
+            "mesh.session.replaced",
+            "a newer connection of the same node replaced this session",
+            {"peer": self.scope.get("peer", ""), "new_peer": message.get("peer", "")},
+        )
         await self.send({"type": "mesh.close", "code": "replaced", "reason": "a newer connection of this node replaced this session"})
 
     async def session_revoke(self, message: dict[str, Any]) -> None:
