@@ -3,7 +3,7 @@
 Reports are validated against declared capabilities, then applied in batches: one
 transaction merges `reported`, writes the TelemetrySamples and updates presence for a
 whole batch; the caller acknowledges only after it commits; subscribers in
-`devices.events` run after commit.
+`devices.events` (automation, the live pages) run after commit.
 """
 
 from __future__ import annotations
@@ -116,31 +116,7 @@ def apply_reports(reports: Iterable[StateReport], now: datetime | None = None) -
             device.save(update_fields=sorted(fields))
         insert_samples(samples)
         transaction.on_commit(lambda: events.state_committed(reports))
-        transaction.on_commit(lambda: push_to_dashboard(reports))
     return len(samples)
-
-
-DASHBOARD_GROUP = "dashboard"
-
-
-def push_to_dashboard(reports: list[StateReport]) -> None:
-    """One channel-layer message per committed batch (latest value per device and
-    capability): the live pages coalesce further per browser."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    latest: dict[str, dict[str, Any]] = {}
-    for report in sorted(reports, key=lambda r: r.ts):
-        latest.setdefault(report.node_id, {}).update(report.values)
-    layer = get_channel_layer()
-    if layer is None or not latest:
-        return
-    try:
-        async_to_sync(layer.group_send)(DASHBOARD_GROUP, {"type": "device.state", "devices": latest})
-    except Exception:  # the pages catch up on reconnect; the state is committed
-        import logging
-
-        logging.getLogger("meshhub.state").warning("dashboard push failed", exc_info=True)
 
 
 def set_presence(node_id: str, online: bool, now: datetime | None = None) -> bool:

@@ -10,5 +10,6 @@ class HubConfig(AppConfig):
         from devices import events
         from hub import live
 
+        events.on_state(live.on_state)
         events.on_presence(live.on_presence)
         events.on_command_finished(live.on_command_finished)

@@ -1,7 +1,7 @@
 """Live events for the operator pages: one TypedDict per event type, one builder each.
 
-Producers (the state path after commit, presence changes, finished commands) publish on
-channel-layer group `dashboard`; each browser's `LiveConsumer` coalesces what it
+The post-commit hooks of `devices.events` (committed state, presence changes, finished
+commands) publish on channel-layer group `dashboard`; each browser's `LiveConsumer` coalesces what it
 receives (latest value per key) and flushes at most every LIVE_FLUSH_S, so a busy fleet
 cannot flood a browser.
 """
@@ -9,14 +9,17 @@ cannot flood a browser.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+if TYPE_CHECKING:
+    from devices.state import StateReport
+
 logger = logging.getLogger("meshhub.live")
 
-DASHBOARD_GROUP = "dashboard"  # the same group devices.state.push_to_dashboard sends to
+DASHBOARD_GROUP = "dashboard"
 
 
 class StateEvent(TypedDict):
@@ -59,6 +62,16 @@ def _publish(message: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)(DASHBOARD_GROUP, message)
     except Exception:  # the pages catch up when they reconnect; the change itself is committed
         logger.warning("live push failed", exc_info=True)
+
+
+def on_state(reports: list[StateReport]) -> None:
+    """devices.events hook: one message per committed batch, the latest value per device and
+    capability (each browser's consumer coalesces further)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for report in sorted(reports, key=lambda r: r.ts):
+        latest.setdefault(report.node_id, {}).update(report.values)
+    if latest:
+        _publish({"type": "device.state", "devices": latest})
 
 
 def on_presence(node_id: str, online: bool) -> None:

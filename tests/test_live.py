@@ -11,6 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import Group
 
 from devices import state
+from hub import live
 from hub.asgi import application
 from tests.factories import thermostat
 
@@ -42,7 +43,7 @@ def test_a_page_gets_a_snapshot_then_coalesced_changes(bob: Any) -> None:
         assert {"type": "presence", "node_id": "sensor-1", "online": True} in await next_events(communicator)
         # Three reports in quick succession: the page gets the latest value once.
         for value in (20.0, 20.5, 21.0):
-            await sync_to_async(state.push_to_dashboard)([state.StateReport("sensor-1", {"temperature": value}, state.timezone.now())])
+            await sync_to_async(live.on_state)([state.StateReport("sensor-1", {"temperature": value}, state.timezone.now())])
         await sync_to_async(state.set_presence)("sensor-1", False)
         events = await next_events(communicator)
         temperatures = [e["value"] for e in events if e["type"] == "state"]
