@@ -179,7 +179,7 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
     scope_map = {
         "PATCH": Scope.COMMAND,
         "POST": Scope.COMMAND,
-        "revoke": Scope.ADMIN,
+        "revoke": Scope.RESET,
         "provision_reset": Scope.RESET,
         "factory_reset": Scope.RESET,
         "factory_reset_confirm": Scope.RESET,

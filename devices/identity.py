@@ -376,7 +376,7 @@ def create_enrollment(actor: Actor, node_id: Any, *, device_type: str = "generic
         node_id_validator(node_id)
     except Exception as exc:
         reason = exc.reason if isinstance(exc, IdentityError) else "; ".join(getattr(exc, "messages", [str(exc)]))
-        record(actor, "enrollment.create", Decision.DENY, scope="admin", target_type="device", target_id=str(node_id)[:150], reason=reason)
+        record(actor, "enrollment.create", Decision.DENY, scope="reset", target_type="device", target_id=str(node_id)[:150], reason=reason)
         raise IdentityError("bad_node_id", reason) from None
     ttl = ttl_s if ttl_s is not None else settings.ENROLLMENT_TTL_S
     if not 60 <= ttl <= 7 * 24 * 3600:
@@ -402,9 +402,9 @@ def create_enrollment(actor: Actor, node_id: Any, *, device_type: str = "generic
                 expires_at=timezone.now() + timedelta(seconds=ttl),
                 created_by=f"{actor.type}:{actor.id}",
             )
-            record(actor, "enrollment.create", Decision.ALLOW, scope="admin", target_type="device", target_id=node_id, details={"pin": bool(pin), "ttl_s": ttl})
+            record(actor, "enrollment.create", Decision.ALLOW, scope="reset", target_type="device", target_id=node_id, details={"pin": bool(pin), "ttl_s": ttl})
     if reason:
-        record(actor, "enrollment.create", Decision.DENY, scope="admin", target_type="device", target_id=node_id, reason=reason)
+        record(actor, "enrollment.create", Decision.DENY, scope="reset", target_type="device", target_id=node_id, reason=reason)
         raise IdentityError("already_provisioned", reason)
     return EnrollmentTicket(enrollment, code, pin)
 
@@ -609,7 +609,7 @@ def revoke_certificate(actor: Actor, cert: Certificate, reason: str) -> Certific
             actor,
             "certificate.revoke",
             Decision.ALLOW,
-            scope="admin",
+            scope="reset",
             target_type="device",
             target_id=device.node_id,
             reason=reason,
@@ -627,7 +627,7 @@ def revoke_device(actor: Actor, node_id: str, reason: str) -> list[Certificate]:
     with transaction.atomic():
         device = Device.objects.select_for_update().filter(node_id=node_id).first()
         if device is None:
-            record(actor, "device.revoke", Decision.DENY, scope="admin", target_type="device", target_id=node_id[:150], reason=f"no device '{node_id}'")
+            record(actor, "device.revoke", Decision.DENY, scope="reset", target_type="device", target_id=node_id[:150], reason=f"no device '{node_id}'")
             raise IdentityError("unknown_device", f"no device with node_id '{node_id}'")
         certs = list(Certificate.objects.select_for_update().filter(device=device, status=CertificateStatus.ACTIVE))
         now = timezone.now()
@@ -637,7 +637,7 @@ def revoke_device(actor: Actor, node_id: str, reason: str) -> list[Certificate]:
         device.status = DeviceStatus.REVOKED
         device.save(update_fields=["status", "updated_at"])
         serials = [c.serial for c in certs]
-        record(actor, "device.revoke", Decision.ALLOW, scope="admin", target_type="device", target_id=node_id, reason=reason, details={"serials": serials})
+        record(actor, "device.revoke", Decision.ALLOW, scope="reset", target_type="device", target_id=node_id, reason=reason, details={"serials": serials})
         _after_revocation(node_id, serials, reason)
     return certs
 

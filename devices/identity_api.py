@@ -76,7 +76,7 @@ class EnrollmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     queryset = Enrollment.objects.order_by("-created_at")
     serializer_class = EnrollmentSerializer
     filterset_fields = ["node_id", "status"]
-    scope_map = {"GET": Scope.ADMIN, "list": Scope.ADMIN, "retrieve": Scope.ADMIN, "create": Scope.ADMIN, "cancel": Scope.ADMIN}
+    scope_map = {"GET": Scope.RESET, "list": Scope.RESET, "retrieve": Scope.RESET, "create": Scope.RESET, "cancel": Scope.RESET}
     audit_target_type = "enrollment"
     lookup_value_regex = r"[0-9]+"
 
@@ -137,7 +137,7 @@ class CertificateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     ordering_fields = ["issued_at", "not_after"]
     lookup_field = "serial"
     lookup_value_regex = r"[0-9a-f]{1,40}"
-    scope_map = {"revoke": Scope.ADMIN}
+    scope_map = {"revoke": Scope.RESET}
     audit_target_type = "certificate"
 
     def get_queryset(self) -> QuerySet[Certificate]:

@@ -146,7 +146,7 @@ def device_revoke(request: HttpRequest, node_id: str) -> HttpResponse:
     from hub.scopes import Scope
 
     device = get_object_or_404(Device, node_id=node_id)
-    require_scope(request, Scope.ADMIN, "revoke", "device", node_id)
+    require_scope(request, Scope.RESET, "revoke", "device", node_id)
     reason = request.POST.get("reason", "").strip()[:200]
     if not reason:
         messages.error(request, "Give a reason: it goes into the certificate's revocation and the audit log.")

@@ -13,4 +13,9 @@ def roles(request: HttpRequest) -> dict[str, Any]:
     from hub.pages import scopes
 
     held = scopes(request)
-    return {"can_command": Scope.COMMAND in held, "can_admin": Scope.ADMIN in held, "user_scopes": sorted(held)}
+    return {
+        "can_command": Scope.COMMAND in held,
+        "can_provision": Scope.RESET in held,  # enrollment codes, revocation, resets
+        "can_admin": Scope.ADMIN in held,
+        "user_scopes": sorted(held),
+    }

@@ -16,9 +16,11 @@ class Scope(models.TextChoices):
 ALL_SCOPES = frozenset(Scope.values)
 
 # Roles are Django groups; a session user's scopes are the union of their groups' scopes.
+# An operator runs the fleet: commands, and provisioning (enrollment codes, revoking a
+# device, resets); firmware rollouts and administration stay with admins.
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "viewer": frozenset({Scope.READ_STATUS}),
-    "operator": frozenset({Scope.READ_STATUS, Scope.COMMAND}),
+    "operator": frozenset({Scope.READ_STATUS, Scope.COMMAND, Scope.RESET}),
     "admin": ALL_SCOPES,
 }
 
