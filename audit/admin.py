@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from audit.models import AuditChainHead, AuditEvent
+from audit.models import AuditChainHead, AuditEvent, AuditSnapshot
 
 
 class AppendOnlyAdmin(admin.ModelAdmin):
@@ -35,3 +35,12 @@ class AuditChainHeadAdmin(AppendOnlyAdmin):
     """Where the chain ends; shown so an operator can compare it with `audit verify`."""
 
     list_display = ("id", "seq", "hash")
+
+
+@admin.register(AuditSnapshot)
+class AuditSnapshotAdmin(AppendOnlyAdmin):
+    """Signed days of the chain; checked by `audit verify` and on the snapshots page."""
+
+    list_display = ("date", "count", "first_id", "last_id", "last_hash", "public_key", "created_at")
+    date_hierarchy = "date"
+    ordering = ("-date",)

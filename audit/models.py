@@ -88,3 +88,37 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"audit chain head at seq {self.seq}"
+
+
+class AuditSnapshot(models.Model):
+    """One UTC day of the chain, attested with the hub's Ed25519 signing key.
+
+    `payload` is the exact text that was signed: the canonical JSON (`audit.chain.canonical_json`)
+    of `{date, first_id, last_id, last_hash, count}`. Despite their names, `first_id` and
+    `last_id` hold `AuditEvent.seq` values (positions in the chain), not primary keys: seq
+    is what the chain and an export are ordered by. A day without events still gets a
+    snapshot (count 0, first/last null, `last_hash` the chain's tail before it), so every
+    day is attested. `public_key` is the key that signed, kept so that old snapshots still
+    verify after the hub key is rotated. Written only by `audit.snapshots`, never updated.
+    """
+
+    date = models.DateField(help_text="The UTC day of AuditEvent.ts this snapshot covers.")
+    first_id = models.BigIntegerField(null=True, blank=True, help_text="seq of the day's first event (null for a day without events).")
+    last_id = models.BigIntegerField(null=True, blank=True, help_text="seq of the day's last event (null for a day without events).")
+    last_hash = models.CharField(max_length=64)
+    count = models.BigIntegerField()
+    payload = models.TextField(help_text="The canonical JSON that was signed, byte for byte (UTF-8).")
+    signature = models.CharField(max_length=100, help_text="Base64 Ed25519 signature over payload.")
+    public_key = models.CharField(max_length=64, help_text="Base64 raw Ed25519 public key that signed.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-date"]
+        constraints = [models.UniqueConstraint(fields=["date"], name="auditsnapshot_date_unique")]
+
+    def __str__(self) -> str:
+        return f"audit snapshot {self.date.isoformat()} ({self.count} events)"
+
+    def signed_fields(self) -> dict[str, Any]:
+        """What the payload must say, from this row's columns (compared with the payload on verify)."""
+        return {"date": self.date.isoformat(), "first_id": self.first_id, "last_id": self.last_id, "last_hash": self.last_hash, "count": self.count}
