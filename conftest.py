@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Group
+from django.test import Client
 from rest_framework.test import APIClient
 
 from hub.models import ApiToken
@@ -87,3 +89,30 @@ def mallory_api() -> APIClient:
 @pytest.fixture
 def embedded() -> bool:
     return bool(settings.EMBEDDED)
+
+
+# Signed-in page clients (Django test client with a session), one per role.
+
+
+def client_for(user: Any, role: str) -> Any:
+    user.groups.add(Group.objects.get(name=role))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def alice_web(alice: Any) -> Any:
+    return client_for(alice, "operator")
+
+
+@pytest.fixture
+def bob_web(bob: Any) -> Any:
+    return client_for(bob, "viewer")
+
+
+@pytest.fixture
+def root_web(django_user_model: Any) -> Any:
+    client = Client()
+    client.force_login(django_user_model.objects.create_superuser("root", password="root-Pass-123"))
+    return client

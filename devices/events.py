@@ -20,11 +20,13 @@ StateHook = Callable[[list["StateReport"]], None]
 PresenceHook = Callable[[str, bool], None]
 CommandHook = Callable[[str, str, dict[str, Any]], None]
 CreatedHook = Callable[[str, str, str], None]
+EnrolledHook = Callable[[str, str], None]
 
 state_hooks: list[StateHook] = []
 presence_hooks: list[PresenceHook] = []
 command_hooks: list[CommandHook] = []
 created_hooks: list[CreatedHook] = []
+enrolled_hooks: list[EnrolledHook] = []
 
 
 def on_state(hook: StateHook) -> StateHook:
@@ -46,6 +48,12 @@ def on_command_created(hook: CreatedHook) -> CreatedHook:
     """(command_id, node_id, device_type) after the outbox row commits: devices that are
     not on the mesh (PLCs) are driven from here."""
     created_hooks.append(hook)
+    return hook
+
+
+def on_enrolled(hook: EnrolledHook) -> EnrolledHook:
+    """(node_id, device_type) after an enrollment code was redeemed and the certificate issued."""
+    enrolled_hooks.append(hook)
     return hook
 
 
@@ -71,3 +79,7 @@ def command_finished(command_id: str, status: str, result: dict[str, Any]) -> No
 
 def command_created(command_id: str, node_id: str, device_type: str) -> None:
     _run(created_hooks, command_id, node_id, device_type)
+
+
+def device_enrolled(node_id: str, device_type: str) -> None:
+    _run(enrolled_hooks, node_id, device_type)

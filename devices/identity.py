@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from audit.models import ActorType, Decision
 from audit.services import Actor, record
-from devices import pki
+from devices import events, pki
 from devices.models import (
     OPEN_COMMAND_STATUSES,
     Certificate,
@@ -555,6 +555,8 @@ def _redeem(parsed: pki.ParsedCSR, code: str, pin: str) -> EnrollmentResult:
                 target_id=node_id,
                 details={"serial": certificate.serial, "fingerprint": certificate.fingerprint, "reenrolled": not created},
             )
+            device_type = device.device_type
+            transaction.on_commit(lambda: events.device_enrolled(node_id, device_type))
             return EnrollmentResult(device, certificate)
     assert refusal is not None
     raise refusal

@@ -70,10 +70,11 @@ def device_list(request: HttpRequest) -> HttpResponse:
 
 def _detail_context(device: Any) -> dict[str, Any]:
     from audit.models import AuditEvent
-    from devices.models import Certificate, CertificateStatus
+    from devices.models import CapabilityKind, Certificate, CertificateStatus, ValueType
 
     capabilities = list(device.capabilities.order_by("name"))
     rows = [{"cap": cap, "reported": device.reported.get(cap.name), "desired": device.desired.get(cap.name)} for cap in capabilities]
+    numeric = [c for c in capabilities if c.value_type in (ValueType.INT, ValueType.FLOAT)]
     return {
         "device": device,
         "rows": rows,
@@ -83,6 +84,7 @@ def _detail_context(device: Any) -> dict[str, Any]:
         "certificate": Certificate.objects.filter(device=device, status=CertificateStatus.ACTIVE).order_by("-not_after").first(),
         "trail": AuditEvent.objects.filter(target_id=device.node_id).order_by("-seq")[:20],
         "points": device.metadata.get("points") or {},
+        "charted": sorted(numeric, key=lambda c: c.kind != CapabilityKind.SENSOR),  # the chart's choices, sensors first
     }
 
 

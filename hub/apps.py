@@ -13,3 +13,4 @@ class HubConfig(AppConfig):
         events.on_state(live.on_state)
         events.on_presence(live.on_presence)
         events.on_command_finished(live.on_command_finished)
+        events.on_enrolled(live.on_enrolled)

@@ -35,12 +35,13 @@ def _may_read(user: Any) -> bool:
 
 
 @database_sync_to_async
-def _snapshot(node_ids: list[str], command_ids: list[str]) -> list[dict[str, Any]]:
+def _snapshot(node_ids: list[str], command_ids: list[str], enrolling: list[str]) -> list[dict[str, Any]]:
     """What a (re)connecting page missed: presence and reported values of the devices it
-    shows, and the status of the commands it shows (one may have finished in between)."""
+    shows, whether those that were waiting for enrollment have enrolled, and the status of
+    the commands it shows (one may have finished in between)."""
     import uuid
 
-    from devices.models import Command, Device
+    from devices.models import Command, Device, Enrollment, EnrollmentStatus
 
     valid_ids = []
     for text in command_ids:
@@ -52,6 +53,10 @@ def _snapshot(node_ids: list[str], command_ids: list[str]) -> list[dict[str, Any
         dict(live.command_event(str(pk), status, result or {}))
         for pk, status, result in Command.objects.filter(pk__in=valid_ids).values_list("pk", "status", "result")
     ]
+    latest: dict[str, tuple[str, str]] = {}  # a node's newest enrollment decides: an older used one is not this code
+    for node_id, status, device_type in Enrollment.objects.filter(node_id__in=enrolling).order_by("created_at").values_list("node_id", "status", "device_type"):
+        latest[node_id] = (status, device_type)
+    events.extend(dict(live.enrolled_event(node_id, device_type)) for node_id, (status, device_type) in latest.items() if status == EnrollmentStatus.USED)
     for node_id, online, reported in Device.objects.filter(node_id__in=node_ids).values_list("node_id", "online", "reported"):
         events.append(dict(live.presence_event(node_id, online)))
         events.extend(dict(live.state_event(node_id, cap, value)) for cap, value in (reported or {}).items())
@@ -76,7 +81,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_discard(live.DASHBOARD_GROUP, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """`{"type": "watch", "nodes": [...], "commands": [...]}`: send their current state."""
+        """`{"type": "watch", "nodes": [...], "commands": [...], "enrolling": [...]}`: send their current state."""
         if not await _may_read(self.user):
             await self.close(code=4403)
             return
@@ -85,7 +90,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         nodes = [n for n in content.get("nodes", []) if isinstance(n, str)][:MAX_WATCHED]
         commands = [c for c in content.get("commands", []) if isinstance(c, str)][:MAX_WATCHED]
-        await self.send_json({"type": "events", "events": await _snapshot(nodes, commands)})
+        enrolling = [n for n in content.get("enrolling", []) if isinstance(n, str)][:MAX_WATCHED]
+        await self.send_json({"type": "events", "snapshot": True, "events": await _snapshot(nodes, commands, enrolling)})
 
     # Group messages: coalesce, latest wins.
     async def device_state(self, message: dict[str, Any]) -> None:
@@ -100,6 +106,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def live_command(self, message: dict[str, Any]) -> None:
         event = message["event"]
         self.pending[("command", event["id"])] = event
+
+    async def live_enrolled(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        self.pending[("enrolled", event["node_id"])] = event
 
     async def _flush_forever(self) -> None:
         while True:

@@ -1,7 +1,7 @@
 """Live events for the operator pages: one TypedDict per event type, one builder each.
 
 The post-commit hooks of `devices.events` (committed state, presence changes, finished
-commands) publish on channel-layer group `dashboard`; each browser's `LiveConsumer` coalesces what it
+commands, completed enrollments) publish on channel-layer group `dashboard`; each browser's `LiveConsumer` coalesces what it
 receives (latest value per key) and flushes at most every LIVE_FLUSH_S, so a busy fleet
 cannot flood a browser.
 """
@@ -42,6 +42,12 @@ class CommandEvent(TypedDict):
     result: dict[str, Any]
 
 
+class EnrolledEvent(TypedDict):
+    type: Literal["enrolled"]
+    node_id: str
+    device_type: str
+
+
 def state_event(node_id: str, capability: str, value: Any) -> StateEvent:
     return {"type": "state", "node_id": node_id, "capability": capability, "value": value}
 
@@ -52,6 +58,10 @@ def presence_event(node_id: str, online: bool) -> PresenceEvent:
 
 def command_event(command_id: str, status: str, result: dict[str, Any]) -> CommandEvent:
     return {"type": "command", "id": command_id, "status": status, "result": result}
+
+
+def enrolled_event(node_id: str, device_type: str) -> EnrolledEvent:
+    return {"type": "enrolled", "node_id": node_id, "device_type": device_type}
 
 
 def _publish(message: dict[str, Any]) -> None:
@@ -82,3 +92,8 @@ def on_presence(node_id: str, online: bool) -> None:
 def on_command_finished(command_id: str, status: str, result: dict[str, Any]) -> None:
     """devices.events hook: a command succeeded or failed."""
     _publish({"type": "live.command", "event": command_event(command_id, status, result)})
+
+
+def on_enrolled(node_id: str, device_type: str) -> None:
+    """devices.events hook: an enrollment code was redeemed; the device holds its certificate."""
+    _publish({"type": "live.enrolled", "event": enrolled_event(node_id, device_type)})

@@ -62,10 +62,13 @@ class ApiToken(models.Model):
 
 
 class Heartbeat(models.Model):
-    """Last time a background component proved it was alive (the worker, via beat)."""
+    """Last time a background component proved it was alive: `worker` (a task beat
+    schedules, so it proves both) and one `gateway:<id>` row per running mesh gateway,
+    whose `details` carry its address, pid and open connections for the system page."""
 
     name = models.CharField(max_length=50, primary_key=True)
     at = models.DateTimeField()
+    details = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return f"{self.name} at {self.at.isoformat()}"

@@ -102,6 +102,7 @@ MESH_STATE_BATCH = 500
 MESH_STATE_FLUSH_S = 0.1
 MESH_STATE_IN_FLIGHT = 32  # reports of one session awaiting their batch's commit
 MESH_OUTBOX_SWEEP_S = 1.0
+GATEWAY_STAMP_S = 10.0  # how often a gateway stamps its Heartbeat row (system page)
 MESH_STATE_MAX_AGE_S = 24 * 3600  # buffered reports older than this are refused
 
 # Commands that nobody answers expire; a caller may ask for less, never more.
@@ -238,6 +239,8 @@ CELERY_BEAT_SCHEDULE = {
     "certificates-expiring": {"task": "devices.tasks.certificates_expiring", "schedule": 24 * 3600.0},
     "cleanup-provisioning": {"task": "devices.tasks.cleanup_provisioning", "schedule": 3600.0},
     "presence-watchdog": {"task": "devices.tasks.presence_watchdog", "schedule": 15.0},
+    # Signs each finished UTC day once; hourly so a restarted hub catches up soon after.
+    "audit-snapshot": {"task": "audit.tasks.snapshot_audit", "schedule": 3600.0},
 }
 
 # --- auth, i18n, static -----------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import shared_task
 from django.utils import timezone
 
@@ -10,5 +12,8 @@ from hub.models import Heartbeat
 
 @shared_task(name="hub.tasks.heartbeat", ignore_result=True)
 def heartbeat() -> None:
-    """Beat schedules it and a worker runs it, so a fresh stamp proves both are alive."""
-    Heartbeat.objects.update_or_create(name="worker", defaults={"at": timezone.now()})
+    """Beat schedules it and a worker runs it, so a fresh stamp proves both are alive.
+    Also forgets gateways that stopped stamping a day ago (killed without closing)."""
+    now = timezone.now()
+    Heartbeat.objects.update_or_create(name="worker", defaults={"at": now})
+    Heartbeat.objects.filter(name__startswith="gateway:", at__lt=now - timedelta(days=1)).delete()

@@ -7,10 +7,12 @@ from rest_framework.routers import DefaultRouter
 
 from audit import views as audit_views
 from audit.api import AuditEventViewSet
+from devices import group_views, provisioning_views
 from devices import views as device_views
 from devices.api import CommandViewSet, DeviceViewSet, GroupViewSet
 from devices.identity_api import CertificateViewSet, EnrollmentViewSet
 from hub import views
+from industrial import views as industrial_views
 from industrial.api import ModbusExportView, ModbusImportView, ModbusViewSet
 
 router = DefaultRouter(trailing_slash=True)
@@ -34,7 +36,22 @@ urlpatterns = [
     path("devices/<slug:node_id>/", login_required(device_views.device_detail), name="device-page"),
     path("devices/<slug:node_id>/command/", login_required(device_views.device_command), name="device-page-command"),
     path("devices/<slug:node_id>/revoke/", login_required(device_views.device_revoke), name="device-page-revoke"),
+    path("enrollment/", login_required(provisioning_views.enrollment_page), name="enrollment-page"),
+    path("enrollment/<int:pk>/cancel/", login_required(provisioning_views.enrollment_cancel), name="enrollment-page-cancel"),
+    path("certificates/", login_required(provisioning_views.certificate_list), name="certificates-page"),
+    path("certificates/<str:serial>/revoke/", login_required(provisioning_views.certificate_revoke), name="certificate-page-revoke"),
+    path("groups/", login_required(group_views.group_list), name="groups-page"),
+    path("groups/<int:pk>/", login_required(group_views.group_detail), name="group-page"),
+    path("groups/<int:pk>/command/", login_required(group_views.group_command), name="group-page-command"),
+    path("industrial/", login_required(industrial_views.bridge_list), name="industrial-page"),
+    path("industrial/<slug:node_id>/", login_required(industrial_views.bridge_detail), name="industrial-bridge-page"),
+    path("industrial/<slug:node_id>/write/", login_required(industrial_views.point_write), name="industrial-bridge-page-write"),
+    path("system/", login_required(views.system), name="system-page"),
     path("audit/", login_required(audit_views.audit_list), name="audit-page"),
+    path("audit/export.jsonl", login_required(audit_views.audit_export), name="audit-export"),
+    path("audit/snapshots/", login_required(audit_views.snapshot_list), name="audit-snapshots"),
+    path("audit/snapshots/<str:day>.json", login_required(audit_views.snapshot_detail), name="audit-snapshot"),
+    path("audit/signing-key.pem", login_required(audit_views.signing_key_pem), name="audit-signing-key"),
     path("api/v1/modbus/import/", ModbusImportView.as_view(), name="modbus-import"),
     path("api/v1/modbus/export/", ModbusExportView.as_view(), name="modbus-export"),
     path("api/v1/", include(router.urls)),

@@ -125,3 +125,13 @@ def overview(request: HttpRequest) -> HttpResponse:
         "plc_errors": ModbusBridge.objects.select_related("device").exclude(last_error="").order_by("device__node_id")[:10],
     }
     return render(request, "hub/overview.html", context)
+
+
+def system(request: HttpRequest) -> HttpResponse:
+    """The hub's moving parts: gateways and their connections, worker and beat heartbeat,
+    queue depths, database/broker/layer and versions (hub.system)."""
+    from django.shortcuts import render
+
+    from hub import system as system_status
+
+    return render(request, "hub/system.html", system_status.status())

@@ -144,7 +144,8 @@ def live_hub_fixture(transactional_db: None, tmp_path: Path) -> Iterator[LiveHub
     from tests.process_helpers import free_port
 
     enroll_port, mesh_port = free_port(), free_port()
-    env = {**_child_env(), _DEVICE_PORTS_ENV: f"{enroll_port},{mesh_port}"}
+    # The ports also go into the child's settings: the enrollment page prints them for the agent.
+    env = {**_child_env(), _DEVICE_PORTS_ENV: f"{enroll_port},{mesh_port}", "MESHHUB_ENROLL_PORT": str(enroll_port), "MESHHUB_MESH_PORT": str(mesh_port)}
     log_path = tmp_path / "daphne.log"
     with open(log_path, "wb") as log, listener:
         process = subprocess.Popen(

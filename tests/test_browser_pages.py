@@ -3,7 +3,11 @@ runs them), with a real agent over real mTLS. Screenshots go to test-output/scre
 
 from __future__ import annotations
 
+import os
+import shlex
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,8 +17,10 @@ import pytest
 from django.contrib.auth.models import Group
 
 from audit.models import AuditEvent
+from audit.services import Actor
 from devices.models import Command
-from tests.browser import LiveHub, browser_fixture, chromium_fixture, live_hub_fixture, login, page_fixture, screenshot  # noqa: F401
+from tests.browser import REPO_ROOT, LiveHub, browser_fixture, chromium_fixture, live_hub_fixture, login, page_fixture, screenshot  # noqa: F401
+from tests.modbus_server import modbus_server_fixture  # noqa: F401
 from tests.test_gateway import RunningAgent, enroll_device
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -82,21 +88,96 @@ def test_alice_watches_a_device_come_online_commands_it_and_sees_the_result(live
     page.wait_for_selector("h1 [data-presence].off", timeout=20_000)
 
 
-def test_an_admin_revokes_a_device_and_sees_it_go_offline(live_hub: LiveHub, page: Any, django_user_model: Any, tmp_path: Path) -> None:
-    django_user_model.objects.create_superuser("root", password="root-Pass-123")
-    state_dir = enrolled(live_hub, "sensor-1", tmp_path)
-    with RunningAgent(state_dir):
-        login(page, live_hub.url, "root", "root-Pass-123")
-        page.goto(live_hub.url + "/devices/sensor-1/")
+def test_alice_enrolls_a_real_agent_from_the_page_then_revokes_it(live_hub: LiveHub, page: Any, django_user_model: Any, tmp_path: Path) -> None:
+    user_with_role(django_user_model, "alice", "operator")
+    login(page, live_hub.url, "alice", "alice-Pass-123")
+    page.click("a.button:has-text('Create an enrollment code')")  # the empty overview says what to do next
+    screenshot(page, "enrollment")
+    page.fill("input[name=node_id]", "greenhouse-1")
+    page.fill("input[name=device_type]", "thermostat")
+    page.click("form.enroll-form button")
+    page.wait_for_selector("[data-code]")
+    assert page.locator(".qr-code svg").is_visible()
+    page.wait_for_selector("body[data-live-state=open]")
+    assert page.locator("[data-enrollment]").get_attribute("data-enrollment") == "waiting"
+    screenshot(page, "enrollment-ticket")
+
+    # The device's installer runs exactly the command the page shows.
+    command = shlex.split(page.locator("[data-agent-command]").inner_text())
+    assert command[:3] == ["python", "-m", "firmware.agent"]
+    done = subprocess.run(
+        [sys.executable, *command[1:]], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    page.wait_for_selector("[data-enrollment=enrolled]", timeout=20_000)  # live, no reload
+    with RunningAgent(tmp_path / "state-greenhouse-1"):
+        page.wait_for_selector("[data-node=greenhouse-1] [data-presence].on", timeout=20_000)
+        page.click("a:has-text('Open greenhouse-1')")
         page.wait_for_selector("h1 [data-presence].on", timeout=20_000)
-        page.once("dialog", lambda dialog: dialog.accept())  # "Revoke every certificate of sensor-1?"
+        page.once("dialog", lambda dialog: dialog.accept())  # "Revoke every certificate of greenhouse-1?"
         page.fill("input[name=reason]", "stolen")
         page.click("button.danger")
         page.wait_for_selector("ul.messages li:has-text('Revoked 1 certificate')")
         page.wait_for_selector("h1 [data-presence].off", timeout=20_000)
-        page.goto(live_hub.url + "/audit/")
-        assert page.locator("[data-chain=intact]").is_visible()
-        screenshot(page, "audit")
+    revoked = AuditEvent.objects.get(action="device.revoke")
+    assert (revoked.actor_id, revoked.decision, revoked.reason) == ("alice", "allow", "stolen")
+    page.goto(live_hub.url + "/certificates/")
+    assert "stolen" in page.locator("table.list").inner_text()
+    screenshot(page, "certificates")
+
+
+def test_every_page_for_a_screenshot_with_a_fleet(live_hub: LiveHub, page: Any, django_user_model: Any, modbus_server: Any) -> None:
+    """Groups, industrial and system (the other pages are shot by the flows above), filled in."""
+    from devices.models import Group
+    from industrial import config, polling
+    from industrial.models import ModbusBridge
+    from tests.factories import relay, thermostat
+
+    django_user_model.objects.create_superuser("root", password="root-Pass-123")
+    lights = Group.objects.create(name="greenhouse", description="Sensors and relays of the greenhouse")
+    lights.members.add(thermostat("sensor-1"), thermostat("sensor-2"), relay("relay-1"))
+    points = [
+        {
+            "capability": "tank_level",
+            "register": "holding",
+            "address": 0,
+            "data_type": "u16",
+            "scale": 0.1,
+            "unit": "%",
+            "writable": True,
+            "min": 0,
+            "max": 100,
+        },
+        {"capability": "pump", "register": "coil", "address": 0, "data_type": "bool", "writable": True},
+        {"capability": "pressure", "register": "input", "address": 0, "data_type": "f32", "unit": "bar"},
+    ]
+    document = {
+        "bridges": [
+            {"node_id": "plc-line-1", "name": "Line 1", "host": "127.0.0.1", "port": modbus_server.port, "timeout_s": 0.5, "retries": 0, "points": points}
+        ]
+    }
+    config.import_document(Actor("user", "root"), document)
+    polling.poll_bridge(ModbusBridge.objects.get().pk)
+    login(page, live_hub.url, "root", "root-Pass-123")
+    for path, name in [
+        ("/groups/", "groups"),
+        (f"/groups/{lights.pk}/", "group"),
+        ("/industrial/", "industrial"),
+        ("/industrial/plc-line-1/", "industrial-bridge"),
+    ]:
+        assert page.goto(live_hub.url + path).ok, path
+        screenshot(page, name)
+    page.goto(live_hub.url + f"/groups/{lights.pk}/")
+    page.select_option("select[name=action]", "set")
+    page.select_option("select[name=capability]", "setpoint")
+    page.fill("input[name=value]", "21")
+    page.click("form.command-form button")
+    page.wait_for_selector("[data-outcomes]")
+    assert "Sent to 2 of 3 members" in page.locator("[data-outcomes] h2").inner_text()
+    screenshot(page, "group-command")
+    page.goto(live_hub.url + "/system/")
+    page.wait_for_selector("[data-gateway]")  # the live hub's own gateway stamped its row
+    screenshot(page, "system")
 
 
 def test_bob_sees_no_action_buttons_and_a_forged_post_is_refused(live_hub: LiveHub, page: Any, django_user_model: Any, tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def listeners(settings: Any) -> Iterator[tuple[Any, Any]]:
     settings.MESH_IDLE_TIMEOUT_S = 2.0
     settings.MESH_HANDSHAKE_TIMEOUT_S = 2.0
+    settings.GATEWAY_STAMP_S = 0.5
     with running_device_listeners() as running:
         yield running
 
@@ -66,6 +67,21 @@ class RunningAgent:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(15)
+
+
+def test_a_running_gateway_stamps_its_connections_for_the_system_page_and_clears_them_on_close(tmp_path: Path, settings: Any) -> None:
+    from hub.models import Heartbeat
+
+    settings.GATEWAY_STAMP_S = 0.2
+    with running_device_listeners() as running:
+        gateway = running[1]
+        state_dir = enroll_device(running, "sensor-1", tmp_path / "sensor-1")
+        with RunningAgent(state_dir) as agent:
+            wait_for(lambda: agent.acked_reports >= 1)
+            wait_for(lambda: Heartbeat.objects.filter(name=gateway.heartbeat_name, details__connections=1).exists())
+        row = Heartbeat.objects.get(name=gateway.heartbeat_name)
+        assert row.details["port"] == gateway.port and row.details["pid"] == os.getpid()
+    assert not Heartbeat.objects.filter(name__startswith="gateway:").exists()
 
 
 def test_enroll_connect_report_and_revoke_end_to_end(listeners: tuple[Any, Any], tmp_path: Path, admin_api: APIClient) -> None:

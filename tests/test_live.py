@@ -101,3 +101,30 @@ def test_a_reconnecting_page_gets_the_status_of_the_commands_it_shows(alice: Any
         await communicator.disconnect()
 
     asyncio.run(scenario())
+
+
+def test_an_enrollment_page_learns_that_its_code_was_redeemed_live_and_on_reconnect(alice: Any) -> None:
+    from audit.services import Actor
+    from devices import identity
+    from tests.mesh_helpers import make_csr
+
+    alice.groups.add(Group.objects.get_or_create(name="operator")[0])
+    ticket = identity.create_enrollment(Actor("user", "alice"), "greenhouse-1", device_type="thermostat")
+    identity.create_enrollment(Actor("user", "alice"), "greenhouse-2")  # another code, still open
+
+    async def scenario() -> None:
+        communicator = communicator_for(alice)
+        assert (await communicator.connect())[0]
+        await communicator.send_json_to({"type": "watch", "nodes": ["greenhouse-1"], "enrolling": ["greenhouse-1", "greenhouse-2"]})
+        assert not [e for e in await next_events(communicator) if e["type"] == "enrolled"]  # nobody redeemed yet
+        _, csr = make_csr("greenhouse-1")
+        await sync_to_async(identity.complete_enrollment)(ticket.code, None, csr, "127.0.0.1", "greenhouse-1")
+        events = await next_events(communicator)
+        assert {"type": "enrolled", "node_id": "greenhouse-1", "device_type": "thermostat"} in events
+        # A page that reconnects after the fact learns it from the snapshot; the open code stays open.
+        await communicator.send_json_to({"type": "watch", "nodes": [], "enrolling": ["greenhouse-1", "greenhouse-2"]})
+        enrolled = [e["node_id"] for e in await next_events(communicator) if e["type"] == "enrolled"]
+        assert enrolled == ["greenhouse-1"]
+        await communicator.disconnect()
+
+    asyncio.run(scenario())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl
 import time
@@ -31,6 +32,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 
 from audit.models import ActorType, Decision
 from audit.services import Actor, Entry, record_many
@@ -156,8 +158,6 @@ def _check_certificate(node_id: str, serial: str) -> str | None:
     if cert.device.status != DeviceStatus.PROVISIONED:
         return f"device '{node_id}' is {cert.device.status}"
     if cert.first_used_at is None:
-        from django.utils import timezone
-
         Certificate.objects.filter(pk=cert.pk, first_used_at__isnull=True).update(first_used_at=timezone.now())
     return None
 
@@ -179,6 +179,12 @@ class MeshGateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloader: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._stamper: asyncio.Task[None] | None = None
+        self.started_at = timezone.now()
+
+    @property
+    def heartbeat_name(self) -> str:
+        return f"gateway:{self.instance_id[:12]}"
 
     async def start(self) -> int:
         self.audit.start()
@@ -198,6 +204,7 @@ class MeshGateway:
         self.listener = listener
         self.port = listener.getsockname()[1]
         self._acceptor = self.loop.create_task(self._accept_loop(listener))
+        self._stamper = self.loop.create_task(self._stamp_alive())
         logger.info("mesh gateway listening on %s:%s (mTLS)", self.host, self.port, extra={"port": self.port})
         return self.port
 
@@ -257,8 +264,30 @@ class MeshGateway:
                 if conn is not None and not conn.closing:
                     conn.queue.put_nowait({"type": "command.pending"})
 
+    def _write_heartbeat(self) -> None:
+        from hub.models import Heartbeat
+
+        details = {"host": self.host, "port": self.port, "pid": os.getpid(), "connections": len(self.sessions), "started_at": self.started_at.isoformat()}
+        Heartbeat.objects.update_or_create(name=self.heartbeat_name, defaults={"at": timezone.now(), "details": details})
+
+    async def _stamp_alive(self) -> None:
+        """Every GATEWAY_STAMP_S, this gateway's row: the system page counts live gateways
+        and their connections from these (a row that stops moving is a dead gateway)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(self._checks, self._write_heartbeat)
+            except Exception:  # the database is away; the next stamp tries again
+                logger.warning("could not stamp the gateway heartbeat", exc_info=True)
+            await asyncio.sleep(settings.GATEWAY_STAMP_S)
+
+    def _forget_heartbeat(self) -> None:
+        from hub.models import Heartbeat
+
+        Heartbeat.objects.filter(name=self.heartbeat_name).delete()
+
     async def close(self) -> None:
-        for background in (self._acceptor, self._reloader, self._sweeper):
+        for background in (self._acceptor, self._reloader, self._sweeper, self._stamper):
             if background is not None:
                 background.cancel()
                 await asyncio.gather(background, return_exceptions=True)
@@ -271,7 +300,12 @@ class MeshGateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.audit.close()
         await database_sync_to_async(connections.close_all)()
-        await asyncio.get_running_loop().run_in_executor(self._checks, connections.close_all)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._checks, self._forget_heartbeat)
+        except Exception:  # a stale row ages out of the system page by itself
+            logger.warning("could not remove the gateway heartbeat", exc_info=True)
+        await loop.run_in_executor(self._checks, connections.close_all)
         self._checks.shutdown(wait=False)
 
     def deny(self, actor_id: str, action: str, reason: str, **details: Any) -> None:

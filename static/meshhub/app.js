@@ -32,7 +32,8 @@
 
 // Live updates over /ws/live/: presence, values and command results of what the page shows.
 // Reconnects with backoff and asks for a snapshot of the shown devices each time, so a page
-// that lost its connection catches up without a reload.
+// that lost its connection catches up without a reload. Every batch is also announced as a
+// "meshhub:live" event on document ({events, snapshot}) for page scripts such as chart.js.
 (function () {
   "use strict";
   const path = document.body && document.body.dataset.live;
@@ -58,6 +59,13 @@
           el.textContent = typeof event.value === "string" ? event.value : JSON.stringify(event.value);
         });
       });
+    } else if (event.type === "enrolled") {
+      scopes.forEach(function (scope) {
+        scope.querySelectorAll("[data-enrollment]").forEach(function (el) {
+          el.dataset.enrollment = "enrolled";
+          el.textContent = "enrolled: waiting for its first connection";
+        });
+      });
     } else if (event.type === "command") {
       document.querySelectorAll('[data-command="' + CSS.escape(event.id) + '"] [data-status]').forEach(function (el) {
         el.textContent = event.status;
@@ -71,11 +79,15 @@
       delay = 500;
       document.body.dataset.liveState = "open";
       const commands = Array.from(document.querySelectorAll("[data-command]")).map((el) => el.dataset.command);
-      socket.send(JSON.stringify({ type: "watch", nodes: shownNodes(), commands: commands }));
+      const enrolling = Array.from(document.querySelectorAll("[data-enrollment]")).map((el) => el.closest("[data-node]").dataset.node);
+      socket.send(JSON.stringify({ type: "watch", nodes: shownNodes(), commands: commands, enrolling: enrolling }));
     };
     socket.onmessage = function (message) {
       const data = JSON.parse(message.data);
-      if (data.type === "events") data.events.forEach(apply);
+      if (data.type !== "events") return;
+      data.events.forEach(apply);
+      // The server marks the answer to "watch": it repeats known values, it is not new reports.
+      document.dispatchEvent(new CustomEvent("meshhub:live", { detail: { events: data.events, snapshot: data.snapshot === true } }));
     };
     socket.onclose = function (event) {
       document.body.dataset.liveState = "closed";

@@ -1,0 +1,190 @@
+"""What the system page shows: the hub's moving parts, each read from where it proves
+itself (heartbeat rows, beat's bookkeeping, the broker's queues), and the versions.
+
+Every probe is independent and reports its own failure as text: a broker that is down
+must show as down on the page, not turn the page into a 500.
+"""
+
+from __future__ import annotations
+
+import platform
+import ssl
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib import metadata
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from hub.models import Heartbeat
+
+WORKER_STALE_AFTER = timedelta(seconds=90)  # the heartbeat task runs every 30 s
+BEAT_STALE_AFTER = timedelta(minutes=5)  # django-celery-beat saves last_run_at every few minutes
+PACKAGES = [
+    "Django",
+    "channels",
+    "daphne",
+    "channels-redis",
+    "celery",
+    "kombu",
+    "django-celery-beat",
+    "djangorestframework",
+    "psycopg",
+    "redis",
+    "cryptography",
+    "pymodbus",
+    "uvloop",
+]
+
+
+@dataclass
+class Component:
+    name: str
+    ok: bool
+    summary: str
+    at: datetime | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _age(at: datetime, now: datetime) -> str:
+    seconds = int((now - at).total_seconds())
+    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
+
+
+def gateways(now: datetime) -> list[Component]:
+    """One row per gateway that stamped in the last hour; older ones are history, not news."""
+    stale_after = timedelta(seconds=3 * settings.GATEWAY_STAMP_S)
+    rows = Heartbeat.objects.filter(name__startswith="gateway:", at__gte=now - timedelta(hours=1)).order_by("name")
+    found = []
+    for row in rows:
+        info = dict(row.details or {})
+        info["started_at"] = parse_datetime(str(info.get("started_at", "")))
+        alive = now - row.at <= stale_after
+        summary = f"{info.get('connections', '?')} connections on {info.get('host', '?')}:{info.get('port', '?')} (pid {info.get('pid', '?')})"
+        if not alive:
+            summary = f"silent since {_age(row.at, now)}; last seen with {summary}"
+        found.append(Component(row.name, alive, summary, row.at, info))
+    return found
+
+
+def worker(now: datetime) -> Component:
+    row = Heartbeat.objects.filter(name="worker").first()
+    if row is None:
+        return Component("worker", False, "no heartbeat yet: is a Celery worker running (runhub starts one)?")
+    alive = now - row.at <= WORKER_STALE_AFTER
+    return Component("worker", alive, f"ran the heartbeat task {_age(row.at, now)}" + ("" if alive else ": worker or beat is down"), row.at)
+
+
+def beat(now: datetime) -> Component:
+    from django.db.models import Max
+    from django_celery_beat.models import PeriodicTask
+
+    last = PeriodicTask.objects.filter(enabled=True).aggregate(last=Max("last_run_at"))["last"]
+    if last is None:
+        return Component("beat", False, "no periodic task has run yet: is celery beat running?")
+    alive = now - last <= BEAT_STALE_AFTER
+    return Component("beat", alive, f"last scheduled a task {_age(last, now)}", last)
+
+
+def queue_depths() -> tuple[list[tuple[str, int | None, str]], str]:
+    """(queue, messages waiting or None, problem) per queue, and the broker's transport."""
+    from hub.celery import app
+
+    names = sorted({app.conf.task_default_queue or "celery", *(q.name for q in (app.conf.task_queues or []))})
+    depths: list[tuple[str, int | None, str]] = []
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        transport = conn.transport_cls
+        channel: Any = conn.default_channel  # a kombu virtual channel: queue_declare(passive=True) counts
+        for name in names:
+            try:
+                _, count, _ = channel.queue_declare(queue=name, passive=True)
+                depths.append((name, int(count), ""))
+            except Exception as exc:  # not declared yet, or the broker went away mid-way
+                depths.append((name, None, f"{type(exc).__name__}: {exc}"[:200]))
+    return depths, str(transport)
+
+
+def database_version() -> str:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SHOW server_version")
+            return f"PostgreSQL {cursor.fetchone()[0]}"
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT sqlite_version()")
+            return f"SQLite {cursor.fetchone()[0]}"
+    return connection.vendor
+
+
+def redis_version() -> str | None:
+    if settings.EMBEDDED:
+        return None
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+    try:
+        return f"Redis {client.info('server')['redis_version']}"
+    finally:
+        client.close()
+
+
+def versions() -> list[tuple[str, str]]:
+    found = [("Python", platform.python_version()), ("OpenSSL", ssl.OPENSSL_VERSION)]
+    for package in PACKAGES:
+        try:
+            found.append((package, metadata.version(package)))
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def probe(name: str, fn: Any, *args: Any) -> tuple[Any, str]:
+    """Run one probe; its failure becomes text on the page."""
+    try:
+        return fn(*args), ""
+    except Exception as exc:
+        return None, f"{name}: {type(exc).__name__}: {exc}"[:300]
+
+
+def status() -> dict[str, Any]:
+    from devices.consumers import HUB_VERSION
+    from devices.models import Device, DeviceStatus
+
+    now = timezone.now()
+    problems: list[str] = []
+    gateway_rows, problem = probe("gateways", gateways, now)
+    problems.append(problem)
+    worker_row, problem = probe("worker", worker, now)
+    problems.append(problem)
+    beat_row, problem = probe("beat", beat, now)
+    problems.append(problem)
+    queues, problem = probe("broker", queue_depths)
+    problems.append(problem)
+    db_version, problem = probe("database", database_version)
+    problems.append(problem)
+    redis, problem = probe("redis", redis_version)
+    problems.append(problem)
+    live_gateways = [g for g in gateway_rows or [] if g.ok]
+    return {
+        "now": now,
+        "hub_version": HUB_VERSION,
+        "mode": "embedded" if settings.EMBEDDED else "production",
+        "gateways": gateway_rows or [],
+        "connections": sum(int(g.details.get("connections", 0)) for g in live_gateways),
+        "online": Device.objects.filter(online=True, status=DeviceStatus.PROVISIONED).count(),
+        "worker": worker_row,
+        "beat": beat_row,
+        "queues": queues[0] if queues else [],
+        "transport": queues[1] if queues else "",
+        "database": db_version,
+        "redis": redis,
+        "channel_layer": str(settings.CHANNEL_LAYERS["default"]["BACKEND"]).rsplit(".", 1)[-1],
+        "versions": versions(),
+        "ports": {"mesh": settings.MESH_PORT, "enroll": settings.ENROLL_PORT, "public_host": settings.PUBLIC_HOST},
+        "problems": [p for p in problems if p],
+        "python": sys.version.split()[0],
+    }
