@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -16,6 +16,25 @@ from audit import chain
 from audit.models import ActorType, AuditChainHead, AuditEvent, Decision
 
 logger = logging.getLogger("meshhub.audit")
+
+# Called with the denied events of a batch after its transaction commits (the operator
+# pages' live alerts subscribe here; audit imports no app above it).
+DenyHook = Callable[[list[AuditEvent]], None]
+deny_hooks: list[DenyHook] = []
+
+
+def on_deny(hook: DenyHook) -> DenyHook:
+    deny_hooks.append(hook)
+    return hook
+
+
+def _run_deny_hooks(denied: list[AuditEvent]) -> None:
+    for hook in list(deny_hooks):
+        try:
+            hook(denied)
+        except Exception:  # a subscriber's bug must not undo or block what was recorded
+            logger.exception("deny hook %r failed", hook)
+
 
 # TextChoices.values builds a new list per access; the hot path checks against these.
 _DECISIONS = frozenset(Decision.values)
@@ -108,13 +127,15 @@ def record_many(entries: Iterable[Entry]) -> list[AuditEvent]:
         head.seq = events[-1].seq
         head.hash = events[-1].hash
         head.save(update_fields=["seq", "hash"])
-    for event in events:
-        if event.decision == Decision.DENY:
-            logger.info(
-                "denied %s",
-                event.action,
-                extra={"actor": f"{event.actor_type}:{event.actor_id}", "target": f"{event.target_type}:{event.target_id}", "reason": event.reason},
-            )
+    denied = [event for event in events if event.decision == Decision.DENY]
+    for event in denied:
+        logger.info(
+            "denied %s",
+            event.action,
+            extra={"actor": f"{event.actor_type}:{event.actor_id}", "target": f"{event.target_type}:{event.target_id}", "reason": event.reason},
+        )
+    if denied and deny_hooks:
+        transaction.on_commit(lambda: _run_deny_hooks(denied))
     return events
 
 

@@ -7,6 +7,7 @@ class HubConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from audit import services as audit_services
         from devices import events
         from hub import live
 
@@ -14,3 +15,4 @@ class HubConfig(AppConfig):
         events.on_presence(live.on_presence)
         events.on_command_finished(live.on_command_finished)
         events.on_enrolled(live.on_enrolled)
+        audit_services.on_deny(live.on_denied)

@@ -10,6 +10,7 @@ command) and flushed at most every LIVE_FLUSH_S.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -70,6 +71,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4403)
             return
         self.pending: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=live.ALERTS_PER_MESSAGE)  # newest few, not every one of a storm
         await self.channel_layer.group_add(live.DASHBOARD_GROUP, self.channel_name)
         await self.accept()
         self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
@@ -107,6 +109,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         event = message["event"]
         self.pending[("command", event["id"])] = event
 
+    async def live_alert(self, message: dict[str, Any]) -> None:
+        self.alerts.extend(message["events"])
+
     async def live_enrolled(self, message: dict[str, Any]) -> None:
         event = message["event"]
         self.pending[("enrolled", event["node_id"])] = event
@@ -114,10 +119,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(LIVE_FLUSH_S)
-            if not self.pending:
+            if not self.pending and not self.alerts:
                 continue
             if not await _may_read(self.user):
                 await self.close(code=4403)
                 return
-            batch, self.pending = list(self.pending.values()), {}
+            batch, self.pending = [*self.pending.values(), *self.alerts], {}
+            self.alerts.clear()
             await self.send_json({"type": "events", "events": batch})

@@ -48,6 +48,18 @@ class EnrolledEvent(TypedDict):
     device_type: str
 
 
+class AlertEvent(TypedDict):
+    """Something an operator should see now (today: a denied attempt, from the audit log)."""
+
+    type: Literal["alert"]
+    kind: str
+    seq: int
+    ts: str
+    who: str
+    action: str
+    reason: str
+
+
 def state_event(node_id: str, capability: str, value: Any) -> StateEvent:
     return {"type": "state", "node_id": node_id, "capability": capability, "value": value}
 
@@ -62,6 +74,13 @@ def command_event(command_id: str, status: str, result: dict[str, Any]) -> Comma
 
 def enrolled_event(node_id: str, device_type: str) -> EnrolledEvent:
     return {"type": "enrolled", "node_id": node_id, "device_type": device_type}
+
+
+def alert_event(kind: str, seq: int, ts: str, who: str, action: str, reason: str) -> AlertEvent:
+    return {"type": "alert", "kind": kind, "seq": seq, "ts": ts, "who": who, "action": action, "reason": reason[:200]}
+
+
+ALERTS_PER_MESSAGE = 8  # a deny storm sends the newest few; the overview shows as many
 
 
 def _publish(message: dict[str, Any]) -> None:
@@ -97,3 +116,9 @@ def on_command_finished(command_id: str, status: str, result: dict[str, Any]) ->
 def on_enrolled(node_id: str, device_type: str) -> None:
     """devices.events hook: an enrollment code was redeemed; the device holds its certificate."""
     _publish({"type": "live.enrolled", "event": enrolled_event(node_id, device_type)})
+
+
+def on_denied(events: list[Any]) -> None:
+    """audit.services deny hook: the newest denied attempts of a committed batch."""
+    alerts = [alert_event("denied", e.seq, e.ts.isoformat(), f"{e.actor_type}:{e.actor_id}", e.action, e.reason) for e in events[-ALERTS_PER_MESSAGE:]]
+    _publish({"type": "live.alert", "events": alerts})

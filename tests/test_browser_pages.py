@@ -178,6 +178,8 @@ def test_every_page_for_a_screenshot_with_a_fleet(live_hub: LiveHub, page: Any, 
     page.goto(live_hub.url + "/system/")
     page.wait_for_selector("[data-gateway]")  # the live hub's own gateway stamped its row
     screenshot(page, "system")
+    page.goto(live_hub.url + "/audit/snapshots/")
+    screenshot(page, "audit-snapshots")
 
 
 def test_bob_sees_no_action_buttons_and_a_forged_post_is_refused(live_hub: LiveHub, page: Any, django_user_model: Any, tmp_path: Path) -> None:
@@ -192,6 +194,8 @@ def test_bob_sees_no_action_buttons_and_a_forged_post_is_refused(live_hub: LiveH
     login(page, live_hub.url, "bob", "bob-Pass-123")
     page.goto(live_hub.url + "/devices/sensor-1/")
     assert page.locator("form.command").count() == 0 and page.locator("button.danger").count() == 0
+    page.goto(live_hub.url + "/")  # the overview lists denied attempts live
+    page.wait_for_selector("body[data-live-state=open]")
     # A forged POST from his session (with a valid CSRF token) is refused by the server and audited.
     token = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
     forged = page.request.post(
@@ -200,5 +204,6 @@ def test_bob_sees_no_action_buttons_and_a_forged_post_is_refused(live_hub: LiveH
         headers={"X-CSRFToken": token, "Referer": live_hub.url + "/devices/sensor-1/"},
     )
     assert forged.status == 403
+    page.wait_for_selector("[data-alerts=denied] tr:has-text('page.command')", timeout=20_000)  # no reload
     assert AuditEvent.objects.filter(action="page.command", decision="deny", actor_id="bob").exists()
     assert not Command.objects.exists()

@@ -128,3 +128,22 @@ def test_an_enrollment_page_learns_that_its_code_was_redeemed_live_and_on_reconn
         await communicator.disconnect()
 
     asyncio.run(scenario())
+
+
+def test_denied_attempts_reach_open_pages_as_alerts_a_storm_only_its_newest(bob: Any) -> None:
+    from audit.services import Actor, Entry, record_many
+
+    bob.groups.add(Group.objects.get_or_create(name="viewer")[0])
+
+    async def scenario() -> None:
+        communicator = communicator_for(bob)
+        assert (await communicator.connect())[0]
+        storm = [Entry(Actor("device", f"unknown@10.0.0.{i}"), "mesh.handshake", "deny", reason=f"attempt {i}") for i in range(50)]
+        await sync_to_async(record_many)(storm)
+        await sync_to_async(record_many)([Entry(Actor("user", "alice"), "api.device.list", "allow")])  # allows are not alerts
+        alerts = [e for e in await next_events(communicator) if e["type"] == "alert"]
+        assert [a["reason"] for a in alerts] == [f"attempt {i}" for i in range(42, 50)]
+        assert alerts[-1]["who"] == "device:unknown@10.0.0.49" and alerts[-1]["kind"] == "denied"
+        await communicator.disconnect()
+
+    asyncio.run(scenario())

@@ -42,6 +42,32 @@
   function shownNodes() {
     return Array.from(new Set(Array.from(document.querySelectorAll("[data-node]")).map((el) => el.dataset.node)));
   }
+  // A denied attempt: a new first row of the overview's list (at most 8 kept) and the count.
+  function showAlert(event) {
+    const list = document.querySelector('[data-alerts="' + CSS.escape(event.kind) + '"]');
+    if (!list || list.querySelector('[data-seq="' + event.seq + '"]')) return;
+    const row = document.createElement("tr");
+    row.dataset.seq = event.seq;
+    const when = document.createElement("time");
+    when.setAttribute("datetime", event.ts);
+    [when, event.who, event.action, event.reason].forEach(function (value) {
+      const cell = document.createElement("td");
+      if (typeof value === "string") cell.textContent = value.length > 100 ? value.slice(0, 99) + "…" : value;
+      else cell.appendChild(value);
+      row.appendChild(cell);
+    });
+    list.prepend(row);
+    window.meshhub.localize(row);
+    while (list.children.length > 8) list.lastElementChild.remove();
+    list.closest("table").hidden = false;
+    const empty = document.querySelector("[data-alerts-empty]");
+    if (empty) empty.remove();
+    const count = document.querySelector("[data-denied-count]");
+    if (count) {
+      count.textContent = String(Number(count.textContent) + 1);
+      count.closest("[data-denied-stat]").classList.add("bad");
+    }
+  }
   function apply(event) {
     const scopes = document.querySelectorAll('[data-node="' + CSS.escape(event.node_id || "") + '"]');
     if (event.type === "presence") {
@@ -59,6 +85,8 @@
           el.textContent = typeof event.value === "string" ? event.value : JSON.stringify(event.value);
         });
       });
+    } else if (event.type === "alert") {
+      showAlert(event);
     } else if (event.type === "enrolled") {
       scopes.forEach(function (scope) {
         scope.querySelectorAll("[data-enrollment]").forEach(function (el) {
