@@ -1,13 +1,14 @@
-"""meshhub benchmark: command and audit-append throughput, certificate issuance, the mesh gateway beside Mosquitto, and Modbus polling.
+"""meshhub benchmark: command and audit-append throughput, certificate issuance, the mesh gateway beside Mosquitto, Modbus polling, and the operator pages at scale.
 
-    python bench/run.py                 # or: make bench (everything, about 7 minutes)
+    python bench/run.py                 # or: make bench (everything, about 17 minutes)
     python bench/run.py --part audit    # commands and audit appends only
     python bench/run.py --part pki      # certificates only
     python bench/run.py --part gateway  # the mesh gateway and Mosquitto only (about 5 minutes)
     python bench/run.py --part modbus   # the industrial bridge beside a raw pymodbus loop only (about 5 minutes)
+    python bench/run.py --part pages    # the operator pages at 10,000 devices, and one browser under 1,000 reports/s (about 9 minutes)
     python bench/run.py --only sqlite   # one database only (the pure signing part still runs)
 
-Four parts, every worker in its own process (Django reads its settings once per process):
+Five parts, every worker in its own process (Django reads its settings once per process):
 
 - audit: `bench/commands_audit.py` once per database;
 - pki: `bench/pki_issue.py --mode pure` once (no database: CSR parsing, signing, CRL
@@ -18,7 +19,10 @@ Four parts, every worker in its own process (Django reads its settings once per 
   round trips; SQLite embedded, PostgreSQL with Redis). Its report is printed after the others;
 - modbus: `bench/modbus.py` (a pymodbus server process of its own, then per database a worker
   timing `industrial.polling.poll_bridge()` beside a raw pymodbus client loop reading the same
-  registers: tags/s, poll latency, CPU). Its report is printed last.
+  registers: tags/s, poll latency, CPU). Its report is printed after the gateway's;
+- pages: `bench/pages.py` (`manage.py seedfleet` into a database of its own, then the devices
+  list and a device page over HTTP from the hub's server, then headless Chromium on a device
+  page while state reports stream through the gateway). Its report is printed last.
 
 SQLite runs with DATABASE_URL unset and a fresh MESHHUB_DATA_DIR, PostgreSQL against a
 database that is dropped and recreated before every worker. Redis is not used (REDIS_URL
@@ -49,6 +53,8 @@ AUDIT_WORKER = BENCH_DIR / "commands_audit.py"
 PKI_WORKER = BENCH_DIR / "pki_issue.py"
 GATEWAY_BENCH = BENCH_DIR / "gateway.py"
 MODBUS_BENCH = BENCH_DIR / "modbus.py"
+PAGES_BENCH = BENCH_DIR / "pages.py"
+PAGES_CONFIGS = {None: None, "sqlite": "sqlite", "postgres": "postgres+redis"}
 GATEWAY_CONFIGS = {
     None: None,  # bench/gateway.py's default configurations
     "sqlite": "sqlite,sqlite@asyncio:handshakes",
@@ -254,13 +260,13 @@ def print_pki(pure: dict[str, Any] | None, service: dict[str, dict[str, Any]]) -
 
 def main() -> int:
     parser = argparse.ArgumentParser(
-        description="Command and audit-append throughput and certificate issuance on SQLite and PostgreSQL, the mesh gateway beside Mosquitto, and Modbus polling beside raw pymodbus."
+        description="Command and audit-append throughput and certificate issuance on SQLite and PostgreSQL, the mesh gateway beside Mosquitto, Modbus polling beside raw pymodbus, and the operator pages at scale."
     )
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="run one database only")
     parser.add_argument(
         "--part",
-        choices=["audit", "pki", "gateway", "modbus"],
-        help="run one part only: commands and audit appends, certificates, the mesh gateway beside Mosquitto, or Modbus polling beside raw pymodbus",
+        choices=["audit", "pki", "gateway", "modbus", "pages"],
+        help="run one part only: commands and audit appends, certificates, the mesh gateway beside Mosquitto, Modbus polling beside raw pymodbus, or the operator pages at scale",
     )
     parser.add_argument("--postgres-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_POSTGRES_URL), help="dropped and recreated before each worker")
     parser.add_argument("--csrs", type=int, default=2000, help="pki: CSRs parsed and signed without a database (default 2000)")
@@ -290,7 +296,7 @@ def main() -> int:
                     f"certificates, {descriptions[label]}", env, PKI_WORKER, ["--mode", "service", "--enrollments", str(args.enrollments)]
                 )
 
-    if args.part not in ("gateway", "modbus"):  # the gateway and modbus reports print their own machine block
+    if args.part not in ("gateway", "modbus", "pages"):  # the gateway, modbus and pages reports print their own machine block
         print("machine:")
         print(f"  date: {machine['date_utc']}")
         print(f"  nproc: {machine['nproc']}")
@@ -316,8 +322,12 @@ def main() -> int:
     if args.part in (None, "modbus"):
         modbus = run_modbus(args.only)
 
+    pages: dict[str, Any] | None = None
+    if args.part in (None, "pages"):
+        pages = run_pages(args.only)
+
     if args.json:
-        payload = {"machine": machine, "results": results, "pki": {"pure": pure, "service": service}, "gateway": gateway, "modbus": modbus}
+        payload = {"machine": machine, "results": results, "pki": {"pure": pure, "service": service}, "gateway": gateway, "modbus": modbus, "pages": pages}
         args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return 0
 
@@ -356,6 +366,26 @@ def run_modbus(only: str | None) -> dict[str, Any]:
         print(proc.stdout.rstrip())
         if proc.returncode != 0:
             raise SystemExit(f"bench/modbus.py exited with {proc.returncode}")
+        result: dict[str, Any] = json.loads(raw.read_text())
+        return result
+
+
+def run_pages(only: str | None) -> dict[str, Any]:
+    """bench/pages.py in its own process (it seeds, starts the hub, the load client and Chromium itself); its report goes to stdout.
+    Its PostgreSQL database is its own (BENCH_PAGES_DATABASE_URL, default meshhub_bench_pages), as is its Redis
+    database (BENCH_PAGES_REDIS_URL, default db 11)."""
+    print("=== operator pages at scale (bench/pages.py) ===", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="meshhub-bench-pages-") as tmp:
+        raw = Path(tmp) / "pages.json"
+        argv = [sys.executable, str(PAGES_BENCH), "--json", str(raw)]
+        configs = PAGES_CONFIGS[only]
+        if configs:
+            argv += ["--configs", configs]
+        proc = subprocess.run(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
+        print()
+        print(proc.stdout.rstrip())
+        if proc.returncode != 0:
+            raise SystemExit(f"bench/pages.py exited with {proc.returncode}")
         result: dict[str, Any] = json.loads(raw.read_text())
         return result
 

@@ -82,7 +82,11 @@ def _detail_context(device: Any) -> dict[str, Any]:
         "actions": COMMAND_ACTIONS,
         "commands": device.commands.order_by("-created_at")[:20],
         "certificate": Certificate.objects.filter(device=device, status=CertificateStatus.ACTIVE).order_by("-not_after").first(),
-        "trail": AuditEvent.objects.filter(target_id=device.node_id).order_by("-seq")[:20],
+        # Through the (target_type, target_id) index: on target_id alone the databases walked
+        # the whole log back from the newest event (SQLite 27 ms at 200,000 events, PostgreSQL
+        # 90-160 ms at 1,000,000; bench/pages.py). Events naming a node id are "device" ones,
+        # and "modbus" for a PLC bridge's import.
+        "trail": AuditEvent.objects.filter(target_type__in=("device", "modbus"), target_id=device.node_id).order_by("-seq")[:20],
         "points": device.metadata.get("points") or {},
         "charted": sorted(numeric, key=lambda c: c.kind != CapabilityKind.SENSOR),  # the chart's choices, sensors first
     }
