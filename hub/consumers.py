@@ -2,7 +2,9 @@
 
 The session cookie authenticates the socket (AuthMiddlewareStack); the user's scopes are
 re-checked before every message goes out and on every message that comes in (a user
-demoted or deactivated stops receiving at once), not just at connect. Events are
+demoted or deactivated stops receiving at once), not just at connect. A page
+receives only events about what it watches (its devices, commands and enrollment codes)
+plus alerts. Events are
 coalesced per client (latest value per device and capability, per device presence, per
 command) and flushed at most every LIVE_FLUSH_S.
 """
@@ -72,6 +74,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         self.pending: dict[tuple[str, ...], dict[str, Any]] = {}
         self.alerts: deque[dict[str, Any]] = deque(maxlen=live.ALERTS_PER_MESSAGE)  # newest few, not every one of a storm
+        # What the page shows (its last "watch"): everything else on the group is dropped here,
+        # so a page about one device does not receive the whole fleet's reports.
+        self.nodes: frozenset[str] = frozenset()
+        self.commands: frozenset[str] = frozenset()
+        self.enrolling: frozenset[str] = frozenset()
         await self.channel_layer.group_add(live.DASHBOARD_GROUP, self.channel_name)
         await self.accept()
         self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
@@ -93,28 +100,34 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         nodes = [n for n in content.get("nodes", []) if isinstance(n, str)][:MAX_WATCHED]
         commands = [c for c in content.get("commands", []) if isinstance(c, str)][:MAX_WATCHED]
         enrolling = [n for n in content.get("enrolling", []) if isinstance(n, str)][:MAX_WATCHED]
+        self.nodes, self.commands, self.enrolling = frozenset(nodes), frozenset(commands), frozenset(enrolling)
         await self.send_json({"type": "events", "snapshot": True, "events": await _snapshot(nodes, commands, enrolling)})
 
-    # Group messages: coalesce, latest wins.
+    # Group messages: only what the page watches; coalesce, latest wins.
     async def device_state(self, message: dict[str, Any]) -> None:
         for node_id, values in message.get("devices", {}).items():
+            if node_id not in self.nodes:
+                continue
             for capability, value in values.items():
                 self.pending[("state", node_id, capability)] = dict(live.state_event(node_id, capability, value))
 
     async def live_presence(self, message: dict[str, Any]) -> None:
         event = message["event"]
-        self.pending[("presence", event["node_id"])] = event
+        if event["node_id"] in self.nodes:
+            self.pending[("presence", event["node_id"])] = event
 
     async def live_command(self, message: dict[str, Any]) -> None:
         event = message["event"]
-        self.pending[("command", event["id"])] = event
+        if event["id"] in self.commands:
+            self.pending[("command", event["id"])] = event
 
     async def live_alert(self, message: dict[str, Any]) -> None:
         self.alerts.extend(message["events"])
 
     async def live_enrolled(self, message: dict[str, Any]) -> None:
         event = message["event"]
-        self.pending[("enrolled", event["node_id"])] = event
+        if event["node_id"] in self.enrolling:
+            self.pending[("enrolled", event["node_id"])] = event
 
     async def _flush_forever(self) -> None:
         while True:

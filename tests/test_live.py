@@ -75,6 +75,8 @@ def test_a_user_demoted_while_connected_stops_receiving(alice: Any) -> None:
     async def scenario() -> None:
         communicator = communicator_for(alice)
         assert (await communicator.connect())[0]
+        await communicator.send_json_to({"type": "watch", "nodes": ["sensor-1"]})
+        await next_events(communicator)
         await sync_to_async(alice.groups.clear)()
         await sync_to_async(state.set_presence)("sensor-1", True)
         closed = await communicator.receive_output(timeout=5)
@@ -144,6 +146,28 @@ def test_denied_attempts_reach_open_pages_as_alerts_a_storm_only_its_newest(bob:
         alerts = [e for e in await next_events(communicator) if e["type"] == "alert"]
         assert [a["reason"] for a in alerts] == [f"attempt {i}" for i in range(42, 50)]
         assert alerts[-1]["who"] == "device:unknown@10.0.0.49" and alerts[-1]["kind"] == "denied"
+        await communicator.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_a_page_receives_only_what_it_watches(bob: Any) -> None:
+    bob.groups.add(Group.objects.get_or_create(name="viewer")[0])
+    thermostat("sensor-1")
+    thermostat("sensor-2")
+
+    async def scenario() -> None:
+        communicator = communicator_for(bob)
+        assert (await communicator.connect())[0]
+        await communicator.send_json_to({"type": "watch", "nodes": ["sensor-1"]})
+        await next_events(communicator)
+        now = state.timezone.now()
+        await sync_to_async(live.on_state)(
+            [state.StateReport("sensor-2", {"temperature": 30.0}, now), state.StateReport("sensor-1", {"temperature": 19.0}, now)]
+        )
+        await sync_to_async(state.set_presence)("sensor-2", True)
+        events = await next_events(communicator)
+        assert events == [{"type": "state", "node_id": "sensor-1", "capability": "temperature", "value": 19.0}]
         await communicator.disconnect()
 
     asyncio.run(scenario())
