@@ -112,7 +112,12 @@ def bob_web(bob: Any) -> Any:
 
 
 @pytest.fixture
-def root_web(django_user_model: Any) -> Any:
+def root(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_superuser("root", password="root-Pass-123")
+
+
+@pytest.fixture
+def root_web(root: Any) -> Any:
     client = Client()
-    client.force_login(django_user_model.objects.create_superuser("root", password="root-Pass-123"))
+    client.force_login(root)
     return client

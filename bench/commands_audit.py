@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchlib import log, percentile  # bench/ is the script directory, first on sys.path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -33,15 +35,9 @@ NODE_ID = "bench-thermostat-1"
 CAPABILITY = "setpoint"
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def percentile_ms(samples: list[float], pct: float) -> float:
     """The pct-th percentile (nearest rank) of durations in seconds, in milliseconds."""
-    ordered = sorted(samples)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered)) - 1))
-    return ordered[rank] * 1000
+    return percentile(samples, pct) * 1000
 
 
 def timed_calls(n: int, call: Callable[[int], object]) -> dict[str, float]:

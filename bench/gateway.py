@@ -72,6 +72,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchlib import log, percentile  # bench/ is the script directory, first on sys.path
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
@@ -92,17 +94,6 @@ HANDSHAKE_GOAL = 1.0  # x Mosquitto handshakes per broker CPU-second
 IDLE_GOAL_KB = 40.0
 STATE_GOAL = 0.5  # x Mosquitto QoS1 msgs/s
 NODE_PREFIX = "bench-"
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest rank, as bench/commands_audit.py."""
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered)) - 1))
-    return ordered[rank]
 
 
 def result_line(stdout: str) -> dict[str, Any]:

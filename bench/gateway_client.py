@@ -41,6 +41,8 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from benchlib import log  # bench/ is the script directory, first on sys.path
+
 try:
     import uvloop
 except ImportError:  # plain asyncio still works, just slower
@@ -57,10 +59,6 @@ THERMOSTAT_CAPABILITIES = [
     {"name": "setpoint", "kind": "actuator", "value_type": "float", "unit": "°C", "min": 5, "max": 35, "writable": True},
     {"name": "mode", "kind": "property", "value_type": "enum", "enum_values": ["off", "heat", "auto"], "writable": True},
 ]  # firmware.agent.profiles.PROFILES["thermostat"]["capabilities"]; the client imports nothing from the project
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def now_ms() -> int:

@@ -57,6 +57,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from benchlib import log, percentile  # bench/ is the script directory, first on sys.path
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
@@ -85,10 +87,6 @@ TIMEOUT_S = 1.0  # the import defaults, used by the bridges and the raw clients 
 RETRIES = 1
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def parse_shape(spec: str) -> tuple[int, int]:
     bridges, points = spec.lower().split("x")
     return int(bridges), int(points)
@@ -96,13 +94,6 @@ def parse_shape(spec: str) -> tuple[int, int]:
 
 def shape_registers(points: int) -> int:
     return sum(WIDTHS[POINT_TYPES[i % len(POINT_TYPES)]] for i in range(points))
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest rank, as bench/commands_audit.py and bench/gateway.py."""
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered)) - 1))
-    return ordered[rank]
 
 
 def proc_cpu_s(pid: int) -> float:

@@ -78,6 +78,8 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+from benchlib import log, percentile  # bench/ is the script directory, first on sys.path
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
@@ -101,17 +103,6 @@ IN_FLIGHT_PER_SESSION = 8
 STAMP_MODULO_MS = 10_000_000  # the send time rides in `temperature` as (ms % this) / 1000
 START_TIMEOUT_S = 60.0
 DETAIL_HISTORY_S = 24 * 3600  # the device page's thermostat: this much history at one report per 5 s
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest rank, as the other benches."""
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered)) - 1))
-    return ordered[rank]
 
 
 def summary(values: list[float]) -> dict[str, float]:

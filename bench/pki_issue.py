@@ -35,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchlib import log  # bench/ is the script directory, first on sys.path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -46,10 +48,6 @@ SERVICE_WARMUP = 2
 STALL_ENROLLMENTS = 5
 STALL_PAUSE_S = 0.005
 CRL_REPEATS = 5
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def rate(latencies: list[float], elapsed: float) -> dict[str, float]:

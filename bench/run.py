@@ -316,15 +316,15 @@ def main() -> int:
 
     gateway: dict[str, Any] | None = None
     if args.part in (None, "gateway"):
-        gateway = run_gateway(args.only)
+        gateway = run_part("mesh gateway and Mosquitto", GATEWAY_BENCH, GATEWAY_CONFIGS[args.only])
 
     modbus: dict[str, Any] | None = None
     if args.part in (None, "modbus"):
-        modbus = run_modbus(args.only)
+        modbus = run_part("industrial bridge beside raw pymodbus", MODBUS_BENCH, args.only)
 
     pages: dict[str, Any] | None = None
     if args.part in (None, "pages"):
-        pages = run_pages(args.only)
+        pages = run_part("operator pages at scale", PAGES_BENCH, PAGES_CONFIGS[args.only])
 
     if args.json:
         payload = {"machine": machine, "results": results, "pki": {"pure": pure, "service": service}, "gateway": gateway, "modbus": modbus, "pages": pages}
@@ -332,60 +332,21 @@ def main() -> int:
     return 0
 
 
-def run_gateway(only: str | None) -> dict[str, Any]:
-    """bench/gateway.py in its own process (it starts Mosquitto, gateways and clients itself); its report goes to stdout.
-    Its PostgreSQL database is its own (BENCH_GATEWAY_DATABASE_URL, default meshhub_bench_gateway), as is its Redis
-    database (BENCH_REDIS_URL, default db 14)."""
-    print("=== mesh gateway and Mosquitto (bench/gateway.py) ===", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(prefix="meshhub-bench-gateway-") as tmp:
-        raw = Path(tmp) / "gateway.json"
-        argv = [sys.executable, str(GATEWAY_BENCH), "--json", str(raw)]
-        configs = GATEWAY_CONFIGS[only]
+def run_part(title: str, script: Path, configs: str | None) -> dict[str, Any]:
+    """One bench script in its own process (it starts its servers, workers and clients itself;
+    each uses a PostgreSQL database and Redis DB of its own, named in its docstring); its
+    report goes to stdout, its figures come back through --json."""
+    print(f"=== {title} ({script.relative_to(REPO_ROOT)}) ===", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix=f"meshhub-bench-{script.stem}-") as tmp:
+        raw = Path(tmp) / f"{script.stem}.json"
+        argv = [sys.executable, str(script), "--json", str(raw)]
         if configs:
             argv += ["--configs", configs]
         proc = subprocess.run(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
         print()
         print(proc.stdout.rstrip())
         if proc.returncode != 0:
-            raise SystemExit(f"bench/gateway.py exited with {proc.returncode}")
-        result: dict[str, Any] = json.loads(raw.read_text())
-        return result
-
-
-def run_modbus(only: str | None) -> dict[str, Any]:
-    """bench/modbus.py in its own process (it starts the Modbus server and its workers itself); its report goes to stdout.
-    Its PostgreSQL database is its own (BENCH_MODBUS_DATABASE_URL, default meshhub_bench_modbus)."""
-    print("=== industrial bridge beside raw pymodbus (bench/modbus.py) ===", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(prefix="meshhub-bench-modbus-") as tmp:
-        raw = Path(tmp) / "modbus.json"
-        argv = [sys.executable, str(MODBUS_BENCH), "--json", str(raw)]
-        if only:
-            argv += ["--configs", only]
-        proc = subprocess.run(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
-        print()
-        print(proc.stdout.rstrip())
-        if proc.returncode != 0:
-            raise SystemExit(f"bench/modbus.py exited with {proc.returncode}")
-        result: dict[str, Any] = json.loads(raw.read_text())
-        return result
-
-
-def run_pages(only: str | None) -> dict[str, Any]:
-    """bench/pages.py in its own process (it seeds, starts the hub, the load client and Chromium itself); its report goes to stdout.
-    Its PostgreSQL database is its own (BENCH_PAGES_DATABASE_URL, default meshhub_bench_pages), as is its Redis
-    database (BENCH_PAGES_REDIS_URL, default db 11)."""
-    print("=== operator pages at scale (bench/pages.py) ===", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(prefix="meshhub-bench-pages-") as tmp:
-        raw = Path(tmp) / "pages.json"
-        argv = [sys.executable, str(PAGES_BENCH), "--json", str(raw)]
-        configs = PAGES_CONFIGS[only]
-        if configs:
-            argv += ["--configs", configs]
-        proc = subprocess.run(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
-        print()
-        print(proc.stdout.rstrip())
-        if proc.returncode != 0:
-            raise SystemExit(f"bench/pages.py exited with {proc.returncode}")
+            raise SystemExit(f"{script.relative_to(REPO_ROOT)} exited with {proc.returncode}")
         result: dict[str, Any] = json.loads(raw.read_text())
         return result
 

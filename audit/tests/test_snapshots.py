@@ -18,7 +18,6 @@ from asgiref.sync import async_to_sync
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import AsyncClient, Client
@@ -28,6 +27,7 @@ from audit.chain import GENESIS_HASH, HASHED_FIELDS, iter_links, verify_links
 from audit.models import AuditChainHead, AuditEvent, AuditSnapshot
 from audit.services import Actor, record
 from audit.tasks import snapshot_audit
+from conftest import client_for
 from devices import identity
 from devices.models import HubKey, HubKeyKind
 
@@ -72,22 +72,6 @@ def parse_jsonl(text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def web(user: Any, role: str | None) -> Client:
-    if role:
-        user.groups.add(Group.objects.get(name=role))
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def root(django_user_model: Any) -> Any:
-    return django_user_model.objects.create_superuser("root", password="root-Pass-123")
-
-
-@pytest.fixture
-def root_web(root: Any) -> Client:
-    return web(root, None)
 
 
 # --- signing and verifying -----------------------------------------------------------
@@ -359,7 +343,7 @@ def test_the_export_download_streams_under_asgi_too(root: Any) -> None:
 
 @pytest.mark.parametrize("role", ["viewer", "operator"])
 def test_only_admins_get_the_downloads_and_every_refusal_is_audited(role: str, alice: Any) -> None:
-    client = web(alice, role)
+    client = client_for(alice, role)
     for path in DOWNLOADS:
         assert client.get(path).status_code == 403, path
     refused = AuditEvent.objects.filter(decision="deny", actor_id="alice", reason="missing scope 'admin'")
