@@ -72,8 +72,6 @@ def parse_jsonl(text: str) -> list[dict[str, Any]]:
     return rows
 
 
-
-
 # --- signing and verifying -----------------------------------------------------------
 
 
