@@ -141,9 +141,9 @@ def live_hub_fixture(transactional_db: None, tmp_path: Path) -> Iterator[LiveHub
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
     port = listener.getsockname()[1]
-    from tests.process_helpers import free_port
+    from tests.process_helpers import free_ports
 
-    enroll_port, mesh_port = free_port(), free_port()
+    enroll_port, mesh_port = free_ports(2)
     # The ports also go into the child's settings: the enrollment page prints them for the agent.
     env = {**_child_env(), _DEVICE_PORTS_ENV: f"{enroll_port},{mesh_port}", "MESHHUB_ENROLL_PORT": str(enroll_port), "MESHHUB_MESH_PORT": str(mesh_port)}
     log_path = tmp_path / "daphne.log"

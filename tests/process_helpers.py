@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
+import select
 import socket
 import subprocess
 import time
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: all bound at once (two separate binds may get the same port)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def hub_env() -> dict[str, str]:
@@ -32,20 +43,30 @@ def hub_env() -> dict[str, str]:
 
 
 def read_until(proc: subprocess.Popen[str], pattern: str, deadline_s: float) -> re.Match[str]:
-    """Read the hub's log until a line matches; fail with the log if it never does."""
+    """Read the hub's log until a line matches (searching every line seen so far, so calls
+    may ask in any order); fail with the log if none does by the deadline.
+
+    Reads the pipe's file descriptor directly: `select()` beside the text wrapper's
+    `readline()` misses lines that wrapper already buffered (two log lines written at
+    once left the second unseen until the deadline)."""
     assert proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    seen: list[str] = []
+    log: dict[str, Any] = proc.__dict__.setdefault("_meshhub_log", {"lines": [], "partial": b""})
+    regex = re.compile(pattern)
+    searched = 0
     end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if not selector.select(timeout=max(0.0, end - time.monotonic())):
+    fd = proc.stdout.fileno()
+    while True:
+        for line in log["lines"][searched:]:
+            match = regex.search(line)
+            if match:
+                return match
+        searched = len(log["lines"])
+        remaining = end - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
             break
-        line = proc.stdout.readline()
-        if not line:
+        chunk = os.read(fd, 65536)
+        if not chunk:
             break
-        seen.append(line)
-        match = re.search(pattern, line)
-        if match:
-            return match
-    raise AssertionError(f"never saw {pattern!r}; log:\n{''.join(seen[-40:])}")
+        *complete, log["partial"] = (log["partial"] + chunk).split(b"\n")
+        log["lines"].extend(raw.decode("utf-8", "replace") + "\n" for raw in complete)
+    raise AssertionError(f"never saw {pattern!r}; log:\n{''.join(log['lines'][-40:])}")

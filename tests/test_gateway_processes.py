@@ -22,7 +22,7 @@ from firmware.agent.core.agent import Agent
 from firmware.agent.hardware import VirtualHardware
 from firmware.agent.profiles import PROFILES
 from tests.mesh_helpers import wait_for
-from tests.process_helpers import free_port, hub_env, read_until
+from tests.process_helpers import free_ports, hub_env, read_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -47,7 +47,7 @@ def start_runmesh(enroll_port: int, mesh_port: int) -> subprocess.Popen[str]:
 
 
 def test_a_killed_gateway_loses_no_acknowledged_report(tmp_path: Path) -> None:
-    enroll_port, mesh_port = free_port(), free_port()
+    enroll_port, mesh_port = free_ports(2)
     gateway = start_runmesh(enroll_port, mesh_port)
     stop = threading.Event()
     thread = None
@@ -93,7 +93,8 @@ def test_two_gateways_serve_one_fleet_and_commands_reach_either(tmp_path: Path) 
     from devices import services
     from devices.models import Command, Device
 
-    ports = [(free_port(), free_port()), (free_port(), free_port())]
+    a, b, c, d = free_ports(4)
+    ports = [(a, b), (c, d)]
     gateways = [start_runmesh(*pair) for pair in ports]
     stop = threading.Event()
     threads = []
@@ -122,7 +123,8 @@ def test_a_newer_session_on_another_gateway_replaces_the_older_one(tmp_path: Pat
     from audit.models import AuditEvent
     from tests.test_gateway import RawDevice
 
-    ports = [(free_port(), free_port()), (free_port(), free_port())]
+    a, b, c, d = free_ports(4)
+    ports = [(a, b), (c, d)]
     gateways = [start_runmesh(*pair) for pair in ports]
     try:
         enrolled_agent(ports[0][0], ports[0][1], "sensor-1", "thermostat", tmp_path)  # enrolls; its loop never runs

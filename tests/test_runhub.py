@@ -22,7 +22,7 @@ from firmware.agent.core import discovery as agent_discovery
 from firmware.agent.core import enroll as agent_enroll
 from tests.factories import thermostat
 from tests.mesh_helpers import wait_for
-from tests.process_helpers import free_port, hub_env, read_until
+from tests.process_helpers import free_ports, hub_env, read_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -47,7 +47,7 @@ def test_runhub_serves_enrolls_runs_the_worker_and_stops_cleanly(tmp_path: Path)
     an_hour_ago = timezone.now() - timedelta(hours=1)
     Command.objects.filter(pk=stale.pk).update(created_at=an_hour_ago, expires_at=an_hour_ago + timedelta(seconds=5))
 
-    port, enroll_port, mesh_port, discovery_port = free_port(), free_port(), free_port(), free_port()
+    port, enroll_port, mesh_port, discovery_port = free_ports(4)
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -191,9 +191,8 @@ class MeshGateway:
         return f"gateway:{self.instance_id[:12]}"
 
     async def start(self) -> int:
-        self.audit.start()
-        self._reloader = asyncio.get_running_loop().create_task(self._listen_for_reloads())
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_outbox())
+        """Bind first: a port in use raises before any background task runs (which would
+        otherwise be left running, and keep a failed process from exiting)."""
         self.loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
@@ -207,6 +206,9 @@ class MeshGateway:
             raise
         self.listener = listener
         self.port = listener.getsockname()[1]
+        self.audit.start()
+        self._reloader = self.loop.create_task(self._listen_for_reloads())
+        self._sweeper = self.loop.create_task(self._sweep_outbox())
         self._acceptor = self.loop.create_task(self._accept_loop(listener))
         self._stamper = self.loop.create_task(self._stamp_alive())
         logger.info("mesh gateway listening on %s:%s (mTLS)", self.host, self.port, extra={"port": self.port})
