@@ -79,10 +79,14 @@ def worker(now: datetime) -> Component:
     return Component("worker", alive, f"ran the heartbeat task {_age(row.at, now)}" + ("" if alive else ": worker or beat is down"), row.at)
 
 
-def beat(now: datetime) -> Component:
+def beat(now: datetime, worker: Component | None) -> Component:
+    """Only beat schedules the heartbeat task, so a fresh worker stamp proves beat too;
+    without one, beat's own bookkeeping (saved every few minutes) is the evidence."""
     from django.db.models import Max
     from django_celery_beat.models import PeriodicTask
 
+    if worker is not None and worker.ok and worker.at is not None:
+        return Component("beat", True, f"scheduled the heartbeat task the worker ran {_age(worker.at, now)}", worker.at)
     last = PeriodicTask.objects.filter(enabled=True).aggregate(last=Max("last_run_at"))["last"]
     if last is None:
         return Component("beat", False, "no periodic task has run yet: is celery beat running?")
@@ -160,7 +164,7 @@ def status() -> dict[str, Any]:
     problems.append(problem)
     worker_row, problem = probe("worker", worker, now)
     problems.append(problem)
-    beat_row, problem = probe("beat", beat, now)
+    beat_row, problem = probe("beat", beat, now, worker_row)
     problems.append(problem)
     queues, problem = probe("broker", queue_depths)
     problems.append(problem)

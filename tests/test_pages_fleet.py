@@ -158,5 +158,8 @@ def test_the_system_page_shows_gateways_worker_queues_and_versions(bob_web: Clie
     page = bob_web.get("/system/").content.decode()
     assert "12 connections on 0.0.0.0:8883" in page and "silent since" in page
     assert "<b data-connections>12</b>" in page  # a silent gateway's connections are not counted
-    assert "no heartbeat yet" in page  # no worker in this test
+    assert "no heartbeat yet" in page and "no periodic task has run yet" in page  # no worker, no beat in this test
+    Heartbeat.objects.create(name="worker", at=now)  # the heartbeat task only runs when beat schedules it
+    page = bob_web.get("/system/").content.decode()
+    assert "ran the heartbeat task" in page and "scheduled the heartbeat task" in page
     assert 'data-queue="celery"' in page and "Django" in page and "pymodbus" in page
