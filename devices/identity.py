@@ -360,6 +360,14 @@ class EnrollmentTicket:
             query["pin"] = self.pin
         return "meshhub://enroll?" + urlencode(query)
 
+    def agent_command(self) -> str:
+        """What to run on the device (the reference agent's CLI, ARCHITECTURE §9)."""
+        pin = f" --pin {self.pin}" if self.pin else ""
+        return (
+            f"python -m firmware.agent enroll --host {settings.PUBLIC_HOST} --port {settings.ENROLL_PORT} --node-id {self.enrollment.node_id} "
+            f"--code {self.code}{pin} --fingerprint {active_ca().fingerprint} --state-dir ./state-{self.enrollment.node_id}"
+        )
+
     def qr_svg(self) -> str:
         import segno
 

@@ -44,11 +44,11 @@ def _enrollment_context(request: HttpRequest, form: dict[str, Any], error: str =
 
 
 def enrollment_page(request: HttpRequest) -> HttpResponse:
-    """GET: the form and the codes handed out so far. POST: create a code and show it once."""
+    """GET: the form and the codes handed out so far. POST: create a code and show it once.
+    Both need scope `reset` (one check: the list names who is about to join)."""
     require_scope(request, Scope.RESET, "enrollment.view", "enrollment")
     if request.method != "POST":
         return render(request, "devices/enrollment.html", _enrollment_context(request, {"device_type": "generic", "ttl_s": str(TTL_CHOICES[0][0])}))
-    require_scope(request, Scope.RESET, "enrollment.create", "enrollment")
     form: dict[str, Any] = {
         "node_id": request.POST.get("node_id", "").strip(),
         "device_type": request.POST.get("device_type", "").strip() or "generic",
@@ -65,16 +65,8 @@ def enrollment_page(request: HttpRequest) -> HttpResponse:
         ticket = identity.create_enrollment(actor_for_request(request), form["node_id"], device_type=form["device_type"], with_pin=form["pin"], ttl_s=ttl)
     except identity.IdentityError as refused:
         return render(request, "devices/enrollment.html", _enrollment_context(request, form, refused.reason), status=400)
-    info = ticket.as_dict()
-    command = (
-        f"python -m firmware.agent enroll --host {info['enroll_host']} --port {info['enroll_port']} --node-id {info['node_id']} "
-        f"--code {info['code']}{' --pin ' + info['pin'] if info['pin'] else ''} --fingerprint {info['ca_fingerprint']} --state-dir ./state-{info['node_id']}"
-    )
-    response = render(
-        request,
-        "devices/enrollment_ticket.html",
-        {"ticket": info, "expires_at": ticket.enrollment.expires_at, "qr_svg": ticket.qr_svg(), "agent_command": command},
-    )
+    context = {"ticket": ticket.as_dict(), "expires_at": ticket.enrollment.expires_at, "qr_svg": ticket.qr_svg(), "agent_command": ticket.agent_command()}
+    response = render(request, "devices/enrollment_ticket.html", context)
     response["Cache-Control"] = "no-store"  # the code and PIN are shown once; keep them out of caches and history
     return response
 

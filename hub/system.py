@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import platform
 import ssl
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import metadata
@@ -190,5 +189,4 @@ def status() -> dict[str, Any]:
         "versions": versions(),
         "ports": {"mesh": settings.MESH_PORT, "enroll": settings.ENROLL_PORT, "public_host": settings.PUBLIC_HOST},
         "problems": [p for p in problems if p],
-        "python": sys.version.split()[0],
     }

@@ -47,7 +47,6 @@ class Command(BaseCommand):
             f"uri:            {info['uri']}",
             "",
             "on the device:",
-            f"  python -m firmware.agent enroll --host {info['enroll_host']} --port {info['enroll_port']} --node-id {info['node_id']} "
-            f"--code {info['code']}{' --pin ' + info['pin'] if info['pin'] else ''} --fingerprint {info['ca_fingerprint']} --state-dir ./state-{info['node_id']}",
+            f"  {ticket.agent_command()}",
         ]
         self.stdout.write("\n".join(lines))
