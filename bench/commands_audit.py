@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from benchlib import log, percentile  # bench/ is the script directory, first on sys.path
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
+from benchlib import log, percentile  # bench/ is the script directory, first on sys.path; it also sets up the import path
 
 RESULT_MARKER = "BENCH-RESULT "
 WARMUP = 20

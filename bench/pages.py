@@ -78,15 +78,7 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
-from benchlib import log, percentile  # bench/ is the script directory, first on sys.path
-
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
+from benchlib import BENCH_DIR, REPO_ROOT, log, percentile  # bench/ is the script directory, first on sys.path; it also sets up the import path
 
 RESULT_MARKER = "BENCH-RESULT "
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/meshhub_bench_pages"
