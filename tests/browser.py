@@ -189,7 +189,7 @@ class _SharedChromium:
     def acquire(self) -> tuple[Any, asyncio.AbstractEventLoop]:
         if self.users == 0:
             if not os.path.exists(CHROMIUM):
-                pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")
+                pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (`make test` does this as root)")
             from playwright.sync_api import sync_playwright
 
             self.playwright = sync_playwright().start()

@@ -122,6 +122,19 @@
     return idxs.length ? idxs : null;
   }
 
+  // The value axis is as wide as its longest label ("19.58 °C", "-1,250 kWh"): a fixed
+  // width clipped long labels at the chart's left edge. uPlot calls this per layout cycle;
+  // after the first two it keeps the width it has, so the layout settles.
+  function valueAxisSize(u, values, axisIdx, cycle) {
+    const axis = u.axes[axisIdx];
+    if (cycle > 1) return axis._size;
+    let longest = "";
+    for (const label of values || []) if (label.length > longest.length) longest = label;
+    u.ctx.font = axis.font[0];
+    const text = longest ? u.ctx.measureText(longest).width / devicePixelRatio : 0;
+    return Math.max(48, Math.ceil(axis.ticks.size + axis.gap + text + 4));
+  }
+
   function options() {
     const css = getComputedStyle(document.documentElement);
     const color = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
@@ -148,7 +161,7 @@
       bands: bands,
       // uPlot formats time axes with the browser's local clock (its default tzDate).
       scales: { x: { time: true, range: () => [view.start, view.end] } },
-      axes: [Object.assign({ space: 90 }, axis), Object.assign({ size: 64, values: (u, splits) => splits.map((v) => number.format(v) + unit) }, axis)],
+      axes: [Object.assign({ space: 90 }, axis), Object.assign({ size: valueAxisSize, values: (u, splits) => splits.map((v) => number.format(v) + unit) }, axis)],
       cursor: { drag: { x: false, y: false } }, // the range buttons choose the window
     };
   }
