@@ -76,6 +76,8 @@ def test_alice_watches_a_device_come_online_commands_it_and_sees_the_result(live
         page.wait_for_selector("ul.messages li")
         command = Command.objects.get()
         page.wait_for_selector(f'[data-command="{command.pk}"] [data-status]:text("succeeded")', timeout=20_000)
+        # The device's answer arrives with the status, without a reload.
+        page.wait_for_selector(f'[data-command="{command.pk}"] [data-result]:text-is("22.5")', timeout=5_000)
         assert agent.hardware.values["setpoint"] == 22.5
         screenshot(page, "device-detail")
 

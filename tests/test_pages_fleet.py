@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import Actor
+from devices import delivery, services, state
 from devices.models import Command, Enrollment, Group
 from hub.models import Heartbeat
 from industrial import config
@@ -147,6 +149,37 @@ def test_the_industrial_pages_show_points_and_refuse_bad_writes_inline(alice_web
     answer = alice_web.post("/industrial/plc-line-1/write/", {"capability": "level", "value": "42"}, follow=True)
     assert answer.status_code == 200 and "Write level = 42 queued" in answer.content.decode()
     assert Command.objects.get().value == 42
+
+
+def test_values_read_as_the_protocol_spells_them_zero_and_false_included(alice_web: Client) -> None:
+    """A PLC's 0 and false, a relay's true: the page shows what the live script would put
+    in the same cell (`0`, `false`, `true`), never Python's `False` or an empty `{}`."""
+    document = {
+        "bridges": [
+            {
+                "node_id": "plc-line-1",
+                "host": "127.0.0.1",
+                "port": 1,
+                "points": [
+                    {"capability": "level", "register": "holding", "address": 0, "data_type": "u16"},
+                    {"capability": "pump", "register": "coil", "address": 0, "data_type": "bool", "writable": True},
+                ],
+            }
+        ]
+    }
+    config.import_document(Actor("user", "root"), document)
+    now = timezone.now()
+    state.apply_reports([state.StateReport("plc-line-1", {"level": 0, "pump": False}, now)], now=now)
+    page = alice_web.get("/industrial/plc-line-1/").content.decode()
+    assert "<span data-value>0</span>" in page and "<span data-value>false</span>" in page
+    assert "{}" not in page and "False" not in page
+    relay(node_id="relay-1")
+    state.apply_reports([state.StateReport("relay-1", {"on": True, "power": 12.5}, now)], now=now)
+    command = services.send_command(Actor("user", "alice"), "relay-1", "set", "on", False)
+    delivery.record_result("relay-1", str(command.pk), "ok", False, None)
+    page = alice_web.get("/devices/relay-1/").content.decode()
+    assert "<td data-value>true</td>" in page and "<td data-value>12.5</td>" in page
+    assert "<td data-result>false</td>" in page and "True" not in page
 
 
 def test_the_system_page_shows_gateways_worker_queues_and_versions(bob_web: Client) -> None:

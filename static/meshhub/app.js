@@ -68,6 +68,12 @@
       count.closest("[data-denied-stat]").classList.add("bad");
     }
   }
+  // A device value as the protocol spells it (true, 21.5, auto): the same text as the
+  // templates' `wire` filter (hub/templatetags/meshhub.py) renders on a reload.
+  function shown(value, absent) {
+    if (value === null || value === undefined) return absent;
+    return typeof value === "string" ? value : JSON.stringify(value);
+  }
   function apply(event) {
     const scopes = document.querySelectorAll('[data-node="' + CSS.escape(event.node_id || "") + '"]');
     if (event.type === "presence") {
@@ -82,7 +88,7 @@
     } else if (event.type === "state") {
       scopes.forEach(function (scope) {
         scope.querySelectorAll('[data-capability="' + CSS.escape(event.capability) + '"] [data-value]').forEach(function (el) {
-          el.textContent = typeof event.value === "string" ? event.value : JSON.stringify(event.value);
+          el.textContent = shown(event.value, "—");
         });
       });
     } else if (event.type === "alert") {
@@ -95,8 +101,11 @@
         });
       });
     } else if (event.type === "command") {
-      document.querySelectorAll('[data-command="' + CSS.escape(event.id) + '"] [data-status]').forEach(function (el) {
-        el.textContent = event.status;
+      document.querySelectorAll('[data-command="' + CSS.escape(event.id) + '"]').forEach(function (row) {
+        row.querySelectorAll("[data-status]").forEach((el) => (el.textContent = event.status));
+        const result = event.result || {};
+        const text = [shown(result.value, ""), result.reason || ""].filter(Boolean).join(" ");
+        row.querySelectorAll("[data-result]").forEach((el) => (el.textContent = text));
       });
     }
   }
