@@ -320,6 +320,10 @@ SPECTACULAR_SETTINGS = {
 
 # --- logging: one JSON object per line on stdout ------------------------------------------
 LOG_LEVEL = env("MESHHUB_LOG_LEVEL", "INFO").upper()
+# Celery's per-task lines ("received", "succeeded", beat's "sending due task") come every
+# few seconds from the housekeeping schedule and drown the hub's own log at INFO; they
+# show at DEBUG. Failures stay visible: celery.app.trace logs them at ERROR.
+ROUTINE_CELERY_LEVEL = "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -329,5 +333,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        "celery.app.trace": {"level": ROUTINE_CELERY_LEVEL},
+        "celery.worker.strategy": {"level": ROUTINE_CELERY_LEVEL},
+        "celery.beat": {"level": ROUTINE_CELERY_LEVEL},
     },
 }

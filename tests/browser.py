@@ -293,6 +293,10 @@ def screenshot(page: Any, name: str) -> Path:
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOT_DIR / (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") + ".png")
     page.screenshot(path=str(path), full_page=True)
+    # Looked at, a page wider than its window was a table pushed out by one long token
+    # (the audit page at 1,376 px): every page fits the width it is shown at.
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{name} is {overflow} px wider than the window (screenshot: {path})"
     return path
 
 

@@ -182,6 +182,9 @@ def test_every_page_for_a_screenshot_with_a_fleet(live_hub: LiveHub, page: Any, 
     screenshot(page, "system")
     page.goto(live_hub.url + "/audit/snapshots/")
     screenshot(page, "audit-snapshots")
+    page.goto(live_hub.url + "/audit/")  # its targets include the CA's long fingerprint
+    assert page.locator("[data-chain=intact]").count() == 1 or "Verify the chain now" in page.content()
+    screenshot(page, "audit")
 
 
 def test_bob_sees_no_action_buttons_and_a_forged_post_is_refused(live_hub: LiveHub, page: Any, django_user_model: Any, tmp_path: Path) -> None:

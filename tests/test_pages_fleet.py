@@ -13,7 +13,7 @@ from devices import delivery, services, state
 from devices.models import Command, Enrollment, Group
 from hub.models import Heartbeat
 from industrial import config
-from tests.factories import relay, thermostat
+from tests.factories import dimmer, relay, thermostat
 from tests.test_identity_operations import provisioned
 
 pytestmark = pytest.mark.django_db
@@ -180,6 +180,8 @@ def test_values_read_as_the_protocol_spells_them_zero_and_false_included(alice_w
     page = alice_web.get("/devices/relay-1/").content.decode()
     assert "<td data-value>true</td>" in page and "<td data-value>12.5</td>" in page
     assert "<td data-result>false</td>" in page and "True" not in page
+    dimmer(node_id="dimmer-1")
+    assert "int 0–100</td>" in alice_web.get("/devices/dimmer-1/").content.decode()
 
 
 def test_the_system_page_shows_gateways_worker_queues_and_versions(bob_web: Client) -> None:
