@@ -32,6 +32,30 @@ def profile_for(index: int, device_type: str | None) -> str:
     return device_type if device_type in PROFILES else PROFILE_CYCLE[index % len(PROFILE_CYCLE)]
 
 
+PROFILE_FILE = "simulated_profile"  # beside the identity: what this simulated device is
+
+
+def chosen_profile(state_dir: str, index: int, ticket: dict[str, Any] | None, forced: str | None) -> str:
+    """The profile a simulated device runs: --profile, else the one it ran before (a
+    restarted fleet lists its devices by name, so a position-based guess turned
+    demo-dimmer-1 into a thermostat and the hub replaced its capabilities), else its
+    enrollment's device type, else the next one in turn. Remembered for the next start."""
+    path = os.path.join(state_dir, PROFILE_FILE)
+    if forced:
+        return forced
+    try:
+        with open(path) as handle:
+            remembered = handle.read().strip()
+    except OSError:
+        remembered = ""
+    if remembered in PROFILES:
+        return remembered
+    name = profile_for(index, (ticket or {}).get("device_type"))
+    with open(path, "w") as handle:
+        handle.write(name + "\n")
+    return name
+
+
 def has_identity(state_dir: str) -> bool:
     return all(os.path.exists(os.path.join(state_dir, name)) for name in ("key.pem", "cert.pem", "ca.pem", "hub.json"))
 
@@ -68,7 +92,7 @@ def run_device(index: int, state_dir: str, ticket: dict[str, Any] | None, args: 
             return
         if not enroll_with_retry(ticket, state_dir, stop, args.enroll_host, args.enroll_port):
             return
-    profile = load_profile(args.profile or profile_for(index, (ticket or {}).get("device_type")))
+    profile = load_profile(chosen_profile(state_dir, index, ticket, args.profile))
     agent = Agent(port, state_dir, profile, VirtualHardware(profile, seed=index), report_s=args.report_s)
     agents.append(agent)
     agent.run(stop.is_set)

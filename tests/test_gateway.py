@@ -373,6 +373,20 @@ def test_the_simulator_enrolls_and_runs_a_fleet_through_the_real_flow(listeners:
         assert sim.returncode == 0, output
     wait_for(lambda: not Device.objects.filter(node_id__startswith="sim-", online=True).exists())
 
+    # Started again without codes (as `make run` does after a restart), each device comes
+    # back as what it was: sim-2 stays a meter, its capabilities untouched.
+    restart = [arg for arg in argv if arg not in ("--enrollments", str(codes))]
+    sim = subprocess.Popen(restart, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: Device.objects.filter(node_id__startswith="sim-", online=True).count() == 3, timeout_s=30)
+        capabilities = {node: set(Device.objects.get(node_id=node).capabilities.values_list("name", flat=True)) for node in ("sim-0", "sim-1", "sim-2")}
+        assert capabilities == {"sim-0": {"temperature", "setpoint", "mode"}, "sim-1": {"on", "power"}, "sim-2": {"energy", "power"}}
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        output = sim.communicate(timeout=30)[0]
+        assert sim.returncode == 0, output
+    wait_for(lambda: not Device.objects.filter(node_id__startswith="sim-", online=True).exists())
+
 
 def test_a_flooding_device_is_rate_limited_and_others_are_unaffected(settings: Any, tmp_path: Path) -> None:
     settings.MESH_FRAMES_PER_S = 20

@@ -26,6 +26,7 @@ from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
 from devices import identity
+from firmware.simulate import PROFILE_FILE
 from hub.mesh.discovery import DiscoveryResponder
 from hub.mesh.enroll import EnrollmentListener
 from hub.mesh.gateway import MeshGateway
@@ -125,6 +126,10 @@ def demo_fleet_argv(count: int, enroll_port: int) -> list[str]:
     for index in range(count):
         profile = DEMO_PROFILES[index % len(DEMO_PROFILES)]
         node_id = f"demo-{profile}-{index // len(DEMO_PROFILES) + 1}"
+        # The simulator runs each device as the profile named here, also for a state
+        # directory made before it remembered profiles.
+        (root / node_id).mkdir(mode=0o700, exist_ok=True)
+        (root / node_id / PROFILE_FILE).write_text(profile + "\n")
         has_state = (root / node_id / "cert.pem").exists()
         has_cert = Certificate.objects.filter(device__node_id=node_id, status=CertificateStatus.ACTIVE).exists()
         if has_state and has_cert:
