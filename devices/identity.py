@@ -237,6 +237,24 @@ def discovery_answer(enroll_port: int | None = None, mesh_port: int | None = Non
     }
 
 
+def warn_if_devices_dial_elsewhere(enroll_port: int, mesh_port: int) -> list[str]:
+    """Enrollment codes and the enrolled answer name MESHHUB_ENROLL_PORT/MESHHUB_MESH_PORT
+    (every process agrees on them: the pages, createenrollment, the gateways), not the
+    port a listener was told to bind. A listener started with another port is fine behind
+    a forwarder and a trap otherwise (devices enrolled here would dial the setting): say so
+    once at start. Returns the warnings logged."""
+    warnings = []
+    listeners = (("enrollment", enroll_port, settings.ENROLL_PORT, "MESHHUB_ENROLL_PORT"), ("mesh", mesh_port, settings.MESH_PORT, "MESHHUB_MESH_PORT"))
+    for name, bound, told, variable in listeners:
+        if bound != told:
+            warnings.append(
+                f"the {name} listener binds port {bound} but devices are told {told} ({variable}): set it to {bound} unless a forwarder maps {told} to {bound}"
+            )
+    for warning in warnings:
+        logger.warning(warning)
+    return warnings
+
+
 def signing_key(kind: str = HubKeyKind.HUB_SIGNING) -> ed25519.Ed25519PrivateKey:
     hub_key = _ensure_signing_key(kind)
     key = _decrypt(hub_key.key_pem, f"{kind} key")

@@ -233,3 +233,11 @@ def test_a_changed_passphrase_gives_a_clear_error_not_a_key(settings: Any) -> No
         identity.ca_material(identity.active_ca())
     with pytest.raises(CommandError, match="MESHHUB_CA_PASSPHRASE"):
         call_command("runhub", "--no-worker", "--port", "0")
+
+
+def test_a_listener_bound_to_another_port_than_devices_are_told_is_named_at_start(settings: Any, caplog: Any) -> None:
+    settings.ENROLL_PORT, settings.MESH_PORT = 8884, 8883
+    assert identity.warn_if_devices_dial_elsewhere(8884, 8883) == []
+    warnings = identity.warn_if_devices_dial_elsewhere(8884, 9883)
+    assert warnings == ["the mesh listener binds port 9883 but devices are told 8883 (MESHHUB_MESH_PORT): set it to 9883 unless a forwarder maps 8883 to 9883"]
+    assert warnings[0] in caplog.text

@@ -186,6 +186,7 @@ class Command(BaseCommand):
 
         from hub.asgi import application
 
+        identity.warn_if_devices_dial_elsewhere(options["enroll_port"], options["mesh_port"])
         enroll_listener = EnrollmentListener(options["device_host"], options["enroll_port"], pki_files)
         gateway = MeshGateway(options["device_host"], options["mesh_port"], pki_files, application)
         responder = None

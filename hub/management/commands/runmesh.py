@@ -33,6 +33,7 @@ class Command(BaseCommand):
             files = identity.ensure_hub_identity()
         except identity.IdentityError as exc:
             raise CommandError(exc.reason) from None
+        identity.warn_if_devices_dial_elsewhere(options["enroll_port"], options["mesh_port"])
         answer = identity.discovery_answer(options["enroll_port"], options["mesh_port"]) if options["discovery_port"] else None
         serve = self.serve(options["host"], options["enroll_port"], options["mesh_port"], files, options["discovery_port"], answer)
         try:  # uvloop: about a sixth of the memory per idle TLS connection (docs/performance.md)
