@@ -102,6 +102,26 @@ def test_admin_revokes_a_device_after_asking_for_a_reason(root_client: Client) -
     assert (event.actor_type, event.actor_id, event.reason) == ("user", "root", "lost")
 
 
+def test_admin_provisioning_reset_asks_first_then_resets_and_audits(root_client: Client) -> None:
+    from devices.models import Device
+
+    cert = enrolled("sensor-1")
+    device = Device.objects.get(node_id="sensor-1")
+    url = reverse("admin:devices_device_changelist")
+    ask = root_client.post(url, {"action": "provision_reset", "_selected_action": [device.pk]})
+    assert ask.status_code == 200 and b"Provisioning reset" in ask.content and b"sensor-1" in ask.content
+    device.refresh_from_db()
+    cert.refresh_from_db()
+    assert (device.status, cert.status) == ("provisioned", "active"), "nothing happens before confirmation"
+    done = root_client.post(url, {"action": "provision_reset", "_selected_action": [device.pk], "apply": "Reset"}, follow=True)
+    assert done.status_code == 200 and "Reset: 1" in done.content.decode()
+    device.refresh_from_db()
+    cert.refresh_from_db()
+    assert (device.status, cert.status) == ("unprovisioned", "revoked")
+    event = AuditEvent.objects.get(action="device.provision_reset")
+    assert (event.actor_type, event.actor_id, event.decision, event.target_id) == ("user", "root", "allow", "sensor-1")
+
+
 def test_admin_factory_reset_is_two_steps_with_a_token(root_client: Client) -> None:
     import re
 
