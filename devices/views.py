@@ -136,7 +136,9 @@ def device_command(request: HttpRequest, node_id: str) -> HttpResponse:
     except services.CommandRejected as rejected:
         context = {**_detail_context(device), "form": form, "error": rejected}
         return render(request, "devices/device_detail.html", context, status=400)
-    messages.success(request, f"Command {command.action} {command.capability} sent ({str(command.id)[:8]}…): {command.status}")
+    # Not its status: that changes within a second and the flash would go on saying "pending";
+    # the Commands table below shows it live.
+    messages.success(request, f"Command {command.action} {command.capability} queued ({str(command.id)[:8]}…): its status and result follow under Commands.")
     return redirect("device-page", node_id=node_id)
 
 

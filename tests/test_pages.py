@@ -66,7 +66,7 @@ def test_an_operator_sends_a_command_from_the_device_page(alice_web: Client) -> 
     assert answer.status_code == 200
     command = Command.objects.get()
     assert (command.capability, command.value, command.requested_by) == ("setpoint", 21.5, "user:alice")
-    assert "Command set setpoint sent" in answer.content.decode()
+    assert "Command set setpoint queued" in answer.content.decode()
     # A refused command is shown next to the form, with the reason, and nothing is sent.
     answer = alice_web.post("/devices/sensor-1/command/", {"action": "set", "capability": "setpoint", "value": "99"})
     assert answer.status_code == 400
