@@ -14,6 +14,7 @@ def roles(request: HttpRequest) -> dict[str, Any]:
 
     held = scopes(request)
     return {
+        "can_read": Scope.READ_STATUS in held,  # any role; a user without one sees no page
         "can_command": Scope.COMMAND in held,
         "can_provision": Scope.RESET in held,  # enrollment codes, revocation, resets
         "can_admin": Scope.ADMIN in held,

@@ -34,6 +34,7 @@ def test_without_a_session_every_page_redirects_to_login() -> None:
 
 
 def test_logging_in_through_the_form(alice: Any) -> None:
+    alice.groups.add(Group.objects.get(name="operator"))
     client = Client()
     answer = client.post("/login/", {"username": "alice", "password": "alice-Pass-123"})
     assert answer.status_code == 302 and answer["Location"] == "/"
@@ -110,3 +111,20 @@ def test_a_tampered_audit_row_shows_as_a_broken_chain(root_web: Client) -> None:
     assert 'data-chain="broken"' in page and f"event {victim.pk}" in page
     filtered = root_web.get("/audit/", {"action": "test.", "decision": "allow"}).content.decode()
     assert filtered.count("<td>test.event</td>") == 3
+
+
+def test_a_user_without_a_role_sees_no_page_and_each_refusal_is_audited(django_user_model: Any) -> None:
+    """Signed in but in no role group: every page is a 403 that says how to get a role
+    (the API and /ws/live/ refuse such a user too), and the audit log holds each refusal."""
+    thermostat("sensor-1")
+    nobody = django_user_model.objects.create_user("nobody", password="nobody-Pass-123")
+    client = Client()
+    client.force_login(nobody)
+    pages = ["/", "/devices/", "/devices/sensor-1/", "/certificates/", "/groups/", "/industrial/", "/system/", "/enrollment/", "/audit/"]
+    for path in pages:
+        answer = client.get(path)
+        assert answer.status_code == 403, path
+        assert b"holds no role yet" in answer.content and b"sensor-1" not in answer.content, path
+    refusals = AuditEvent.objects.filter(action="page.view", decision="deny", actor_id="nobody")
+    assert sorted(refusals.values_list("target_id", flat=True)) == sorted(pages)
+    assert set(refusals.values_list("reason", flat=True)) == {"missing scope 'read-status'"}
