@@ -4,11 +4,13 @@ JSONL export, and the signed daily snapshots with the public key that checks the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Count, Max, Min, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.utils.dateparse import parse_date
@@ -24,10 +26,30 @@ AUTO_VERIFY_MAX = 50_000
 FILTERS = ("actor", "action", "decision", "scope", "since", "until")
 
 
+class BadFilter(ValueError):
+    """A filter that cannot be applied; its text says which and why."""
+
+
+def utc_day(filters: dict[str, str], key: str) -> date | None:
+    text = filters[key]
+    if not text:
+        return None
+    try:
+        day = parse_date(text)
+    except ValueError:  # well formed, no such day: 2026-02-30
+        day = None
+    if day is None:
+        raise BadFilter(f"{key}: {text!r} is not a date (YYYY-MM-DD)")
+    return day
+
+
 def filtered_events(request: HttpRequest) -> tuple[QuerySet[AuditEvent], dict[str, str]]:
-    """The page's filters from GET, shared by the list and its export."""
-    events = AuditEvent.objects.all()
+    """The page's filters from GET, shared by the list and its export. The dates are UTC
+    days, as the signed snapshots and `manage.py audit export` count them, so an export of
+    one day is exactly what that day's snapshot covers whatever MESHHUB_TIME_ZONE says.
+    Raises BadFilter for a date that is none."""
     filters = {k: request.GET.get(k, "").strip()[:100] for k in FILTERS}
+    events = services.events_between(utc_day(filters, "since"), utc_day(filters, "until"))
     if filters["actor"]:
         events = events.filter(actor_id__icontains=filters["actor"])
     if filters["action"]:
@@ -36,16 +58,17 @@ def filtered_events(request: HttpRequest) -> tuple[QuerySet[AuditEvent], dict[st
         events = events.filter(decision=filters["decision"])
     if filters["scope"]:
         events = events.filter(scope=filters["scope"])
-    for key, lookup in (("since", "ts__date__gte"), ("until", "ts__date__lte")):
-        day = parse_date(filters[key]) if filters[key] else None
-        if day is not None:
-            events = events.filter(**{lookup: day})
     return events, filters
 
 
 def audit_list(request: HttpRequest) -> HttpResponse:
     require_scope(request, Scope.ADMIN, "audit.view", "audit")
-    events, filters = filtered_events(request)
+    try:
+        events, filters = filtered_events(request)
+        error = ""
+    except BadFilter as bad:
+        events, error = AuditEvent.objects.none(), str(bad)
+        filters = {k: request.GET.get(k, "").strip()[:100] for k in FILTERS}
     # Verifying walks the whole chain: automatic while it is small, on request beyond.
     total = AuditEvent.objects.count()
     chain = services.verify() if request.GET.get("verify") == "1" or total <= AUTO_VERIFY_MAX else None
@@ -60,15 +83,19 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "chain": chain,
         "broken": broken,
         "total": total,
+        "error": error,
     }
-    return render(request, "audit/audit_list.html", context)
+    return render(request, "audit/audit_list.html", context, status=400 if error else 200)
 
 
 @require_GET
-def audit_export(request: HttpRequest) -> StreamingHttpResponse:
+def audit_export(request: HttpRequest) -> HttpResponseBase:
     """The events the page's filters select, as JSONL in seq order (a streamed download)."""
     require_scope(request, Scope.ADMIN, "audit.export", "audit")
-    events, filters = filtered_events(request)
+    try:
+        events, filters = filtered_events(request)
+    except BadFilter as bad:
+        return HttpResponseBadRequest(str(bad), content_type="text/plain; charset=utf-8")
     # Who took a copy of the log is itself worth a line in it.
     services.record(
         actor_for_request(request), "audit.export", Decision.ALLOW, scope=Scope.ADMIN, target_type="audit", details={k: v for k, v in filters.items() if v}

@@ -128,3 +128,17 @@ def test_a_user_without_a_role_sees_no_page_and_each_refusal_is_audited(django_u
     refusals = AuditEvent.objects.filter(action="page.view", decision="deny", actor_id="nobody")
     assert sorted(refusals.values_list("target_id", flat=True)) == sorted(pages)
     assert set(refusals.values_list("reason", flat=True)) == {"missing scope 'read-status'"}
+
+
+def test_a_nul_character_in_a_query_or_a_form_is_a_400_naming_it(root_web: Client) -> None:
+    """PostgreSQL cannot store NUL: a search or a revocation reason carrying one was a 500
+    there. Pages, admin and API refuse it before any view runs, naming the parameter."""
+    thermostat("sensor-1")
+    for path in ("/devices/?q=a%00b", "/certificates/?q=%00", "/industrial/?q=%00", "/audit/?actor=%00", "/admin/devices/device/?q=%00"):
+        answer = root_web.get(path)
+        assert answer.status_code == 400 and b"contains a NUL character" in answer.content, path
+    answer = root_web.post("/devices/sensor-1/revoke/", {"reason": "lost\x00"})
+    assert answer.status_code == 400 and answer.content.decode() == "form parameter 'reason' contains a NUL character"
+    answer = root_web.get("/api/v1/devices/?search=%00")
+    assert answer.status_code == 400 and answer.json() == {"field": "search", "reason": "query parameter 'search' contains a NUL character"}
+    assert root_web.get("/devices/?q=sensor").status_code == 200

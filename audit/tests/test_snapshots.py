@@ -319,6 +319,29 @@ def test_the_export_download_streams_the_filtered_log(root_web: Client) -> None:
     assert [r["actor_id"] for r in denied] == ["k1/mallory"]
 
 
+def test_the_export_download_of_one_day_is_that_days_snapshot_in_any_time_zone(root_web: Client, settings: Any) -> None:
+    """The page's dates are UTC days like the snapshots': with the hub in New York, events
+    at 01:00 and 23:00 UTC still belong to their UTC day (a local-date filter dropped the
+    01:00 one, and a clean log failed a third party's check)."""
+    settings.TIME_ZONE = "America/New_York"
+    day = days_ago(2)
+    for hour in (1, 12, 23):
+        with clock(datetime.combine(day, time(hour), tzinfo=UTC)):
+            record(ALICE, "command.create", "allow", scope="command")
+    snap = snapshots.take_snapshot(day)
+    answer = root_web.get("/audit/export.jsonl", {"since": day.isoformat(), "until": day.isoformat()})
+    rows = parse_jsonl(b"".join(answer.streaming_content).decode())  # type: ignore[arg-type]
+    assert (len(rows), rows[0]["seq"], rows[-1]["seq"], rows[-1]["hash"]) == (snap.count, snap.first_id, snap.last_id, snap.last_hash)
+
+
+@pytest.mark.parametrize("since", ["2026-02-30", "2026-13-01", "0000-01-01", "yesterday"])
+def test_a_date_that_is_none_is_a_400_naming_it_on_the_page_and_the_export(root_web: Client, since: str) -> None:
+    page = root_web.get("/audit/", {"since": since})
+    assert page.status_code == 400 and f"since: {since!r} is not a date" in page.content.decode().replace("&#x27;", "'")
+    export = root_web.get("/audit/export.jsonl", {"since": since})
+    assert export.status_code == 400 and export.content.decode() == f"since: {since!r} is not a date (YYYY-MM-DD)"
+
+
 @pytest.mark.filterwarnings("error")  # Django warns when it must read a sync iterator to the end first
 def test_the_export_download_streams_under_asgi_too(root: Any) -> None:
     """Daphne serves the pages: the export streams there too, as an async iterator."""
