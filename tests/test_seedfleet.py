@@ -97,6 +97,24 @@ def test_it_refuses_to_seed_over_a_seeded_fleet_unless_told_to_replace() -> None
     assert TelemetrySample.objects.filter(device__node_id__startswith="lab-").count() == 0
 
 
+def test_it_never_deletes_or_collides_with_what_it_did_not_make() -> None:
+    """--prefix green beside a real greenhouse-sensor-3: refused, with or without --replace,
+    and the real device and group stay (a --replace once deleted them with their history)."""
+    real = thermostat("greenhouse-sensor-3")
+    for args in (("--prefix", "green"), ("--prefix", "green", "--replace")):
+        with pytest.raises(CommandError, match=r"devices not made by seedfleet have node ids starting with 'green' \(greenhouse-sensor-3…\)"):
+            seedfleet("--devices", "3", "--days", "0", *args)
+    assert Device.objects.filter(pk=real.pk).exists() and Device.objects.count() == 1
+
+    Group.objects.create(name="lab-group-000", description="the real lab")
+    with pytest.raises(CommandError, match="group 'lab-group-000' was not made by seedfleet"):
+        seedfleet("--devices", "3", "--days", "0", "--prefix", "lab-", "--groups", "1")
+    seedfleet("--devices", "3", "--days", "0", "--prefix", "lab-", "--groups", "0")
+    seedfleet("--devices", "3", "--days", "0", "--prefix", "lab-", "--groups", "0", "--replace")
+    assert Group.objects.filter(name="lab-group-000", description="the real lab").exists()
+    assert Device.objects.filter(node_id__startswith="lab-").count() == 3
+
+
 def test_it_rejects_arguments_it_cannot_use() -> None:
     with pytest.raises(CommandError, match="--prefix must be"):
         seedfleet("--devices", "3", "--days", "0", "--prefix", "Seed_")

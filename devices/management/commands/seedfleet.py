@@ -36,6 +36,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.models import Decision
@@ -207,6 +208,22 @@ def default_interval(days: float, capabilities: int) -> int:
     return max(MIN_INTERVAL_S, math.ceil(days * DAY_S * capabilities / TARGET_SAMPLES))
 
 
+SEEDED_BY = "seedfleet"  # metadata.seeded_by of every device it makes
+SEEDED_GROUP_MARK = ", seeded"  # the end of every group description it writes
+
+
+def group_name(prefix: str, k: int) -> str:
+    return f"{prefix}group-{k:03d}"
+
+
+def seeded_devices(prefix: str) -> QuerySet[Device]:
+    return Device.objects.filter(node_id__startswith=prefix, metadata__seeded_by=SEEDED_BY)
+
+
+def seeded_groups(prefix: str) -> QuerySet[Group]:
+    return Group.objects.filter(name__regex=rf"^{re.escape(prefix)}group-[0-9]+$", description__endswith=SEEDED_GROUP_MARK)
+
+
 def plan_fleet(count: int, prefix: str, rng: random.Random, now: datetime) -> list[Planned]:
     """The fixed mix per 20 devices, shuffled within each block of 20."""
     slots = [p for p in PROFILES for _ in range(p.per_20)]
@@ -266,8 +283,20 @@ class Command(BaseCommand):
             raise CommandError("--prefix must be 1-31 lowercase letters, digits and hyphens, starting with a letter or digit")
         groups = min(count, options["groups"] if options["groups"] is not None else max(1, count // 500))
 
-        existing = Device.objects.filter(node_id__startswith=prefix).count()
-        existing_groups = Group.objects.filter(name__startswith=prefix).count()
+        # Only what seedfleet made is ever replaced: a real device or group that happens to
+        # share the prefix (--prefix green, a real greenhouse-sensor-3) is never deleted, and
+        # its presence refuses the run, since seeded names could collide with it.
+        existing = seeded_devices(prefix).count()
+        foreign = list(Device.objects.filter(node_id__startswith=prefix).exclude(pk__in=seeded_devices(prefix)).values_list("node_id", flat=True)[:3])
+        if foreign:
+            raise CommandError(
+                f"devices not made by seedfleet have node ids starting with '{prefix}' ({', '.join(foreign)}…): "
+                "choose another --prefix; seedfleet never touches them"
+            )
+        existing_groups = seeded_groups(prefix).count()
+        clashing = Group.objects.filter(name__in=[group_name(prefix, k) for k in range(groups)]).exclude(pk__in=seeded_groups(prefix))
+        if clashing.exists():
+            raise CommandError(f"group '{clashing.first()}' was not made by seedfleet and has a name it would use: choose another --prefix")
         if (existing or existing_groups) and not options["replace"]:
             raise CommandError(
                 f"{existing:,} devices and {existing_groups:,} groups with prefix '{prefix}' exist already; "
@@ -335,10 +364,10 @@ class Command(BaseCommand):
 
     def _delete(self, prefix: str) -> None:
         """Telemetry first, in one statement: the devices' cascade would collect every sample's id."""
-        doomed = Device.objects.filter(node_id__startswith=prefix)
+        doomed = seeded_devices(prefix)
         TelemetrySample.objects.filter(device__in=doomed).delete()
         doomed.delete()
-        Group.objects.filter(name__startswith=prefix).delete()
+        seeded_groups(prefix).delete()
 
     def _create_devices(self, planned: list[Planned], prefix: str, days: float, interval: int, rng: random.Random) -> None:
         for start in range(0, len(planned), DEVICE_BATCH):
@@ -357,7 +386,7 @@ class Command(BaseCommand):
                         last_seen=d.last_seen,
                         reported=reported,
                         desired=desired,
-                        metadata={"seeded_by": "seedfleet", "enrolled": False},
+                        metadata={"seeded_by": SEEDED_BY, "enrolled": False},
                     )
                 )
             Device.objects.bulk_create(rows)
@@ -387,8 +416,8 @@ class Command(BaseCommand):
         """70 % of the devices in one group, neighbours together as the devices of a room are; 10 % in a second one."""
         if count == 0:
             return 0
-        Group.objects.bulk_create([Group(name=f"{prefix}group-{k:03d}", description=f"{SITES[k % len(SITES)]}, seeded") for k in range(count)])
-        groups = list(Group.objects.filter(name__startswith=f"{prefix}group-").order_by("name").values_list("pk", flat=True))
+        Group.objects.bulk_create([Group(name=group_name(prefix, k), description=f"{SITES[k % len(SITES)]}{SEEDED_GROUP_MARK}") for k in range(count)])
+        groups = list(seeded_groups(prefix).order_by("name").values_list("pk", flat=True))
         size = math.ceil(len(planned) / count)
         membership = Group.members.through
         links = []
