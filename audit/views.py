@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 from django.core.handlers.asgi import ASGIRequest
-from django.db.models import Count, Max, Min, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
@@ -122,8 +122,7 @@ def snapshot_list(request: HttpRequest) -> HttpResponse:
     checking = request.GET.get("verify") == "1" or total <= AUTO_VERIFY_MAX
     current_key = snapshots.current_public_key_b64()
     rows = [SnapshotRow(snap, checking, snapshots.verify_snapshot(snap) if checking else None, snap.public_key == current_key) for snap in page.object_list]
-    span = AuditSnapshot.objects.aggregate(first=Min("date"), last=Max("date"), n=Count("id"))
-    missing = (span["last"] - span["first"]).days + 1 - span["n"] if span["n"] else 0
+    missing = snapshots.missing_days()
     context = {
         "page": page,
         "rows": rows,

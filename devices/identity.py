@@ -6,6 +6,7 @@ TLS listeners, channel-layer messages to gateways) go out after commit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -261,6 +262,26 @@ def signing_key(kind: str = HubKeyKind.HUB_SIGNING) -> ed25519.Ed25519PrivateKey
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise TypeError(f"{kind} key is not Ed25519")
     return key
+
+
+def holds_signing_key(public: str) -> bool:
+    """True when `public` is a hub signing key (current or rotated out) whose private half
+    this hub holds: its row's encrypted key decrypts with the hub's passphrase to exactly
+    that key. A row someone wrote into the database with a key of their own (to re-sign a
+    rewritten audit day) has no such private half, because making one needs the passphrase,
+    which lives outside the database."""
+    rows = HubKey.objects.filter(kind=HubKeyKind.HUB_SIGNING, public=public).exclude(key_pem="").values_list("public", "key_pem")
+    return any(_private_half_matches(row_public, key_pem) for row_public, key_pem in rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _private_half_matches(public: str, key_pem: str) -> bool:
+    """Decrypting is slow on purpose (PBKDF2); a verify run asks about the same few keys."""
+    try:
+        key = pki.decrypt_key(key_pem.encode(), passphrase())
+    except (ValueError, TypeError):
+        return False
+    return isinstance(key, ed25519.Ed25519PrivateKey) and pki.ed25519_public_b64(key) == public
 
 
 def public_key_b64(kind: str) -> str:

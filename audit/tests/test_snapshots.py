@@ -28,7 +28,7 @@ from audit.models import AuditChainHead, AuditEvent, AuditSnapshot
 from audit.services import Actor, record
 from audit.tasks import snapshot_audit
 from conftest import client_for
-from devices import identity
+from devices import identity, pki
 from devices.models import HubKey, HubKeyKind
 
 pytestmark = pytest.mark.django_db
@@ -243,6 +243,12 @@ def test_a_snapshot_signed_by_another_key_fails() -> None:
     )
     snap.refresh_from_db()
     assert snapshots.verify_snapshot(snap) == "signed by a key that is not one of the hub's signing keys"
+    # She also writes her key into the hub's key table, as a rotated-out signing key, with
+    # an empty private half or one encrypted under a passphrase of her own: still refused.
+    mallory_public = base64.b64encode(mallory.public_key().public_bytes_raw()).decode()
+    for key_pem in ("", pki.encrypt_key(mallory, b"mallory's passphrase").decode()):
+        HubKey.objects.create(kind=HubKeyKind.HUB_SIGNING, public=mallory_public, key_pem=key_pem, active=False)
+        assert snapshots.verify_snapshot(snap) == "signed by a key that is not one of the hub's signing keys"
     AuditSnapshot.objects.filter(pk=snap.pk).update(signature=base64.b64encode(b"\0" * 64).decode())
     snap.refresh_from_db()
     assert snapshots.verify_snapshot(snap) == "the signature does not verify with the snapshot's public key"
@@ -254,6 +260,31 @@ def test_a_deleted_snapshot_leaves_a_hole_that_verify_names() -> None:
     AuditSnapshot.objects.filter(date=days_ago(3)).delete()
     with pytest.raises(CommandError, match=f"audit snapshot of {days_ago(3).isoformat()} failed: no snapshot for this day"):
         run("verify")
+
+
+def test_finished_days_after_the_newest_snapshot_are_named_unsigned(root_web: Client) -> None:
+    """Only holes between snapshots counted once: deleting the newest snapshots went
+    unnoticed. Days after the newest are now named (a warning: the chain may be intact and
+    beat simply not running), on the page and by `audit verify`."""
+    events_on(days_ago(4), 1)
+    snapshot_audit()
+    AuditSnapshot.objects.filter(date__gte=days_ago(2)).delete()
+    noon = datetime.combine(snapshots.utc_today(), time(12), tzinfo=UTC)  # yesterday is due by then
+    report = snapshots.verify_snapshots(now=noon)
+    assert report.ok and report.unsigned == [days_ago(2), days_ago(1)]  # what is signed holds; these are not attested
+    with clock(noon):
+        out, err = run("verify")
+        page = root_web.get("/audit/snapshots/").content.decode()
+    assert "audit snapshots intact: 2 snapshots verified" in out
+    assert f"warning: 2 finished days after the newest snapshot are not signed ({days_ago(2).isoformat()} to {days_ago(1).isoformat()})" in err
+    assert 'data-snapshots="missing"' in page and "2 finished days of the log have no snapshot" in page
+    # Yesterday is due only once the hourly task has had its hours to sign it.
+    just_after_midnight = datetime.combine(snapshots.utc_today(), time(0, 30), tzinfo=UTC)
+    assert snapshots.verify_snapshots(now=just_after_midnight).unsigned == [days_ago(2)]
+    # A hole before the newest snapshot is a failure, as before.
+    AuditSnapshot.objects.filter(date=days_ago(3)).delete()
+    snapshots.take_snapshot(days_ago(1))
+    assert [(f.date, f.reason) for f in snapshots.verify_snapshots(now=noon).failures] == [(days_ago(3), snapshots.MISSING), (days_ago(2), snapshots.MISSING)]
 
 
 def test_it_refuses_to_sign_a_day_that_no_longer_hashes() -> None:

@@ -57,6 +57,14 @@ class Command(BaseCommand):
             self.stderr.write(
                 f"audit snapshot of {first.date.isoformat()} failed: {first.reason}; {report.verified} of {report.checked} snapshots verified, {len(report.failures)} failing"
             )
+        if report.unsigned:
+            days = report.unsigned
+            self.stderr.write(
+                f"warning: {len(days)} finished day{'s' if len(days) > 1 else ''} after the newest snapshot "
+                f"{'are' if len(days) > 1 else 'is'} not signed ({days[0].isoformat()}{' to ' + days[-1].isoformat() if len(days) > 1 else ''}): "
+                "is Celery beat running? Those days are not attested, and a deleted newest snapshot looks the same; "
+                "compare with the snapshots you keep outside the hub"
+            )
         if not result.ok:  # the chain's first bad event is the headline (ARCHITECTURE §9)
             broken = result.broken
             assert broken is not None
