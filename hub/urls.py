@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from audit import views as audit_views
-from audit.api import AuditEventViewSet
+from audit.api import AuditEventViewSet, AuditSnapshotViewSet
 from devices import group_views, provisioning_views
 from devices import views as device_views
 from devices.api import CommandViewSet, DeviceViewSet, GroupViewSet
@@ -23,6 +23,7 @@ router.register("groups", GroupViewSet, basename="group")
 router.register("enrollments", EnrollmentViewSet, basename="enrollment")
 router.register("certificates", CertificateViewSet, basename="certificate")
 router.register("audit", AuditEventViewSet, basename="audit")
+router.register("audit-snapshots", AuditSnapshotViewSet, basename="audit-snapshot")
 router.register("modbus/bridges", ModbusViewSet, basename="modbus-bridge")
 
 admin.site.site_header = "meshhub administration"

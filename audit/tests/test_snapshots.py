@@ -403,6 +403,26 @@ def test_only_admins_get_the_downloads_and_every_refusal_is_audited(role: str, a
     assert not AuditEvent.objects.filter(action="audit.export").exists()
 
 
+def test_a_script_keeps_copies_through_the_api_and_verifies_them_with_cryptography(admin_api: Any, bob_api: Any) -> None:
+    """GET /api/v1/audit-snapshots/ (scope admin): what a machine outside the hub fetches
+    daily; each payload verifies with the key the hub publishes."""
+    events_on(days_ago(3), 2)
+    snapshot_audit()
+    listing = admin_api.get("/api/v1/audit-snapshots/", {"since": days_ago(2).isoformat()})
+    assert listing.status_code == 200
+    assert [row["date"] for row in listing.json()["results"]] == [days_ago(1).isoformat(), days_ago(2).isoformat()]
+    one = admin_api.get(f"/api/v1/audit-snapshots/{days_ago(3).isoformat()}/").json()
+    assert (one["count"], one["algorithm"]) == (2, "Ed25519") and json.loads(one["payload"])["count"] == 2
+    published = load_pem_public_key(admin_api.get("/api/v1/audit-snapshots/").json()["results"][0]["public_key_pem"].encode())
+    assert isinstance(published, ed25519.Ed25519PublicKey)
+    published.verify(base64.b64decode(one["signature"]), one["payload"].encode())  # raises if it does not
+    for missing in ("2026-02-30", "1999-01-01"):
+        assert admin_api.get(f"/api/v1/audit-snapshots/{missing}/").status_code == 404
+    assert bob_api.get("/api/v1/audit-snapshots/").status_code == 403
+    denied = AuditEvent.objects.filter(decision="deny").latest("seq")
+    assert (denied.action, denied.actor_type, denied.scope) == ("api.audit-snapshot.list", "token", "admin")
+
+
 def test_the_downloads_need_a_session() -> None:
     for path in DOWNLOADS:
         answer = Client().get(path)
