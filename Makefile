@@ -25,7 +25,7 @@ $(VENV)/.installed-dev: requirements-dev.txt requirements.txt $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev browser
+install-dev: $(VENV)/.installed-dev
 
 # The browser tests drive Debian's Chromium (playwright never downloads a browser).
 # As root this installs it; anyone else is told the one command to run.
@@ -36,7 +36,7 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else \
-	    echo "the browser tests need Debian's chromium: sudo apt-get install -y chromium" >&2; exit 1; \
+	    echo "the browser tests need Debian's chromium: sudo apt-get update && sudo apt-get install -y chromium" >&2; exit 1; \
 	  fi; }
 
 migrate: install
@@ -48,11 +48,11 @@ run: migrate
 
 test: install-dev lint test-embedded test-production schemathesis
 
-test-embedded: install-dev
+test-embedded: install-dev browser
 	@echo "=== pytest: embedded (SQLite, in-memory channel layer) ==="
 	env -u DATABASE_URL -u REDIS_URL MESHHUB_DATA_DIR=$$(mktemp -d) $(PY) -m pytest $(PYTEST_ARGS)
 
-test-production: install-dev
+test-production: install-dev browser
 	@echo "=== pytest: production (PostgreSQL + Redis) ==="
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) MESHHUB_DATA_DIR=$$(mktemp -d) $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -65,7 +65,7 @@ lint: install-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy hub audit devices ota automation industrial
 
-bench: install-dev
+bench: install-dev browser
 	$(PY) bench/run.py
 
 clean:

@@ -177,7 +177,7 @@ def events_between(since: date | None = None, until: date | None = None) -> Quer
     events = AuditEvent.objects.all()
     if since is not None:
         events = events.filter(ts__gte=datetime.combine(since, time.min, tzinfo=UTC))
-    if until is not None:
+    if until is not None and until < date.max:  # the last day there is has no day after it
         events = events.filter(ts__lt=datetime.combine(until + timedelta(days=1), time.min, tzinfo=UTC))
     return events
 

@@ -2,28 +2,61 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from inspect import iscoroutinefunction
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.utils.decorators import sync_and_async_middleware
 
 
-class RefuseNulCharacters:
-    """A 400 naming the parameter for a NUL character in the query string or a form body.
+def nul_refusal(request: HttpRequest) -> HttpResponse | None:
+    """A 400 naming where a NUL character is, or None.
 
-    PostgreSQL's text and jsonb cannot hold NUL, so one typed into a page's search box or a
-    revocation reason reached the database as a 500 there (and passed on SQLite). The API
-    validates its JSON bodies field by field; query strings and forms are checked here
-    once, for the pages, the admin and the API alike."""
+    PostgreSQL's text and jsonb cannot hold NUL, so one in a page's search box, a revocation
+    reason or a URL segment reached the database as a 500 there (and passed on SQLite).
+    The path and the query string are checked for every request; form bodies for all but
+    the API, which takes JSON only (415 otherwise) and validates it field by field, and
+    whose body DRF must still be able to read."""
+    api = request.path.startswith("/api/")
+    where = field = ""
+    if "\x00" in request.path_info:
+        where, field = "the URL path", "path"
+    sources: list[tuple[str, Any]] = [("query", request.GET)]
+    if not api:
+        sources.append(("form", request.POST))
+    for source, params in sources:
+        if where:
+            break
+        for key, values in params.lists():
+            if "\x00" in key or any("\x00" in value for value in values if isinstance(value, str)):
+                field = key.replace("\x00", "?")
+                where = f"{source} parameter {field!r}"
+                break
+    if not where:
+        return None
+    reason = f"{where} contains a NUL character"
+    if api:
+        return JsonResponse({"field": field, "reason": reason}, status=400)
+    return HttpResponseBadRequest(reason, content_type="text/plain; charset=utf-8")
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        for source, params in (("query", request.GET), ("form", request.POST)):
-            for key, values in params.lists():
-                if "\x00" in key or any("\x00" in value for value in values if isinstance(value, str)):
-                    reason = f"{source} parameter {key.replace(chr(0), '?')!r} contains a NUL character"
-                    if request.path.startswith("/api/"):
-                        return JsonResponse({"field": key.replace("\x00", "?"), "reason": reason}, status=400)
-                    return HttpResponseBadRequest(reason, content_type="text/plain; charset=utf-8")
-        return self.get_response(request)
+@sync_and_async_middleware
+def refuse_nul_characters(get_response: Callable[[HttpRequest], Any]) -> Callable[[HttpRequest], Any]:
+    """Both flavours, so the ASGI stack stays async (a sync-only middleware puts every
+    request, static files included, through a thread hand-off)."""
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request: HttpRequest) -> HttpResponse:
+            refusal = nul_refusal(request)
+            if refusal is not None:
+                return refusal
+            response: Awaitable[HttpResponse] = get_response(request)
+            return await response
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        return nul_refusal(request) or get_response(request)
+
+    return middleware

@@ -27,7 +27,13 @@ PAGE_SIZE = 50
 
 
 def scopes(request: HttpRequest) -> frozenset[str]:
-    return scopes_for_user(getattr(request, "user", None))
+    """The signed-in user's scopes, read once per request (the page check, the template's
+    buttons and an action's check would each query the user's groups)."""
+    cached: frozenset[str] | None = getattr(request, "_meshhub_scopes", None)
+    if cached is None:
+        cached = scopes_for_user(getattr(request, "user", None))
+        request._meshhub_scopes = cached  # type: ignore[attr-defined]
+    return cached
 
 
 def require_scope(request: HttpRequest, scope: str, action: str, target_type: str = "", target_id: str = "") -> None:

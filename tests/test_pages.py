@@ -141,4 +141,6 @@ def test_a_nul_character_in_a_query_or_a_form_is_a_400_naming_it(root_web: Clien
     assert answer.status_code == 400 and answer.content.decode() == "form parameter 'reason' contains a NUL character"
     answer = root_web.get("/api/v1/devices/?search=%00")
     assert answer.status_code == 400 and answer.json() == {"field": "search", "reason": "query parameter 'search' contains a NUL character"}
+    answer = root_web.post("/certificates/%00/revoke/", {"reason": "lost"})
+    assert answer.status_code == 400 and answer.content.decode() == "the URL path contains a NUL character"
     assert root_web.get("/devices/?q=sensor").status_code == 200

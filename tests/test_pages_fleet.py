@@ -180,6 +180,8 @@ def test_values_read_as_the_protocol_spells_them_zero_and_false_included(alice_w
     page = alice_web.get("/devices/relay-1/").content.decode()
     assert "<td data-value>true</td>" in page and "<td data-value>12.5</td>" in page
     assert "<td data-result>false</td>" in page and "True" not in page
+    state.apply_reports([state.StateReport("relay-1", {"power": 0.0}, now)], now=now)
+    assert "<td data-value>0</td>" in alice_web.get("/devices/relay-1/").content.decode()  # as JSON.stringify(0.0) puts it live
     dimmer(node_id="dimmer-1")
     assert "int 0–100</td>" in alice_web.get("/devices/dimmer-1/").content.decode()
 

@@ -102,7 +102,7 @@ def test_it_never_deletes_or_collides_with_what_it_did_not_make() -> None:
     and the real device and group stay (a --replace once deleted them with their history)."""
     real = thermostat("greenhouse-sensor-3")
     for args in (("--prefix", "green"), ("--prefix", "green", "--replace")):
-        with pytest.raises(CommandError, match=r"devices not made by seedfleet have node ids starting with 'green' \(greenhouse-sensor-3…\)"):
+        with pytest.raises(CommandError, match=r"devices that are not this prefix's seeded fleet have node ids starting with 'green' \(greenhouse-sensor-3…\)"):
             seedfleet("--devices", "3", "--days", "0", *args)
     assert Device.objects.filter(pk=real.pk).exists() and Device.objects.count() == 1
 
@@ -112,6 +112,10 @@ def test_it_never_deletes_or_collides_with_what_it_did_not_make() -> None:
     seedfleet("--devices", "3", "--days", "0", "--prefix", "lab-", "--groups", "0")
     seedfleet("--devices", "3", "--days", "0", "--prefix", "lab-", "--groups", "0", "--replace")
     assert Group.objects.filter(name="lab-group-000", description="the real lab").exists()
+    assert Device.objects.filter(node_id__startswith="lab-").count() == 3
+    # A shorter prefix is another fleet: it neither replaces the lab- one nor starts beside it.
+    with pytest.raises(CommandError, match="not this prefix's seeded fleet have node ids starting with 'l'"):
+        seedfleet("--devices", "3", "--days", "0", "--prefix", "l", "--groups", "0", "--replace")
     assert Device.objects.filter(node_id__startswith="lab-").count() == 3
 
 

@@ -365,6 +365,16 @@ def test_the_export_download_of_one_day_is_that_days_snapshot_in_any_time_zone(r
     assert (len(rows), rows[0]["seq"], rows[-1]["seq"], rows[-1]["hash"]) == (snap.count, snap.first_id, snap.last_id, snap.last_hash)
 
 
+def test_the_first_and_last_days_there_are_filter_without_a_500(root_web: Client) -> None:
+    events_on(days_ago(2), 2)
+    for query in ({"since": "0001-01-01", "until": "9999-12-31"}, {"until": "9999-12-31"}):
+        assert root_web.get("/audit/", query).status_code == 200
+        rows = parse_jsonl(b"".join(root_web.get("/audit/export.jsonl", query).streaming_content).decode())  # type: ignore[arg-type]
+        assert len(rows) >= 2
+    out, _ = run("export", "--until", "9999-12-31")
+    assert len(parse_jsonl(out)) >= 2
+
+
 @pytest.mark.parametrize("since", ["2026-02-30", "2026-13-01", "0000-01-01", "yesterday"])
 def test_a_date_that_is_none_is_a_400_naming_it_on_the_page_and_the_export(root_web: Client, since: str) -> None:
     page = root_web.get("/audit/", {"since": since})

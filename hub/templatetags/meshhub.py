@@ -34,6 +34,8 @@ def wire(value: Any, absent: str = "") -> str:
         return absent
     if isinstance(value, str):
         return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # JavaScript's JSON.stringify(0.0) is "0", Python's "0.0"
     return json.dumps(value, ensure_ascii=False)
 
 

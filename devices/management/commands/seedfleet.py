@@ -217,7 +217,10 @@ def group_name(prefix: str, k: int) -> str:
 
 
 def seeded_devices(prefix: str) -> QuerySet[Device]:
-    return Device.objects.filter(node_id__startswith=prefix, metadata__seeded_by=SEEDED_BY)
+    """This prefix's seeded fleet: marked, and named `<prefix><type>-<n>` exactly, so a
+    shorter prefix never takes another fleet along (--prefix s beside the seed- fleet)."""
+    types = "|".join(sorted({re.escape(p.device_type) for p in PROFILES}))
+    return Device.objects.filter(node_id__regex=rf"^{re.escape(prefix)}({types})-[0-9]+$", metadata__seeded_by=SEEDED_BY)
 
 
 def seeded_groups(prefix: str) -> QuerySet[Group]:
@@ -290,7 +293,7 @@ class Command(BaseCommand):
         foreign = list(Device.objects.filter(node_id__startswith=prefix).exclude(pk__in=seeded_devices(prefix)).values_list("node_id", flat=True)[:3])
         if foreign:
             raise CommandError(
-                f"devices not made by seedfleet have node ids starting with '{prefix}' ({', '.join(foreign)}…): "
+                f"devices that are not this prefix's seeded fleet have node ids starting with '{prefix}' ({', '.join(foreign)}…): "
                 "choose another --prefix; seedfleet never touches them"
             )
         existing_groups = seeded_groups(prefix).count()
