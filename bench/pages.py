@@ -5,7 +5,7 @@
     python bench/pages.py --configs sqlite --devices 2000 --audit-events 2000 --requests 20 --live-devices 100 --rates 300 --live-duration 10   # a smoke run
     python bench/pages.py --configs sqlite --skip-live --profile   # plus, per page, where the time goes: SQL, EXPLAIN, templates, cProfile
 
-Figures (acceptance items of the "Seeding for scale" issue): p50/p95/p99 of the devices
+Figures (acceptance items of the "Operator dashboard" issue): p50/p95/p99 of the devices
 list (page 1, a search, page 100, online only, one group), of a device page and of the
 request its telemetry chart makes, goal p95 < 150 ms each; then one browser on a device
 page while about 1,000 state reports per second flow through the real gateway: the update

@@ -78,11 +78,17 @@ def record_result(node_id: str, command_id: Any, outcome: Any, value: Any, reaso
     return None
 
 
-def inactive_serials(serials: list[str]) -> list[str]:
-    """Of these session certificates, the ones revoked, superseded or expired since."""
+RESET_REASONS = ("provision.reset", "factory_reset")  # revocation reasons that are a device reset
+
+
+def inactive_serials(serials: list[str]) -> dict[str, str]:
+    """Of these session certificates, the ones revoked, superseded or expired since, each
+    with its revocation reason ("" when it has none or is gone): a reset's reason tells
+    the gateway to deliver the signed reset frame before it closes the session."""
     from devices.models import Certificate, CertificateStatus
 
     if not serials:
-        return []
-    active = set(Certificate.objects.filter(serial__in=serials, status=CertificateStatus.ACTIVE).values_list("serial", flat=True))
-    return [s for s in serials if s not in active]
+        return {}
+    rows = dict(Certificate.objects.filter(serial__in=serials).values_list("serial", "status"))
+    reasons = dict(Certificate.objects.filter(serial__in=serials, status=CertificateStatus.REVOKED).values_list("serial", "revocation_reason"))
+    return {s: reasons.get(s, "") for s in serials if rows.get(s) != CertificateStatus.ACTIVE}

@@ -19,12 +19,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from audit.services import Actor
 from devices import identity, pki
-from devices.models import Device, TelemetrySample
+from devices.models import Certificate, Device, TelemetrySample
 from firmware.agent import port as agent_port
 from firmware.agent.core import enroll as agent_enroll
 from firmware.agent.core.agent import Agent
@@ -508,6 +509,23 @@ def test_a_provisioning_reset_reaches_the_device_signed_and_it_forgets_its_ident
         assert not runner.thread.is_alive(), "with no identity left the agent stops"
     assert not (state_dir / "cert.pem").exists() and not (state_dir / "key.pem").exists()
     assert Device.objects.get(node_id="sensor-1").status == "unprovisioned"
+
+
+def test_a_reset_whose_channel_message_was_lost_still_reaches_the_device(listeners: tuple[Any, Any], tmp_path: Path) -> None:
+    """The reset is committed (certificate revoked with reason provision.reset) but no
+    session.reset message arrives, as when the in-memory layer does not wake the gateway's
+    loop: the 1 s sweep hands the session the reset before it would close it for the
+    revoked certificate, so the device still forgets its identity (once it was closed
+    first, and the device kept retrying with a dead certificate)."""
+    state_dir = enroll_device(listeners, "sensor-1", tmp_path / "sensor-1")
+    runner = RunningAgent(state_dir)
+    with runner as agent:
+        wait_for(lambda: agent.acked_reports >= 1)
+        Certificate.objects.filter(device__node_id="sensor-1").update(status="revoked", revoked_at=timezone.now(), revocation_reason="provision.reset")
+        wait_for(lambda: agent.was_reset == "provision.reset")
+        runner.thread.join(15)
+        assert not runner.thread.is_alive(), "with no identity left the agent stops"
+    assert not (state_dir / "cert.pem").exists() and not (state_dir / "key.pem").exists()
 
 
 def test_the_agent_refuses_reset_frames_the_hub_did_not_sign(tmp_path: Path) -> None:

@@ -128,6 +128,7 @@ class Connection:
     closing: bool = False
     close_reason: str = ""
     replaced: bool = False  # a newer session of the node took over: it owns the presence now
+    reset_queued: bool = False  # the sweep handed this session a reset to deliver
 
 
 def peer_identity(ssl_object: Any) -> tuple[str, str]:
@@ -260,11 +261,21 @@ class MeshGateway:
             except Exception:  # the database is away; the next sweep tries again
                 logger.exception("outbox sweep failed")
                 continue
-            for serial in dead:
+            for serial, reason in dead.items():
                 conn = self.sessions.get(serials[serial])
-                if conn is not None and conn.serial == serial and not conn.closing:
-                    self._write(conn, framing.error_frame("revoked", f"certificate {serial} is no longer valid"))
-                    self._close(conn, "certificate no longer valid")
+                if conn is None or conn.serial != serial or conn.closing:
+                    continue
+                if reason in delivery.RESET_REASONS and not conn.reset_queued:
+                    # A reset must reach the device: its session.reset message can be lost
+                    # (the in-memory layer does not wake a loop on another thread), and
+                    # closing first would leave a device that never forgets its identity.
+                    # The session signs and sends the frame, then closes; if it has not by
+                    # the next sweep, that sweep closes it.
+                    conn.reset_queued = True
+                    conn.queue.put_nowait({"type": "session.reset", "kind": reason})
+                    continue
+                self._write(conn, framing.error_frame("revoked", f"certificate {serial} is no longer valid"))
+                self._close(conn, "certificate no longer valid")
             for node_id in waiting:
                 conn = self.sessions.get(node_id)
                 if conn is not None and not conn.closing:
