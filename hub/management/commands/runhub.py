@@ -104,8 +104,11 @@ class SupervisedProcess:
 
 
 def worker_argv(concurrency: int) -> list[str]:
+    """The Celery child. Its start-up banner (config and task list, some 30 lines in the
+    middle of `make run`'s output) only at DEBUG, like its per-task lines (settings.LOGGING)."""
+    quiet = [] if settings.LOG_LEVEL == "DEBUG" else ["--quiet"]
     return [
-        sys.executable, "-m", "celery", "-A", "hub", "worker", "--beat",
+        sys.executable, "-m", "celery", "-A", "hub", *quiet, "worker", "--beat",
         "--loglevel", settings.LOG_LEVEL, "--concurrency", str(concurrency),
         "--hostname", "meshhub@%h",
     ]  # fmt: skip
