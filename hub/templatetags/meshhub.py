@@ -46,11 +46,3 @@ def command_result(result: Any) -> str:
         return ""
     return " ".join(part for part in (wire(result.get("value")), str(result.get("reason") or "")) if part)
 
-
-@register.filter
-def plain_number(value: Any) -> str:
-    """A capability's bound as an operator writes it: 100 for 100.0, 0.5 as it is
-    ("int 0.0 to 100.0" read as if the dimmer took fractions)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return "" if value is None else str(value)
