@@ -45,4 +45,3 @@ def command_result(result: Any) -> str:
     if not isinstance(result, dict):
         return ""
     return " ".join(part for part in (wire(result.get("value")), str(result.get("reason") or "")) if part)
-
