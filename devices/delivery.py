@@ -89,6 +89,13 @@ def inactive_serials(serials: list[str]) -> dict[str, str]:
 
     if not serials:
         return {}
-    rows = dict(Certificate.objects.filter(serial__in=serials).values_list("serial", "status"))
-    reasons = dict(Certificate.objects.filter(serial__in=serials, status=CertificateStatus.REVOKED).values_list("serial", "revocation_reason"))
-    return {s: reasons.get(s, "") for s in serials if rows.get(s) != CertificateStatus.ACTIVE}
+    found = {
+        serial: (status, reason)
+        for serial, status, reason in Certificate.objects.filter(serial__in=serials).values_list("serial", "status", "revocation_reason")
+    }
+    inactive: dict[str, str] = {}
+    for serial in serials:
+        status, reason = found.get(serial, ("", ""))
+        if status != CertificateStatus.ACTIVE:
+            inactive[serial] = reason if status == CertificateStatus.REVOKED else ""
+    return inactive
