@@ -26,7 +26,7 @@ from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
 from devices import identity
-from firmware.simulate import PROFILE_FILE
+from firmware.simulate import PROFILE_CYCLE, PROFILE_FILE
 from hub.mesh.discovery import DiscoveryResponder
 from hub.mesh.enroll import EnrollmentListener
 from hub.mesh.gateway import MeshGateway
@@ -114,9 +114,6 @@ def worker_argv(concurrency: int) -> list[str]:
     ]  # fmt: skip
 
 
-DEMO_PROFILES = ["thermostat", "relay", "dimmer", "door", "meter"]
-
-
 def demo_fleet_argv(count: int, enroll_port: int) -> list[str]:
     """Enrollment codes for the demo devices that have no identity yet, then the simulator's
     command line: the demo fleet joins through the same enrollment port as hardware."""
@@ -127,8 +124,8 @@ def demo_fleet_argv(count: int, enroll_port: int) -> list[str]:
     root.mkdir(mode=0o700, exist_ok=True)
     tickets = []
     for index in range(count):
-        profile = DEMO_PROFILES[index % len(DEMO_PROFILES)]
-        node_id = f"demo-{profile}-{index // len(DEMO_PROFILES) + 1}"
+        profile = PROFILE_CYCLE[index % len(PROFILE_CYCLE)]  # the simulator's own mix
+        node_id = f"demo-{profile}-{index // len(PROFILE_CYCLE) + 1}"
         # The simulator runs each device as the profile named here, also for a state
         # directory made before it remembered profiles.
         (root / node_id).mkdir(mode=0o700, exist_ok=True)
