@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import django_filters
 from django.shortcuts import get_object_or_404
-from django.utils.dateparse import parse_date
 from rest_framework import serializers, viewsets
 from rest_framework.exceptions import NotFound
 
@@ -103,10 +102,7 @@ class AuditSnapshotViewSet(viewsets.ReadOnlyModelViewSet):
     audit_target_type = "audit_snapshot"
 
     def get_object(self) -> AuditSnapshot:
-        try:
-            day = parse_date(self.kwargs["date"])
-        except ValueError:  # well formed, no such day: 2026-02-30
-            day = None
+        day = snapshots.parse_day(self.kwargs["date"])
         if day is None:
             raise NotFound("not a date")
         snapshot = get_object_or_404(self.get_queryset(), date=day)

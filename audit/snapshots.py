@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from django.db import IntegrityError, transaction
 from django.db.models import Min
 from django.utils import timezone
+from django.utils.dateparse import parse_date
 
 from audit import chain
 from audit.models import AuditChainHead, AuditEvent, AuditSnapshot, Decision
@@ -64,6 +65,15 @@ class DaySummary:
 
 def utc_today(now: datetime | None = None) -> date:
     return (now or timezone.now()).astimezone(UTC).date()
+
+
+def parse_day(text: str) -> date | None:
+    """A UTC day as the pages and the API take it (YYYY-MM-DD), None when it is no date,
+    the well-formed but impossible ones (2026-02-30) included."""
+    try:
+        return parse_date(text)
+    except ValueError:
+        return None
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:

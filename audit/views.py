@@ -13,7 +13,6 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
-from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_GET
 
 from audit import services, snapshots
@@ -34,21 +33,21 @@ def utc_day(filters: dict[str, str], key: str) -> date | None:
     text = filters[key]
     if not text:
         return None
-    try:
-        day = parse_date(text)
-    except ValueError:  # well formed, no such day: 2026-02-30
-        day = None
+    day = snapshots.parse_day(text)
     if day is None:
         raise BadFilter(f"{key}: {text!r} is not a date (YYYY-MM-DD)")
     return day
 
 
-def filtered_events(request: HttpRequest) -> tuple[QuerySet[AuditEvent], dict[str, str]]:
-    """The page's filters from GET, shared by the list and its export. The dates are UTC
-    days, as the signed snapshots and `manage.py audit export` count them, so an export of
-    one day is exactly what that day's snapshot covers whatever MESHHUB_TIME_ZONE says.
+def read_filters(request: HttpRequest) -> dict[str, str]:
+    return {k: request.GET.get(k, "").strip()[:100] for k in FILTERS}
+
+
+def filtered_events(filters: dict[str, str]) -> QuerySet[AuditEvent]:
+    """The page's filters, shared by the list and its export. The dates are UTC days, as
+    the signed snapshots and `manage.py audit export` count them, so an export of one day
+    is exactly what that day's snapshot covers whatever MESHHUB_TIME_ZONE says.
     Raises BadFilter for a date that is none."""
-    filters = {k: request.GET.get(k, "").strip()[:100] for k in FILTERS}
     events = services.events_between(utc_day(filters, "since"), utc_day(filters, "until"))
     if filters["actor"]:
         events = events.filter(actor_id__icontains=filters["actor"])
@@ -58,17 +57,16 @@ def filtered_events(request: HttpRequest) -> tuple[QuerySet[AuditEvent], dict[st
         events = events.filter(decision=filters["decision"])
     if filters["scope"]:
         events = events.filter(scope=filters["scope"])
-    return events, filters
+    return events
 
 
 def audit_list(request: HttpRequest) -> HttpResponse:
     require_scope(request, Scope.ADMIN, "audit.view", "audit")
+    filters = read_filters(request)
     try:
-        events, filters = filtered_events(request)
-        error = ""
+        events, error = filtered_events(filters), ""
     except BadFilter as bad:
         events, error = AuditEvent.objects.none(), str(bad)
-        filters = {k: request.GET.get(k, "").strip()[:100] for k in FILTERS}
     # Verifying walks the whole chain: automatic while it is small, on request beyond.
     total = AuditEvent.objects.count()
     chain = services.verify() if request.GET.get("verify") == "1" or total <= AUTO_VERIFY_MAX else None
@@ -92,8 +90,9 @@ def audit_list(request: HttpRequest) -> HttpResponse:
 def audit_export(request: HttpRequest) -> HttpResponseBase:
     """The events the page's filters select, as JSONL in seq order (a streamed download)."""
     require_scope(request, Scope.ADMIN, "audit.export", "audit")
+    filters = read_filters(request)
     try:
-        events, filters = filtered_events(request)
+        events = filtered_events(filters)
     except BadFilter as bad:
         return HttpResponseBadRequest(str(bad), content_type="text/plain; charset=utf-8")
     # Who took a copy of the log is itself worth a line in it.
@@ -139,10 +138,7 @@ def snapshot_list(request: HttpRequest) -> HttpResponse:
 def snapshot_detail(request: HttpRequest, day: str) -> JsonResponse:
     """One snapshot as a verifier needs it: the exact signed text, the signature and the key."""
     require_scope(request, Scope.ADMIN, "audit.snapshot", "audit_snapshot", day[:20])
-    try:
-        parsed = parse_date(day)
-    except ValueError:  # well-formed but impossible, like 2026-02-30
-        parsed = None
+    parsed = snapshots.parse_day(day)
     if parsed is None:
         raise Http404("not a date")
     snap = get_object_or_404(AuditSnapshot, date=parsed)
