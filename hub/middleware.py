@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from inspect import iscoroutinefunction
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, QueryDict
 from django.utils.decorators import sync_and_async_middleware
 
 
@@ -22,14 +22,11 @@ def nul_refusal(request: HttpRequest) -> HttpResponse | None:
     where = field = ""
     if "\x00" in request.path_info:
         where, field = "the URL path", "path"
-    sources: list[tuple[str, Any]] = [("query", request.GET)]
-    if not api:
-        sources.append(("form", request.POST))
-    for source, params in sources:
-        if where:
-            break
-        for key, values in params.lists():
-            if "\x00" in key or any("\x00" in value for value in values if isinstance(value, str)):
+    else:
+        sources = [("query", request.GET)] if api else [("query", request.GET), ("form", request.POST)]
+        for source, params in sources:
+            key = _key_holding_nul(params)
+            if key is not None:
                 field = key.replace("\x00", "?")
                 where = f"{source} parameter {field!r}"
                 break
@@ -39,6 +36,13 @@ def nul_refusal(request: HttpRequest) -> HttpResponse | None:
     if api:
         return JsonResponse({"field": field, "reason": reason}, status=400)
     return HttpResponseBadRequest(reason, content_type="text/plain; charset=utf-8")
+
+
+def _key_holding_nul(params: QueryDict) -> str | None:
+    for key, values in params.lists():
+        if "\x00" in key or any("\x00" in value for value in values if isinstance(value, str)):
+            return key
+    return None
 
 
 @sync_and_async_middleware
