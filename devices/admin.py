@@ -187,8 +187,8 @@ class TelemetrySampleAdmin(ReadOnlyAdmin):
 
 @admin.register(Certificate)
 class CertificateAdmin(ReadOnlyAdmin):
-    list_display = ("serial", "device", "status", "not_after", "issued_at", "first_used_at", "revoked_at", "revocation_reason")
-    list_filter = ("status", "ca", "issued_at")
+    list_display = ("serial", "device", "status", "not_after", "issued_at", "first_used_at", "revoked_at", "revocation_kind", "revocation_reason")
+    list_filter = ("status", "revocation_kind", "ca", "issued_at")
     search_fields = ("serial", "fingerprint", "device__node_id")
     list_select_related = ("device",)
     actions = ["revoke_certificates"]

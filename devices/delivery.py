@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from devices import events
-from devices.models import Command, CommandStatus
+from devices.models import RESET_KINDS, Certificate, CertificateStatus, Command, CommandStatus
 
 MAX_IN_FLIGHT = 20
 
@@ -78,24 +78,19 @@ def record_result(node_id: str, command_id: Any, outcome: Any, value: Any, reaso
     return None
 
 
-RESET_REASONS = ("provision.reset", "factory_reset")  # revocation reasons that are a device reset
-
-
 def inactive_serials(serials: list[str]) -> dict[str, str]:
     """Of these session certificates, the ones revoked, superseded or expired since, each
-    with its revocation reason ("" when it has none or is gone): a reset's reason tells
-    the gateway to deliver the signed reset frame before it closes the session."""
-    from devices.models import Certificate, CertificateStatus
-
+    with the reset it was revoked for (`provision.reset`, `factory_reset`) or "": only a
+    reset kind, which only the reset services set, has the gateway deliver the signed reset
+    frame before it closes the session. The free-text reason never decides it."""
     if not serials:
         return {}
     found = {
-        serial: (status, reason)
-        for serial, status, reason in Certificate.objects.filter(serial__in=serials).values_list("serial", "status", "revocation_reason")
+        serial: (status, kind) for serial, status, kind in Certificate.objects.filter(serial__in=serials).values_list("serial", "status", "revocation_kind")
     }
     inactive: dict[str, str] = {}
     for serial in serials:
-        status, reason = found.get(serial, ("", ""))
+        status, kind = found.get(serial, ("", ""))
         if status != CertificateStatus.ACTIVE:
-            inactive[serial] = reason if status == CertificateStatus.REVOKED else ""
+            inactive[serial] = kind if status == CertificateStatus.REVOKED and kind in RESET_KINDS else ""
     return inactive

@@ -44,6 +44,7 @@ from devices.models import (
     FactoryResetRequest,
     HubKey,
     HubKeyKind,
+    RevocationKind,
     node_id_validator,
 )
 
@@ -314,17 +315,19 @@ def _regenerate_crl(ca: CertificateAuthority) -> None:
 def _revoked_rows(ca: CertificateAuthority) -> list[tuple[str, datetime, str]]:
     rows = Certificate.objects.filter(ca=ca, status__in=[CertificateStatus.REVOKED, CertificateStatus.SUPERSEDED], revoked_at__isnull=False)
     return [
-        (c.serial, c.revoked_at, "superseded" if c.status == CertificateStatus.SUPERSEDED else _reason_key(c.revocation_reason))
-        for c in rows.only("serial", "revoked_at", "status", "revocation_reason")
+        (c.serial, c.revoked_at, "superseded" if c.status == CertificateStatus.SUPERSEDED else _reason_key(c.revocation_kind, c.revocation_reason))
+        for c in rows.only("serial", "revoked_at", "status", "revocation_kind", "revocation_reason")
         if c.revoked_at is not None
     ]
 
 
-def _reason_key(reason: str) -> str:
+def _reason_key(kind: str, reason: str) -> str:
+    """The CRL's reason code: a reset is a cessation; an operator who says the key was
+    compromised or stolen gets that code (informational only: every listed serial is refused)."""
+    if kind in (RevocationKind.PROVISION_RESET, RevocationKind.FACTORY_RESET):
+        return "cessation"
     lowered = reason.lower()
-    if "compromise" in lowered or "stolen" in lowered:
-        return "key_compromise"
-    return "cessation" if lowered.startswith("provision.reset") or lowered.startswith("factory_reset") else "unspecified"
+    return "key_compromise" if "compromise" in lowered or "stolen" in lowered else "unspecified"
 
 
 def refresh_crls() -> int:
@@ -624,32 +627,37 @@ def _closed_refusal(enrollment: Enrollment) -> IdentityError:
 # --- revocation, renewal, resets ----------------------------------------------------------
 
 
-def _revoke_rows(certs: list[Certificate], reason: str, now: datetime) -> None:
+def _revoke_rows(certs: list[Certificate], kind: RevocationKind, reason: str, now: datetime) -> None:
     for cert in certs:
         cert.status = CertificateStatus.REVOKED
         cert.revoked_at = now
+        cert.revocation_kind = kind
         cert.revocation_reason = reason[:200]
-        cert.save(update_fields=["status", "revoked_at", "revocation_reason"])
+        cert.save(update_fields=["status", "revoked_at", "revocation_kind", "revocation_reason"])
     for ca in CertificateAuthority.objects.select_for_update().filter(pk__in={c.ca_id for c in certs}):
         _regenerate_crl(ca)
 
 
-def _after_revocation(node_id: str, serials: list[str], reason: str, reset_kind: str | None = None) -> None:
+def _after_revocation(node_id: str, serials: list[str], reason: str, reset_kind: RevocationKind | None = None) -> None:
     transaction.on_commit(_announce_crl_changed)
-    if reset_kind:  # the device hears the signed reset before its session is closed
+    if reset_kind is not None:  # the device hears the signed reset before its session is closed
         transaction.on_commit(lambda: _group_send(f"node.{node_id}", {"type": "session.reset", "kind": reset_kind}))
     transaction.on_commit(lambda: _group_send(f"node.{node_id}", {"type": "session.revoke", "reason": reason, "serials": serials}))
 
 
 def revoke_certificate(actor: Actor, cert: Certificate, reason: str) -> Certificate:
     """Revoke one certificate; the device is `revoked` once it has no active one left."""
+    return _revoke_certificate(actor, cert, RevocationKind.OPERATOR, reason)
+
+
+def _revoke_certificate(actor: Actor, cert: Certificate, kind: RevocationKind, reason: str) -> Certificate:
     if not reason.strip():
         raise IdentityError("reason_required", "a revocation needs a reason")
     with transaction.atomic():
         cert = Certificate.objects.select_for_update().select_related("device").get(pk=cert.pk)
         if cert.status == CertificateStatus.REVOKED:
             raise IdentityError("already_revoked", f"certificate {cert.serial} is already revoked")
-        _revoke_rows([cert], reason, timezone.now())
+        _revoke_rows([cert], kind, reason, timezone.now())
         device = cert.device
         if not device.certificates.filter(status=CertificateStatus.ACTIVE).exists() and device.status == DeviceStatus.PROVISIONED:
             device.status = DeviceStatus.REVOKED
@@ -680,7 +688,7 @@ def revoke_device(actor: Actor, node_id: str, reason: str) -> list[Certificate]:
             raise IdentityError("unknown_device", f"no device with node_id '{node_id}'")
         certs = list(Certificate.objects.select_for_update().filter(device=device, status=CertificateStatus.ACTIVE))
         now = timezone.now()
-        _revoke_rows(certs, reason, now)
+        _revoke_rows(certs, RevocationKind.OPERATOR, reason, now)
         Enrollment.objects.filter(node_id=node_id, status=EnrollmentStatus.OPEN).update(status=EnrollmentStatus.CANCELLED)
         _reject_open_commands(device, f"device revoked: {reason}", now)
         device.status = DeviceStatus.REVOKED
@@ -697,9 +705,16 @@ def _reject_open_commands(device: Device, why: str, now: datetime) -> int:
     )
 
 
-def provision_reset(actor: Actor, node_id: str, *, reason: str = "provision.reset") -> Device:
+def provision_reset(actor: Actor, node_id: str) -> Device:
     """Revoke every active cert, cancel pending commands, clear desired state, mark the
     device unprovisioned. Its row, telemetry, commands and audit trail stay."""
+    return _reset(actor, node_id, RevocationKind.PROVISION_RESET)
+
+
+def _reset(actor: Actor, node_id: str, kind: RevocationKind) -> Device:
+    """A provisioning or (confirmed) factory reset: `kind` is set here, from the operation,
+    and it alone makes the gateway send the device its signed wipe."""
+    reason = str(kind.value)
     with transaction.atomic():
         device = Device.objects.select_for_update().filter(node_id=node_id).first()
         if device is None:
@@ -709,7 +724,7 @@ def provision_reset(actor: Actor, node_id: str, *, reason: str = "provision.rese
             raise IdentityError("unknown_device", f"no device with node_id '{node_id}'")
         now = timezone.now()
         certs = list(Certificate.objects.select_for_update().filter(device=device, status=CertificateStatus.ACTIVE))
-        _revoke_rows(certs, reason, now)
+        _revoke_rows(certs, kind, reason, now)
         cancelled = _reject_open_commands(device, f"cancelled by {reason}", now)
         Enrollment.objects.filter(node_id=node_id, status=EnrollmentStatus.OPEN).update(status=EnrollmentStatus.CANCELLED)
         device.desired = {}
@@ -727,7 +742,7 @@ def provision_reset(actor: Actor, node_id: str, *, reason: str = "provision.rese
             reason=reason,
             details={"serials": serials, "commands_cancelled": cancelled},
         )
-        _after_revocation(node_id, serials, reason, reset_kind="factory_reset" if reason == "factory_reset" else "provision.reset")
+        _after_revocation(node_id, serials, reason, reset_kind=kind)
     return device
 
 
@@ -775,7 +790,7 @@ def confirm_factory_reset(actor: Actor, node_id: str, token: Any) -> Device:
             record(
                 actor, "device.factory_reset.confirm", Decision.ALLOW, scope="reset", target_type="device", target_id=node_id, details={"request_id": match.pk}
             )
-            return provision_reset(actor, node_id, reason="factory_reset")
+            return _reset(actor, node_id, RevocationKind.FACTORY_RESET)
     record(actor, "device.factory_reset.confirm", Decision.DENY, scope="reset", target_type="device", target_id=node_id[:150], reason=refusal.reason)
     raise refusal
 
@@ -812,8 +827,9 @@ def confirm_renewal(actor: Actor, new_cert: Certificate) -> None:
             return
         old.status = CertificateStatus.SUPERSEDED
         old.revoked_at = timezone.now()
+        old.revocation_kind = RevocationKind.SUPERSEDED
         old.revocation_reason = f"superseded by {new_cert.serial}"
-        old.save(update_fields=["status", "revoked_at", "revocation_reason"])
+        old.save(update_fields=["status", "revoked_at", "revocation_kind", "revocation_reason"])
         _regenerate_crl(CertificateAuthority.objects.select_for_update().get(pk=old.ca_id))
         record(
             actor,
@@ -840,7 +856,7 @@ def cleanup_provisioning() -> dict[str, int]:
         Certificate.objects.filter(status=CertificateStatus.ACTIVE, first_used_at__isnull=True, issued_at__lt=now - timedelta(days=settings.UNUSED_CERT_DAYS))
     )
     for cert in stale:
-        revoke_certificate(Actor.system("cleanup"), cert, f"never used in a session within {settings.UNUSED_CERT_DAYS} days")
+        _revoke_certificate(Actor.system("cleanup"), cert, RevocationKind.UNUSED, f"never used in a session within {settings.UNUSED_CERT_DAYS} days")
     outdated = Certificate.objects.filter(status=CertificateStatus.ACTIVE, not_after__lte=now).update(status=CertificateStatus.EXPIRED)
     return {"enrollments_expired": expired, "unused_certs_revoked": len(stale), "certs_expired": outdated}
 

@@ -112,7 +112,7 @@ class CertificateSerializer(serializers.ModelSerializer):
         model = Certificate
         fields = [
             "serial", "node_id", "fingerprint", "ca_fingerprint", "status", "not_before", "not_after",
-            "issued_at", "first_used_at", "revoked_at", "revocation_reason", "pem",
+            "issued_at", "first_used_at", "revoked_at", "revocation_kind", "revocation_reason", "pem",
         ]  # fmt: skip
 
 

@@ -521,7 +521,9 @@ def test_a_reset_whose_channel_message_was_lost_still_reaches_the_device(listene
     runner = RunningAgent(state_dir)
     with runner as agent:
         wait_for(lambda: agent.acked_reports >= 1)
-        Certificate.objects.filter(device__node_id="sensor-1").update(status="revoked", revoked_at=timezone.now(), revocation_reason="provision.reset")
+        Certificate.objects.filter(device__node_id="sensor-1").update(
+            status="revoked", revoked_at=timezone.now(), revocation_kind="provision.reset", revocation_reason="provision.reset"
+        )
         wait_for(lambda: agent.was_reset == "provision.reset")
         runner.thread.join(15)
         assert not runner.thread.is_alive(), "with no identity left the agent stops"

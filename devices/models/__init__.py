@@ -2,6 +2,7 @@
 (CA, hub keys, certificates, enrollments), split by concept."""
 
 from devices.models.identity import (
+    RESET_KINDS,
     Certificate,
     CertificateAuthority,
     CertificateStatus,
@@ -10,6 +11,7 @@ from devices.models.identity import (
     FactoryResetRequest,
     HubKey,
     HubKeyKind,
+    RevocationKind,
 )
 from devices.models.registry import (
     NODE_ID_PATTERN,
@@ -30,6 +32,7 @@ from devices.models.registry import (
 __all__ = [
     "NODE_ID_PATTERN",
     "OPEN_COMMAND_STATUSES",
+    "RESET_KINDS",
     "Capability",
     "CapabilityKind",
     "Certificate",
@@ -46,6 +49,7 @@ __all__ = [
     "Group",
     "HubKey",
     "HubKeyKind",
+    "RevocationKind",
     "TelemetrySample",
     "ValueType",
     "node_id_validator",

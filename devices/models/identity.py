@@ -76,6 +76,21 @@ class CertificateStatus(models.TextChoices):
     EXPIRED = "expired", "Expired"
 
 
+class RevocationKind(models.TextChoices):
+    """What ended a certificate, set only by the service that did it. The gateway sends a
+    signed wipe only for the two reset kinds; the free-text reason is for people and never
+    decides anything (an operator typing "factory_reset" as a reason only revokes)."""
+
+    OPERATOR = "operator", "Revoked by an operator"
+    SUPERSEDED = "superseded", "Superseded by a renewal"
+    UNUSED = "unused", "Never used in a session"
+    PROVISION_RESET = "provision.reset", "Provisioning reset"
+    FACTORY_RESET = "factory_reset", "Factory reset"
+
+
+RESET_KINDS = (RevocationKind.PROVISION_RESET, RevocationKind.FACTORY_RESET)
+
+
 class Certificate(models.Model):
     """A device certificate the hub issued. Serial as lowercase hex."""
 
@@ -90,7 +105,8 @@ class Certificate(models.Model):
     issued_at = models.DateTimeField(default=timezone.now)
     first_used_at = models.DateTimeField(null=True, blank=True, help_text="First mTLS session with this certificate.")
     revoked_at = models.DateTimeField(null=True, blank=True)
-    revocation_reason = models.CharField(max_length=200, blank=True)
+    revocation_reason = models.CharField(max_length=200, blank=True, help_text="Free text for people; decides nothing.")
+    revocation_kind = models.CharField(max_length=20, choices=RevocationKind.choices, blank=True, help_text="Set by the service that ended the certificate.")
     replaces = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaced_by")
 
     class Meta:
@@ -101,6 +117,10 @@ class Certificate(models.Model):
             models.CheckConstraint(
                 condition=~models.Q(status="revoked") | models.Q(revoked_at__isnull=False),
                 name="certificate_revoked_has_time",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(revocation_kind="") | models.Q(revocation_kind__in=RevocationKind.values),
+                name="certificate_revocation_kind_valid",
             ),
         ]
         indexes = [models.Index(fields=["device", "status"], name="certificate_device_status_idx")]

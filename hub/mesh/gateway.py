@@ -261,18 +261,18 @@ class MeshGateway:
             except Exception:  # the database is away; the next sweep tries again
                 logger.exception("outbox sweep failed")
                 continue
-            for serial, reason in dead.items():
+            for serial, reset_kind in dead.items():
                 conn = self.sessions.get(serials[serial])
                 if conn is None or conn.serial != serial or conn.closing:
                     continue
-                if reason in delivery.RESET_REASONS and not conn.reset_queued:
+                if reset_kind and not conn.reset_queued:
                     # A reset must reach the device: its session.reset message can be lost
                     # (the in-memory layer does not wake a loop on another thread), and
                     # closing first would leave a device that never forgets its identity.
                     # The session signs and sends the frame, then closes; if it has not by
                     # the next sweep, that sweep closes it.
                     conn.reset_queued = True
-                    conn.queue.put_nowait({"type": "session.reset", "kind": reason})
+                    conn.queue.put_nowait({"type": "session.reset", "kind": reset_kind})
                     continue
                 self._write(conn, framing.error_frame("revoked", f"certificate {serial} is no longer valid"))
                 self._close(conn, "certificate no longer valid")
