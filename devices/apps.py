@@ -5,3 +5,9 @@ class DevicesConfig(AppConfig):
     name = "devices"
     verbose_name = "Devices"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from devices import frames
+        from devices.session import frames as registry
+
+        frames.register(registry)

@@ -1,8 +1,10 @@
 """DeviceConsumer: one instance per device connection, driven by the mesh gateway.
 
 It owns the protocol of a live session: envelope checks and anti-replay on every frame,
-the welcome → hello → session handshake, state reports (validated, batched, acked after
-commit), heartbeats, and the group messages for its node (`session.revoke`).
+the welcome → hello → session handshake, the scope check, and the group messages for its
+node (`command.pending`, `session.revoke`, `session.reset`, `session.takeover`). What a
+frame type means is not decided here: each type is handled by the handler an app
+registered in `devices.session.frames` (the devices app's own in `devices.frames`).
 The node id always comes from the certificate (the scope), never from a frame.
 """
 
@@ -15,7 +17,6 @@ import os
 import secrets
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from channels.consumer import AsyncConsumer
@@ -25,122 +26,18 @@ from django.conf import settings
 
 from audit.models import ActorType, Decision
 from audit.services import Actor, record
-from devices import capabilities as declarations
-from devices import delivery, state
-from devices.models import Device
-from hub.mesh.protocol import Envelope, ProtocolError, ReplayWindow, check_device_type, check_node, parse_envelope, signing_payload
+from devices import delivery, identity, state
+from devices.session import frames
+from hub import messages
+from hub.mesh.protocol import ProtocolError, ReplayWindow, check_device_type, check_node, parse_envelope, signing_payload
 
 logger = logging.getLogger("meshhub.consumer")
 
 HUB_VERSION = "meshhub/0.1"
-HANDLED = {"hello", "state", "ping", "pong", "event", "error", "ack", "result", "cert.renew"}
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class StateBatcher:
-    """Collects state reports from every session of this process; one transaction per
-    flush (by size or after MESH_STATE_FLUSH_S); each report's future resolves after commit."""
-
-    def __init__(self) -> None:
-        self._pending: list[tuple[state.StateReport, asyncio.Future[None]]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._lock = asyncio.Lock()
-        self._flushes: set[asyncio.Task[None]] = set()
-
-    def _schedule_flush(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.flush())
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    def submit(self, report: state.StateReport) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((report, future))
-        if len(self._pending) >= settings.MESH_STATE_BATCH:
-            self._schedule_flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(settings.MESH_STATE_FLUSH_S, self._schedule_flush)
-        return future
-
-    async def flush(self) -> None:
-        async with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            batch, self._pending = self._pending, []
-            if not batch:
-                return
-            try:
-                await database_sync_to_async(state.apply_reports)([report for report, _ in batch])
-            except Exception as exc:  # nothing was acknowledged: devices keep and resend
-                logger.exception("state batch of %d reports failed", len(batch))
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
-
-
-_batchers: dict[asyncio.AbstractEventLoop, StateBatcher] = {}
-
-
-def state_batcher() -> StateBatcher:
-    loop = asyncio.get_running_loop()
-    batcher = _batchers.get(loop)
-    if batcher is None:
-        batcher = _batchers[loop] = StateBatcher()
-    return batcher
-
-
-@database_sync_to_async
-def _load_specs(node_id: str) -> dict[str, Any]:
-    device = Device.objects.get(node_id=node_id)
-    return state.capability_specs(device)
-
-
-def _renewal_due(serial: str) -> bool:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from devices.models import Certificate, CertificateStatus
-
-    horizon = timezone.now() + timedelta(days=settings.CERT_RENEW_BEFORE_DAYS)
-    cert = Certificate.objects.filter(serial=serial, status=CertificateStatus.ACTIVE).first()
-    return cert is not None and cert.not_after < horizon and not hasattr(cert, "replaced_by")
-
-
-def _confirm_renewal_if_new(serial: str, node_id: str) -> None:
-    """A session on a renewed certificate proves the device switched: supersede the old one."""
-    from devices import identity
-    from devices.models import Certificate
-
-    cert = Certificate.objects.filter(serial=serial, replaces__isnull=False).first()
-    if cert is not None:
-        identity.confirm_renewal(Actor(ActorType.DEVICE, node_id), cert)
-
-
-@database_sync_to_async
-def _accept_hello(node_id: str, body: dict[str, Any], serial: str) -> tuple[list[str], dict[str, Any]]:
-    device = Device.objects.get(node_id=node_id)
-    _confirm_renewal_if_new(serial, node_id)
-    problems: list[str] = []
-    if "capabilities" in body:
-        caps, problems = declarations.check_declaration(body["capabilities"])
-        if not problems:
-            declarations.store_declaration(device, caps)
-    if not problems:
-        version = body.get("firmware_version")
-        if isinstance(version, str) and version and version != device.firmware_version:
-            Device.objects.filter(pk=device.pk).update(firmware_version=version[:50])
-        state.set_presence(node_id, True)
-        record(Actor(ActorType.DEVICE, node_id), "mesh.session", Decision.ALLOW, target_type="device", target_id=node_id, details={"firmware_version": version})
-    return problems, state.capability_specs(device)
 
 
 @database_sync_to_async
@@ -149,8 +46,6 @@ def _audit_deny(node_id: str, action: str, reason: str, details: dict[str, Any])
 
 
 def _sign(payload: bytes) -> str:
-    from devices import identity
-
     return base64.b64encode(identity.signing_key().sign(payload)).decode()
 
 
@@ -164,11 +59,12 @@ class DeviceConsumer(AsyncConsumer):
 
     async def mesh_connect(self, message: dict[str, Any]) -> None:
         self.node_id: str = self.scope["node_id"]
-        self.group = f"node.{self.node_id}"
+        self.group = messages.node_group(self.node_id)
         self.inbound = ReplayWindow(skew_ms=settings.MESH_CLOCK_SKEW_S * 1000)
         self.out_seq = 0
         self.session_token = secrets.token_urlsafe(18)
         self.established = False
+        self.scopes: frozenset[str] = frozenset()  # granted at `session`, from the frame registry
         self.replaced = False
         self.specs: dict[str, Any] = {}
         self.sent: set[str] = set()
@@ -180,9 +76,7 @@ class DeviceConsumer(AsyncConsumer):
             # One session per node across gateways: an older session elsewhere ends itself.
             # (On this gateway the server already replaced it; this reaches the others.)
             try:
-                await self.channel_layer.group_send(
-                    self.group, {"type": "session.takeover", "gateway": self.scope.get("gateway", ""), "peer": self.scope.get("peer", "")}
-                )
+                await self.channel_layer.group_send(self.group, messages.session_takeover(self.scope.get("gateway", ""), self.scope.get("peer", "")))
             except Exception:  # the layer is away: the other gateway's session ends on its idle timeout
                 logger.warning("session.takeover for %s not sent", self.node_id, exc_info=True)
         await self.send_frame("welcome", {"hub_version": HUB_VERSION, "time_ms": now_ms(), "node_id": self.node_id, "heartbeat_s": settings.MESH_HEARTBEAT_S})
@@ -243,25 +137,21 @@ class DeviceConsumer(AsyncConsumer):
             elif envelope.session != self.session_token:
                 raise ProtocolError("bad_session", "missing or wrong session token")
             self.inbound.check(envelope, now_ms())
-            if envelope.type not in HANDLED:
+            handler = frames.get(envelope.type)
+            if handler is None:
                 raise ProtocolError("not_supported", f"'{envelope.type}' frames are not handled by this hub version")
-            await getattr(self, "on_" + envelope.type.replace(".", "_"))(envelope)
+            # The scope is re-checked on every frame: the open connection is not authority.
+            if self.established and handler.scope not in self.scopes:
+                raise ProtocolError("forbidden_scope", f"'{envelope.type}' frames need scope '{handler.scope}', which this session does not grant")
+            await handler.handle(self, envelope)
         except ProtocolError as error:
             await self.refuse(error, frame)
 
-    async def on_hello(self, envelope: Envelope) -> None:
-        if self.established:
-            raise ProtocolError("bad_session", "the session is already established")
-        problems, self.specs = await _accept_hello(self.node_id, envelope.body, self.scope["cert_serial"])
-        if problems:
-            raise ProtocolError("bad_hello", "; ".join(problems))
-        await self.send_frame(
-            "session", {"token": self.session_token, "scopes": ["read-status", "command"], "heartbeat_s": settings.MESH_HEARTBEAT_S}, ref=envelope.id
-        )
+    async def establish(self, *, ref: str) -> None:
+        """`hello` accepted: grant the scopes of the registered frame handlers and say so."""
+        self.scopes = frozenset(frames.scopes())
+        await self.send_frame("session", {"token": self.session_token, "scopes": sorted(self.scopes), "heartbeat_s": settings.MESH_HEARTBEAT_S}, ref=ref)
         self.established = True
-        await self.deliver_pending()
-        if await database_sync_to_async(_renewal_due)(self.scope["cert_serial"]):
-            await self.send_frame("cert.renew", {"reason": "certificate expires soon: send a CSR for a new key"})
 
     async def deliver_pending(self) -> None:
         """Send what the outbox holds for this node and this session has not sent yet."""
@@ -280,79 +170,6 @@ class DeviceConsumer(AsyncConsumer):
     async def command_pending(self, message: dict[str, Any]) -> None:
         """A nudge: from send_command() after commit (group node.<id>) or the gateway's sweep."""
         await self.deliver_pending()
-
-    async def on_ack(self, envelope: Envelope) -> None:
-        problem = await database_sync_to_async(delivery.mark_delivered)(self.node_id, envelope.body.get("id"))
-        if problem:
-            raise ProtocolError("bad_ack", problem)
-
-    async def on_result(self, envelope: Envelope) -> None:
-        body = envelope.body
-        problem = await database_sync_to_async(delivery.record_result)(self.node_id, body.get("id"), body.get("status"), body.get("value"), body.get("reason"))
-        if problem:
-            raise ProtocolError("bad_result", problem)
-
-    async def on_state(self, envelope: Envelope) -> None:
-        errors = state.check_values(self.specs, envelope.body.get("values"))
-        if errors:
-            raise ProtocolError("bad_state", "; ".join(errors.values()))
-        # ts is when the device measured: it may be old (reports buffered while offline),
-        # never from the future beyond the allowed skew.
-        ts_ms = envelope.body.get("ts", envelope.issued_at)
-        now = now_ms()
-        if (
-            isinstance(ts_ms, bool)
-            or not isinstance(ts_ms, int)
-            or ts_ms > now + settings.MESH_CLOCK_SKEW_S * 1000
-            or ts_ms < now - settings.MESH_STATE_MAX_AGE_S * 1000
-        ):
-            raise ProtocolError("bad_state", f"ts must be milliseconds since the epoch, at most {settings.MESH_STATE_MAX_AGE_S} s old and not in the future")
-        report = state.StateReport(self.node_id, dict(envelope.body["values"]), datetime.fromtimestamp(ts_ms / 1000, tz=UTC))
-        if len(self.storing) >= settings.MESH_STATE_IN_FLIGHT:  # back-pressure: the next frame waits
-            await asyncio.wait(self.storing, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.get_running_loop().create_task(self._ack_when_stored(state_batcher().submit(report), envelope.id))
-        self.storing.add(task)
-        task.add_done_callback(self.storing.discard)
-
-    async def _ack_when_stored(self, stored: asyncio.Future[None], ref: str) -> None:
-        """`ack` only after the report's batch committed; a failed batch is never acked."""
-        try:
-            await stored
-        except Exception:
-            await self.send_frame("error", {"code": "unavailable", "reason": "state not stored; resend later", "ref": ref})
-            return
-        await self.send_frame("ack", {"ref": ref})
-
-    async def on_event(self, envelope: Envelope) -> None:
-        name = envelope.body.get("name")
-        if not isinstance(name, str) or not name:
-            raise ProtocolError("bad_event", "event needs a name")
-        data = envelope.body.get("data")
-        logger.info("event %s from %s", name, self.node_id, extra={"node_id": self.node_id, "event": name, "data": data})
-        if name == "dropped_events" and isinstance(data, dict) and isinstance(data.get("count"), int):
-            await database_sync_to_async(state.record_dropped_events)(self.node_id, data["count"])
-        await self.send_frame("ack", {"ref": envelope.id})
-
-    async def on_cert_renew(self, envelope: Envelope) -> None:
-        """The device's answer: a CSR for a fresh key. The new cert is used from its next connection."""
-        from devices import identity
-
-        try:
-            cert = await database_sync_to_async(identity.renew_certificate)(Actor(ActorType.DEVICE, self.node_id), self.node_id, envelope.body.get("csr"))
-        except identity.IdentityError as exc:
-            raise ProtocolError(exc.code, exc.reason) from None
-        chain = await database_sync_to_async(lambda: [ca.cert_pem for ca in identity.trusted_cas()])()
-        await self.send_frame("cert.issued", {"cert": cert.pem, "ca_chain": chain, "serial": cert.serial}, ref=envelope.id)
-
-    async def on_ping(self, envelope: Envelope) -> None:
-        await database_sync_to_async(state.touch)(self.node_id)
-        await self.send_frame("pong", {"ref": envelope.id, "time_ms": now_ms()})
-
-    async def on_pong(self, envelope: Envelope) -> None:
-        return None
-
-    async def on_error(self, envelope: Envelope) -> None:
-        logger.info("device %s reported an error: %s", self.node_id, envelope.body)
 
     async def session_reset(self, message: dict[str, Any]) -> None:
         """Group message from provision.reset / factory_reset: tell the device, signed, then end."""

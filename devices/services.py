@@ -29,6 +29,7 @@ from devices.models import (
     ValueType,
 )
 from devices.values import ValueSpec, check_value
+from hub import messages
 
 logger = logging.getLogger("meshhub.devices")
 
@@ -142,7 +143,7 @@ def nudge_device(node_id: str, command_id: str) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(f"node.{node_id}", {"type": "command.pending", "command_id": command_id})
+        async_to_sync(layer.group_send)(messages.node_group(node_id), messages.command_pending(command_id))
     except Exception:  # the outbox row is committed; the sweep will deliver it
         logger.warning("could not nudge node %s about command %s", node_id, command_id, exc_info=True)
 

@@ -37,6 +37,7 @@ from django.utils import timezone
 from audit.models import ActorType, Decision
 from audit.services import Actor, Entry, record_many
 from devices import identity
+from hub import messages
 from hub.mesh import framing
 
 logger = logging.getLogger("meshhub.gateway")
@@ -272,14 +273,14 @@ class MeshGateway:
                     # The session signs and sends the frame, then closes; if it has not by
                     # the next sweep, that sweep closes it.
                     conn.reset_queued = True
-                    conn.queue.put_nowait({"type": "session.reset", "kind": reset_kind})
+                    conn.queue.put_nowait(dict(messages.session_reset(reset_kind)))
                     continue
                 self._write(conn, framing.error_frame("revoked", f"certificate {serial} is no longer valid"))
                 self._close(conn, "certificate no longer valid")
             for node_id in waiting:
                 conn = self.sessions.get(node_id)
                 if conn is not None and not conn.closing:
-                    conn.queue.put_nowait({"type": "command.pending"})
+                    conn.queue.put_nowait(dict(messages.command_pending()))
 
     def _write_heartbeat(self) -> None:
         from hub.models import Heartbeat

@@ -46,6 +46,8 @@ ERROR_CODES = {
     "nonce_reused": "nonce seen before within its ttl",
     "clock_skew": "issued_at outside the allowed skew",
     "expired": "issued_at + ttl_ms is in the past",
+    "not_supported": "a device frame type no app of this hub handles",
+    "forbidden_scope": "the frame's handler needs a device scope this session was not granted",
 }
 
 

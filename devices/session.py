@@ -1,0 +1,81 @@
+"""Frame handlers that apps register: the one way a device frame type gets handled.
+
+An app registers, in its `AppConfig.ready()`, each device→hub frame type it handles,
+the device scope that frame needs, and an async handler. The device session
+(`devices.consumers.DeviceConsumer`) looks every accepted frame up here: a type nobody
+registered is answered `not_supported`; a handler whose scope the session does not grant
+is answered `forbidden_scope`. The `session` frame lists the scopes granted, which are
+the scopes of the registered handlers: an app that registers OTA frames adds `ota`.
+
+The device scopes are the capability matrix of ARCHITECTURE §4: a device may open and
+keep its session, report, answer what the hub asked, and renew its certificate; it may
+never command, reset, provision or roll back anything (those frame types are refused by
+`hub.mesh.protocol.check_device_type` before a handler is looked up, and cannot be
+registered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from django.core.exceptions import ImproperlyConfigured
+
+from hub.mesh.protocol import DEVICE_TYPES, Envelope
+
+if TYPE_CHECKING:
+    from devices.consumers import DeviceConsumer
+
+
+class DeviceScope(StrEnum):
+    """What a device may do in a session (device→hub), one scope per kind of frame."""
+
+    SESSION = "session"  # open and keep the session: hello, ping, pong, error
+    REPORT = "report"  # state and events it measured
+    ANSWER = "answer"  # acknowledge and answer what the hub sent: ack, result
+    RENEW = "renew"  # a CSR for its next certificate
+    OTA = "ota"  # answers within a firmware transfer (ota.*), boot and health beacons
+
+
+Handler = Callable[["DeviceConsumer", Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class FrameHandler:
+    frame_type: str
+    scope: DeviceScope
+    handle: Handler
+    app: str
+
+
+class FrameRegistry:
+    """Frame type → handler. Registration happens once per process, in `ready()`."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, FrameHandler] = {}
+
+    def register(self, frame_type: str, scope: DeviceScope, handle: Handler, *, app: str) -> None:
+        if frame_type not in DEVICE_TYPES:
+            raise ImproperlyConfigured(f"{app} registers '{frame_type}', which is not a frame type devices may send (hub.mesh.protocol.DEVICE_TYPES)")
+        existing = self._handlers.get(frame_type)
+        if existing is not None and existing.handle is not handle:
+            raise ImproperlyConfigured(f"{app} registers '{frame_type}', already handled by {existing.app}")
+        self._handlers[frame_type] = FrameHandler(frame_type, DeviceScope(scope), handle, app)
+
+    def unregister(self, frame_type: str) -> None:
+        self._handlers.pop(frame_type, None)
+
+    def get(self, frame_type: str) -> FrameHandler | None:
+        return self._handlers.get(frame_type)
+
+    def scopes(self) -> list[str]:
+        """What the `session` frame grants: every scope some registered handler needs."""
+        return sorted({str(h.scope) for h in self._handlers.values()})
+
+    def types(self) -> list[str]:
+        return sorted(self._handlers)
+
+
+frames = FrameRegistry()
