@@ -16,6 +16,7 @@ from django.utils import timezone
 from audit.models import Decision
 from audit.services import Actor, record
 from devices import events
+from devices.guards import CommandRequest, guards
 from devices.models import (
     OPEN_COMMAND_STATUSES,
     Capability,
@@ -45,20 +46,25 @@ MISSING: Any = _Missing()
 class CommandRejected(Exception):
     """A command failed one of the validation levels; `reason` is safe to show the caller."""
 
-    LEVELS = {0: "ttl", 1: "action", 2: "device", 3: "provisioned", 4: "capability", 5: "kind", 6: "value"}
+    LEVELS = {0: "ttl", 1: "action", 2: "device", 3: "provisioned", 4: "capability", 5: "kind", 6: "value", 7: "interlock"}
+    INTERLOCK = 7  # a command guard an app registered (devices.guards) refused
 
-    def __init__(self, level: int, field: str, reason: str) -> None:
+    def __init__(self, level: int, field: str, reason: str, *, guard: str = "") -> None:
         super().__init__(reason)
         self.level = level
         self.field = field
         self.reason = reason
+        self.guard = guard
 
     @property
     def level_name(self) -> str:
         return self.LEVELS[self.level]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"field": self.field, "reason": self.reason, "level": self.level_name}
+        answer = {"field": self.field, "reason": self.reason, "level": self.level_name}
+        if self.guard:
+            answer["guard"] = self.guard
+        return answer
 
 
 def actor_label(actor: Actor) -> str:
@@ -113,8 +119,11 @@ def resolve_ttl(ttl_s: Any) -> int:
     return ttl_s
 
 
-def validate_command(node_id: Any, action: Any, capability: Any, value: Any, ttl_s: Any = None) -> tuple[Device, Capability, Any, int]:
-    """Run the six levels in order and return what the command row needs."""
+def validate_command(
+    node_id: Any, action: Any, capability: Any, value: Any, ttl_s: Any = None, *, actor: Actor | None = None, scope: str = "command"
+) -> tuple[Device, Capability, Any, int]:
+    """Run the six levels in order, then the registered guards (interlock), and return
+    what the command row needs."""
     ttl = resolve_ttl(ttl_s)
     if not isinstance(action, str) or action not in CommandAction.values:
         raise CommandRejected(1, "action", f"unknown action {action!r}; expected one of {', '.join(CommandAction.values)}")
@@ -133,6 +142,10 @@ def validate_command(node_id: Any, action: Any, capability: Any, value: Any, ttl
         raise CommandRejected(4, "capability", f"device '{node_id}' has no capability '{capability}' (it has: {known})")
     check_action_fits(action, cap)
     stored_value = check_command_value(action, cap, value)
+    objection = guards.first_refusal(CommandRequest(actor, device, cap, action, stored_value, scope))
+    if objection is not None:
+        name, refusal = objection
+        raise CommandRejected(CommandRejected.INTERLOCK, refusal.field, refusal.reason, guard=name)
     return device, cap, stored_value, ttl
 
 
@@ -164,8 +177,11 @@ def send_command(
     the audit event is written then.
     """
     try:
-        device, cap, stored_value, ttl = validate_command(node_id, action, capability, value, ttl_s)
+        device, cap, stored_value, ttl = validate_command(node_id, action, capability, value, ttl_s, actor=actor, scope=scope)
     except CommandRejected as rejected:
+        details = {"level": rejected.level_name, "field": rejected.field, "action": str(action)[:32], "capability": str(capability)[:64]}
+        if rejected.guard:
+            details["guard"] = rejected.guard
         record(
             actor,
             "command.create",
@@ -174,7 +190,7 @@ def send_command(
             target_type="device",
             target_id=str(node_id)[:150],
             reason=rejected.reason,
-            details={"level": rejected.level_name, "field": rejected.field, "action": str(action)[:32], "capability": str(capability)[:64]},
+            details=details,
         )
         raise
     now = timezone.now()
@@ -260,7 +276,7 @@ def set_desired(actor: Actor, node_id: str, changes: Any, *, ttl_s: Any = None) 
                 validated[name] = None
                 continue
             try:
-                validate_command(node_id, CommandAction.SET, name, value, ttl_s)
+                validate_command(node_id, CommandAction.SET, name, value, ttl_s, actor=actor)
                 validated[name] = value
             except CommandRejected as rejected:
                 if rejected.level <= 3:

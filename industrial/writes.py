@@ -73,27 +73,43 @@ def execute_command(command_id: str) -> str:
     return "succeeded"
 
 
+def allow_list_refusal(node_id: str, point: ModbusPoint | None, capability: str, action: str, value: Any) -> str | None:
+    """The PLC allow-list, judged at the point itself: why this command may not touch the
+    wire (None when it may). Asked twice: by the `plc.allow_list` command guard before the
+    command is written, and again just before the write (the point may change in between)."""
+    if point is None:
+        return f"PLC '{node_id}' has no point '{capability}'"
+    if action == CommandAction.GET:
+        return None
+    if not point.writable:
+        return f"point '{point.capability}' is not writable (not on the PLC allow-list)"
+    if action not in (CommandAction.SET, CommandAction.TOGGLE):
+        return f"a PLC point takes set, toggle or get, not {action}"
+    if action == CommandAction.SET and not isinstance(value, bool):
+        try:
+            codec.check_range(value, point.min_value, point.max_value)
+        except codec.CodecError as error:
+            return error.reason
+    return None
+
+
 def _carry_out(command: Command) -> Any:
     bridge = ModbusBridge.objects.get(device_id=command.device_id)
     point = bridge.points.filter(capability=command.capability).first()
-    if point is None:
-        raise WriteRefused(f"PLC '{command.device.node_id}' has no point '{command.capability}'")
+    refusal = allow_list_refusal(command.device.node_id, point, command.capability, command.action, command.value)
+    if refusal is not None:
+        raise WriteRefused(refusal)
+    assert point is not None
     client = client_for(bridge)
     width = point_width(point)
     if command.action == CommandAction.GET:
         return decode_point(point, client.read(point.register, point.address, width))
-    if not point.writable:
-        raise WriteRefused(f"point '{point.capability}' is not writable (not on the PLC allow-list)")
     if command.action == CommandAction.TOGGLE:
         current = decode_point(point, client.read(point.register, point.address, width))
         wanted: Any = not current
-    elif command.action == CommandAction.SET:
-        wanted = command.value
     else:
-        raise WriteRefused(f"a PLC point takes set, toggle or get, not {command.action}")
+        wanted = command.value
     try:
-        if not isinstance(wanted, bool):
-            codec.check_range(wanted, point.min_value, point.max_value)
         words = codec.encode(
             wanted,
             point.data_type,

@@ -498,3 +498,27 @@ def test_a_peer_answering_garbage_marks_points_stale_not_a_crash() -> None:
         stop.set()
         thread.join(5)
         listener.close()
+
+
+@pytest.mark.django_db
+def test_the_allow_list_guard_refuses_before_a_command_is_queued_when_capability_and_point_drift(
+    plc: ModbusBridge, modbus_server: ModbusTestServer, alice_api: APIClient
+) -> None:
+    """A capability marked writable by hand (or left behind by an old import) does not
+    open the register: the `plc.allow_list` guard refuses at level interlock, nothing queued."""
+    Capability.objects.filter(device__node_id="plc-line-1", name="pressure").update(kind="actuator", writable=True)
+    answer = alice_api.post("/api/v1/devices/plc-line-1/commands/", {"action": "set", "capability": "pressure", "value": 5}, format="json")
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "field": "capability",
+        "level": "interlock",
+        "guard": "plc.allow_list",
+        "reason": "point 'pressure' is not writable (not on the PLC allow-list)",
+    }
+    # The point's range is the authority too, whatever the capability says.
+    Capability.objects.filter(device__node_id="plc-line-1", name="level").update(max_value=1000)
+    answer = alice_api.post("/api/v1/devices/plc-line-1/commands/", {"action": "set", "capability": "level", "value": 500}, format="json")
+    assert (answer.status_code, answer.json()["level"], answer.json()["reason"]) == (400, "interlock", "value 500 is above the maximum 100")
+    assert not Command.objects.exists()
+    assert AuditEvent.objects.filter(action="command.create", decision="deny", details__guard="plc.allow_list").count() == 2
+    assert modbus_server.get_holding(30) == [0]
