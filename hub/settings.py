@@ -103,6 +103,9 @@ MESH_STATE_FLUSH_S = 0.1
 MESH_STATE_IN_FLIGHT = 32  # reports of one session awaiting their batch's commit
 MESH_OUTBOX_SWEEP_S = 1.0
 GATEWAY_STAMP_S = 10.0  # how often a gateway stamps its Heartbeat row (system page)
+# Committed state batches waiting for the state subscribers (automation, live pages) per
+# process; beyond it the oldest waiting batch is dropped and counted (devices/events.py).
+STATE_SUBSCRIBER_QUEUE = int(env("MESHHUB_STATE_SUBSCRIBER_QUEUE", "1000"))
 MESH_STATE_MAX_AGE_S = 24 * 3600  # buffered reports older than this are refused
 
 # Commands that nobody answers expire; a caller may ask for less, never more.

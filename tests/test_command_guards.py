@@ -102,7 +102,14 @@ def test_a_guard_sees_who_asks_and_the_validated_command(alice_api: APIClient) -
     finally:
         guards.unregister("test.record")
     (request,) = seen
-    assert (request.actor.id.split("/")[-1] if request.actor else None, request.device.node_id, request.capability.name, request.action, request.value, request.scope) == (
+    assert (
+        request.actor.id.split("/")[-1] if request.actor else None,
+        request.device.node_id,
+        request.capability.name,
+        request.action,
+        request.value,
+        request.scope,
+    ) == (
         "alice",
         "sensor-1",
         "mode",

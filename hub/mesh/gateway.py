@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from audit.models import ActorType, Decision
 from audit.services import Actor, Entry, record_many
-from devices import identity
+from devices import events, identity
 from hub import messages
 from hub.mesh import framing
 
@@ -209,6 +209,7 @@ class MeshGateway:
         self.listener = listener
         self.port = listener.getsockname()[1]
         self.audit.start()
+        events.state_subscribers.bind_loop(self.loop)
         self._reloader = self.loop.create_task(self._listen_for_reloads())
         self._sweeper = self.loop.create_task(self._sweep_outbox())
         self._acceptor = self.loop.create_task(self._accept_loop(listener))
@@ -285,7 +286,15 @@ class MeshGateway:
     def _write_heartbeat(self) -> None:
         from hub.models import Heartbeat
 
-        details = {"host": self.host, "port": self.port, "pid": os.getpid(), "connections": len(self.sessions), "started_at": self.started_at.isoformat()}
+        subscribers = events.state_subscribers.snapshot()
+        details = {
+            "host": self.host,
+            "port": self.port,
+            "pid": os.getpid(),
+            "connections": len(self.sessions),
+            "started_at": self.started_at.isoformat(),
+            "state_subscribers": {"queued": subscribers.queued, "dropped_batches": subscribers.dropped_batches, "dropped_reports": subscribers.dropped_reports},
+        }
         Heartbeat.objects.update_or_create(name=self.heartbeat_name, defaults={"at": timezone.now(), "details": details})
 
     async def _stamp_alive(self) -> None:
@@ -329,6 +338,7 @@ class MeshGateway:
         for conn in list(self.sessions.values()):
             self._close(conn, "gateway shutting down")
         await self._cancel_sessions()
+        await events.state_subscribers.unbind_loop(asyncio.get_running_loop())
         await self.audit.close()
         await database_sync_to_async(connections.close_all)()
         loop = asyncio.get_running_loop()
