@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import django_filters
+from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -28,8 +29,9 @@ from hub.actors import actor_for_request
 from hub.filters import to_utc
 from hub.permissions import audit_request, required_scope
 from hub.scopes import Scope
+from hub.serializers import ServiceCheckedField, StrictBodySerializer, first_error
 
-COMMAND_FIELDS = {"action", "capability", "value", "ttl_s"}
+MAX_BATCH = 500
 
 
 class CapabilitySerializer(serializers.ModelSerializer):
@@ -66,21 +68,43 @@ class CommandSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
 
 
-class CommandRequestSerializer(serializers.Serializer):
-    """Documents the body; validation is send_command's six levels, for one set of reasons."""
+class CommandRequestSerializer(StrictBodySerializer):
+    """A command body's shape (a JSON object with only these keys); the values go to
+    send_command as sent, whose six levels answer for each with the failing level."""
 
-    action = serializers.ChoiceField(choices=CommandAction.choices)
-    capability = serializers.CharField()
-    value = serializers.JSONField(required=False, help_text='JSON-typed: true, 21.5, "auto". Omit for get/toggle.')
-    ttl_s = serializers.IntegerField(required=False, min_value=1, help_text="Seconds until the command expires.")
+    action = ServiceCheckedField(serializers.ChoiceField(choices=CommandAction.choices))
+    capability = ServiceCheckedField(serializers.CharField())
+    value = ServiceCheckedField(serializers.JSONField(allow_null=True), required=False, help_text='Any JSON value: true, 21.5, "auto". Omit for get/toggle.')
+    ttl_s = ServiceCheckedField(
+        serializers.IntegerField(min_value=1, max_value=settings.COMMAND_MAX_TTL_S),
+        required=False,
+        help_text=f"Seconds until the command expires (default {settings.COMMAND_DEFAULT_TTL_S}).",
+    )
 
 
 class NodeCommandRequestSerializer(CommandRequestSerializer):
-    node_id = serializers.CharField()
+    node_id = ServiceCheckedField(serializers.CharField())
 
 
-class BatchRequestSerializer(serializers.Serializer):
-    commands = NodeCommandRequestSerializer(many=True)
+class BatchRequestSerializer(StrictBodySerializer):
+    """Up to 500 commands; each item's values are judged on their own (one result each)."""
+
+    commands = serializers.ListField(child=NodeCommandRequestSerializer(), min_length=1, max_length=MAX_BATCH)
+
+    def to_internal_value(self, data: Any) -> Any:
+        self.check_shape(data)
+        items = data.get("commands")
+        if not isinstance(items, list) or not items:
+            raise serializers.ValidationError({"commands": "commands must be a non-empty list"})
+        if len(items) > MAX_BATCH:
+            raise serializers.ValidationError({"commands": f"at most {MAX_BATCH} commands per batch, got {len(items)}"})
+        for index, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise serializers.ValidationError({f"commands[{index}]": "each command must be a JSON object"})
+            unknown = sorted(set(item) - set(NodeCommandRequestSerializer().fields))
+            if unknown:
+                raise serializers.ValidationError({f"commands[{index}].{unknown[0]}": f"unknown field '{unknown[0]}'"})
+        return super().to_internal_value(data)
 
 
 class RejectionSerializer(serializers.Serializer):
@@ -109,15 +133,12 @@ def rejection(field: str, reason: str) -> Response:
     return Response({"field": field, "reason": reason}, status=status.HTTP_400_BAD_REQUEST)
 
 
-def command_body(request: Request, allowed: set[str]) -> dict[str, Any] | Response:
-    """The request body as a JSON object with only known keys, or the 400 to answer."""
-    body = request.data
-    if not isinstance(body, dict):
-        return rejection("body", f"expected a JSON object, got {type(body).__name__}")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        return rejection(unknown[0], f"unknown field '{unknown[0]}'; allowed: {', '.join(sorted(allowed))}")
-    return dict(body)
+def command_body(request: Request, serializer_class: type[StrictBodySerializer]) -> dict[str, Any] | Response:
+    """The validated body, or the 400 to answer (naming the field)."""
+    params = serializer_class(data=request.data)
+    if not params.is_valid():
+        return rejection(*first_error(params.errors))
+    return dict(params.validated_data)
 
 
 def audited_rejection(request: Request, view: Any, response: Response) -> Response:
@@ -237,7 +258,7 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
             device = self.get_object()
             page = self.paginate_queryset(device.commands.select_related("device").order_by("-created_at"))
             return self.get_paginated_response(CommandSerializer(page, many=True).data)
-        body = command_body(request, COMMAND_FIELDS)
+        body = command_body(request, CommandRequestSerializer)
         if isinstance(body, Response):
             return audited_rejection(request, self, body)
         try:
@@ -366,7 +387,7 @@ class CommandViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.
 
     @extend_schema(request=NodeCommandRequestSerializer, responses={201: CommandSerializer, 400: RejectionSerializer})
     def create(self, request: Request) -> Response:
-        body = command_body(request, COMMAND_FIELDS | {"node_id"})
+        body = command_body(request, NodeCommandRequestSerializer)
         if isinstance(body, Response):
             return audited_rejection(request, self, body)
         try:
@@ -386,20 +407,10 @@ class CommandViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.
     @action(detail=False, methods=["post"])
     def batch(self, request: Request) -> Response:
         """Up to 500 commands, each validated and created on its own; one result per item."""
-        body = command_body(request, {"commands"})
+        body = command_body(request, BatchRequestSerializer)
         if isinstance(body, Response):
             return audited_rejection(request, self, body)
-        items = body.get("commands")
-        if not isinstance(items, list) or not items:
-            return audited_rejection(request, self, rejection("commands", "commands must be a non-empty list"))
-        if len(items) > 500:
-            return audited_rejection(request, self, rejection("commands", f"at most 500 commands per batch, got {len(items)}"))
-        for index, item in enumerate(items):
-            if not isinstance(item, dict):
-                return audited_rejection(request, self, rejection(f"commands[{index}]", "each command must be a JSON object"))
-            unknown = sorted(set(item) - COMMAND_FIELDS - {"node_id"})
-            if unknown:
-                return audited_rejection(request, self, rejection(f"commands[{index}].{unknown[0]}", f"unknown field '{unknown[0]}'"))
+        items = [dict(item) for item in body["commands"]]
         return outcomes_response(services.send_many(actor_for_request(request), items))
 
 
@@ -435,7 +446,7 @@ class GroupViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def command(self, request: Request, pk: str) -> Response:
         group = self.get_object()
-        body = command_body(request, COMMAND_FIELDS)
+        body = command_body(request, CommandRequestSerializer)
         if isinstance(body, Response):
             return audited_rejection(request, self, body)
         outcomes = services.send_to_group(

@@ -16,9 +16,10 @@ from devices import identity
 from devices.models import Certificate, CertificateStatus, Enrollment, EnrollmentStatus
 from hub.actors import actor_for_request
 from hub.scopes import Scope
+from hub.serializers import RefusesUnknownFields
 
 
-class StrictSerializer(serializers.Serializer):
+class StrictSerializer(RefusesUnknownFields, serializers.Serializer):
     """Refuses fields it does not know, so a typo is an error, not a silent default."""
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ class HubConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        import hub.openapi  # noqa: F401  (registers the API schema's token scheme)
         from audit import services as audit_services
         from devices import events
         from hub import live

@@ -320,6 +320,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models name a field `status` (and two name one choice set twice): name each
+    # enum after its choices, so a generated client's types stay stable as the API grows.
+    "ENUM_NAME_OVERRIDES": {
+        "DeviceStatusEnum": "devices.models.DeviceStatus",
+        "CommandStatusEnum": "devices.models.CommandStatus",
+        "CertificateStatusEnum": "devices.models.CertificateStatus",
+        "EnrollmentStatusEnum": "devices.models.EnrollmentStatus",
+        "ByteOrderEnum": "industrial.models.ByteOrder",
+    },
 }
 
 # --- logging: one JSON object per line on stdout ------------------------------------------
