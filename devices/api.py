@@ -110,7 +110,8 @@ class BatchRequestSerializer(StrictBodySerializer):
 class RejectionSerializer(serializers.Serializer):
     field = serializers.CharField()
     reason = serializers.CharField()
-    level = serializers.CharField(required=False)
+    level = serializers.ChoiceField(choices=list(services.CommandRejected.LEVELS.values()), required=False, help_text="The failing level.")
+    guard = serializers.CharField(required=False, help_text="At level interlock: the command guard that refused.")
 
 
 class OutcomeSerializer(serializers.Serializer):
@@ -120,7 +121,8 @@ class OutcomeSerializer(serializers.Serializer):
     status = serializers.CharField(required=False)
     field = serializers.CharField(required=False)
     reason = serializers.CharField(required=False)
-    level = serializers.CharField(required=False)
+    level = serializers.ChoiceField(choices=list(services.CommandRejected.LEVELS.values()), required=False, help_text="The failing level.")
+    guard = serializers.CharField(required=False, help_text="At level interlock: the command guard that refused.")
 
 
 class OutcomeListSerializer(serializers.Serializer):
