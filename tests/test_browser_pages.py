@@ -252,3 +252,17 @@ def test_bob_sees_no_action_buttons_and_a_forged_post_is_refused(live_hub: LiveH
     page.wait_for_selector("[data-alerts=denied] tr:has-text('page.command')", timeout=20_000)  # no reload
     assert AuditEvent.objects.filter(action="page.command", decision="deny", actor_id="bob").exists()
     assert not Command.objects.exists()
+
+
+def test_right_after_the_hub_starts_bob_sees_the_worker_and_beat_starting_not_down(live_hub: LiveHub, page: Any, django_user_model: Any) -> None:
+    from hub import system
+
+    user_with_role(django_user_model, "bob", "viewer")
+    system.record_hub_start()  # what runhub does as it spawns the worker + beat; neither has stamped yet
+    login(page, live_hub.url, "bob", "bob-Pass-123")
+    page.goto(live_hub.url + "/system/")
+    for name in ("worker", "beat"):
+        stat = page.locator(f"[data-state={name}]")
+        assert stat.locator("b").inner_text() == "starting" and "warn" in (stat.get_attribute("class") or "")
+    assert page.locator("[data-worker]").inner_text().startswith("starting: runhub started it")
+    screenshot(page, "system-starting")
