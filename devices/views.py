@@ -31,13 +31,20 @@ COMMAND_ACTIONS = ["set", "toggle", "get", "execute"]
 
 
 def device_list(request: HttpRequest) -> HttpResponse:
-    """Search and filters stay in the URL, so a view can be bookmarked or shared."""
+    """Search and filters stay in the URL, so a view can be bookmarked or shared.
+
+    A device that enrolls while the list is open arrives over /ws/live/ (static/meshhub/app.js):
+    an unfiltered list adds its row where node id order puts it, if that is on the shown
+    page; a filtered list, or another page, counts it in a "reload" notice instead, so the
+    filters are decided here only, never again in the browser."""
     from django.db.models import Q
     from django.shortcuts import render
+    from django.utils import timezone
 
     from devices.models import Device, DeviceStatus, Group
     from hub.pages import paginate, query_without_page
 
+    rendered_at = timezone.now()  # before the query: a device enrolled meanwhile comes again, never not at all
     devices = Device.objects.order_by("node_id")
     q = request.GET.get("q", "").strip()[:100]
     if q:
@@ -60,6 +67,8 @@ def device_list(request: HttpRequest) -> HttpResponse:
         "query": query_without_page(request),
         "q": q,
         "filters": {"type": device_type, "status": status, "online": online, "group": group},
+        "filtered": bool(q or device_type or status in DeviceStatus.values or online in ("yes", "no") or group),
+        "rendered_at": rendered_at,
         "types": Device.objects.order_by("device_type").values_list("device_type", flat=True).distinct(),
         "statuses": DeviceStatus.choices,
         "groups": Group.objects.order_by("name").values_list("name", flat=True),

@@ -4,7 +4,7 @@ The session cookie authenticates the socket (AuthMiddlewareStack); the user's sc
 re-checked before every message goes out and on every message that comes in (a user
 demoted or deactivated stops receiving at once), not just at connect. A page
 receives only events about what it watches (its devices, commands and enrollment codes)
-plus alerts. Events are
+plus alerts, and a device list the rows of devices that enroll while it is open. Events are
 coalesced per client (latest value per device and capability, per device presence, per
 command) and flushed at most every LIVE_FLUSH_S.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -38,10 +39,11 @@ def _may_read(user: Any) -> bool:
 
 
 @database_sync_to_async
-def _snapshot(node_ids: list[str], command_ids: list[str], enrolling: list[str]) -> list[dict[str, Any]]:
+def _snapshot(node_ids: list[str], command_ids: list[str], enrolling: list[str], enrolled_since: datetime | None) -> list[dict[str, Any]]:
     """What a (re)connecting page missed: presence and reported values of the devices it
-    shows, whether those that were waiting for enrollment have enrolled, and the status of
-    the commands it shows (one may have finished in between)."""
+    shows, whether those that were waiting for enrollment have enrolled, the status of
+    the commands it shows (one may have finished in between), and for a device list the
+    rows of devices enrolled since it was rendered (also those between render and connect)."""
     import uuid
 
     from devices.models import Command, Device, Enrollment, EnrollmentStatus
@@ -63,7 +65,22 @@ def _snapshot(node_ids: list[str], command_ids: list[str], enrolling: list[str])
     for node_id, online, reported in Device.objects.filter(node_id__in=node_ids).values_list("node_id", "online", "reported"):
         events.append(dict(live.presence_event(node_id, online)))
         events.extend(dict(live.state_event(node_id, cap, value)) for cap, value in (reported or {}).items())
+    if enrolled_since is not None:
+        recent = Enrollment.objects.filter(status=EnrollmentStatus.USED, used_at__gt=enrolled_since).values("node_id")
+        rows = Device.objects.filter(node_id__in=recent).only(*live.DEVICE_ROW_FIELDS).order_by("node_id")[:MAX_WATCHED]
+        events.extend(dict(live.device_event(device)) for device in rows)
     return events
+
+
+def _since(value: Any) -> datetime | None:
+    """A device list's render time (ISO 8601, aware), or None: not a device list."""
+    from django.utils.dateparse import parse_datetime
+
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -79,6 +96,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.nodes: frozenset[str] = frozenset()
         self.commands: frozenset[str] = frozenset()
         self.enrolling: frozenset[str] = frozenset()
+        self.lists_devices = False  # a device list: it adds the rows of devices that enroll
         await self.channel_layer.group_add(live.DASHBOARD_GROUP, self.channel_name)
         await self.accept()
         self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
@@ -90,7 +108,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_discard(live.DASHBOARD_GROUP, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """`{"type": "watch", "nodes": [...], "commands": [...], "enrolling": [...]}`: send their current state."""
+        """`{"type": "watch", "nodes": [...], "commands": [...], "enrolling": [...], "devices_since": ISO 8601?}`:
+        send their current state. `devices_since` (a device list's render time) subscribes to
+        the rows of devices that enroll from then on."""
         if not await _may_read(self.user):
             await self.close(code=4403)
             return
@@ -100,8 +120,18 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         nodes = [n for n in content.get("nodes", []) if isinstance(n, str)][:MAX_WATCHED]
         commands = [c for c in content.get("commands", []) if isinstance(c, str)][:MAX_WATCHED]
         enrolling = [n for n in content.get("enrolling", []) if isinstance(n, str)][:MAX_WATCHED]
+        since = _since(content.get("devices_since"))
         self.nodes, self.commands, self.enrolling = frozenset(nodes), frozenset(commands), frozenset(enrolling)
-        await self.send_json({"type": "events", "snapshot": True, "events": await _snapshot(nodes, commands, enrolling)})
+        self.lists_devices = since is not None
+        snapshot = await _snapshot(nodes, commands, enrolling, since)
+        self._watch_listed(snapshot)
+        await self.send_json({"type": "events", "snapshot": True, "events": snapshot})
+
+    def _watch_listed(self, events: list[dict[str, Any]]) -> None:
+        """A row the list may have added is a device it shows: its presence and values follow."""
+        added = [e["node_id"] for e in events if e["type"] == "device" and e["node_id"] not in self.nodes]
+        if added and len(self.nodes) < 2 * MAX_WATCHED:  # bounded, like the page's own list
+            self.nodes = self.nodes | frozenset(added)
 
     # Group messages: only what the page watches; coalesce, latest wins.
     async def device_state(self, message: dict[str, Any]) -> None:
@@ -128,6 +158,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         event = message["event"]
         if event["node_id"] in self.enrolling:
             self.pending[("enrolled", event["node_id"])] = event
+
+    async def live_device(self, message: dict[str, Any]) -> None:
+        if self.lists_devices:
+            event = message["event"]
+            self.pending[("device", event["node_id"])] = event
+            self._watch_listed([event])
 
     async def _flush_forever(self) -> None:
         while True:

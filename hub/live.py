@@ -1,7 +1,7 @@
 """Live events for the operator pages: one TypedDict per event type, one builder each.
 
 The post-commit hooks of `devices.events` (committed state, presence changes, finished
-commands, completed enrollments) publish on channel-layer group `dashboard`; each browser's `LiveConsumer` coalesces what it
+commands, completed enrollments and the enrolled device's list row) publish on channel-layer group `dashboard`; each browser's `LiveConsumer` coalesces what it
 receives (latest value per key) and flushes at most every LIVE_FLUSH_S, so a busy fleet
 cannot flood a browser.
 """
@@ -15,6 +15,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 if TYPE_CHECKING:
+    from devices.models import Device
     from devices.state import StateReport
 
 logger = logging.getLogger("meshhub.live")
@@ -48,6 +49,21 @@ class EnrolledEvent(TypedDict):
     device_type: str
 
 
+class DeviceEvent(TypedDict):
+    """A device's row as `/devices/` renders it (templates/devices/device_list.html), so an
+    open list can add a device that enrolled after it loaded."""
+
+    type: Literal["device"]
+    node_id: str
+    url: str
+    name: str
+    device_type: str
+    status: str
+    online: bool
+    last_seen: str | None
+    firmware_version: str
+
+
 class AlertEvent(TypedDict):
     """Something an operator should see now (today: a denied attempt, from the audit log)."""
 
@@ -74,6 +90,25 @@ def command_event(command_id: str, status: str, result: dict[str, Any]) -> Comma
 
 def enrolled_event(node_id: str, device_type: str) -> EnrolledEvent:
     return {"type": "enrolled", "node_id": node_id, "device_type": device_type}
+
+
+DEVICE_ROW_FIELDS = ("node_id", "name", "device_type", "status", "online", "last_seen", "firmware_version")  # for .only()
+
+
+def device_event(device: Device) -> DeviceEvent:
+    from django.urls import reverse
+
+    return {
+        "type": "device",
+        "node_id": device.node_id,
+        "url": reverse("device-page", args=[device.node_id]),
+        "name": device.name,
+        "device_type": device.device_type,
+        "status": device.status,
+        "online": device.online,
+        "last_seen": device.last_seen.isoformat() if device.last_seen else None,
+        "firmware_version": device.firmware_version,
+    }
 
 
 def alert_event(kind: str, seq: int, ts: str, who: str, action: str, reason: str) -> AlertEvent:
@@ -114,8 +149,15 @@ def on_command_finished(command_id: str, status: str, result: dict[str, Any]) ->
 
 
 def on_enrolled(node_id: str, device_type: str) -> None:
-    """devices.events hook: an enrollment code was redeemed; the device holds its certificate."""
+    """devices.events hook: an enrollment code was redeemed; the device holds its certificate.
+    The enrollment pages learn it, and the open device lists get the device's row (read
+    once here, after the commit, rather than by every open list)."""
+    from devices.models import Device
+
     _publish({"type": "live.enrolled", "event": enrolled_event(node_id, device_type)})
+    device = Device.objects.filter(node_id=node_id).only(*DEVICE_ROW_FIELDS).first()
+    if device is not None:
+        _publish({"type": "live.device", "event": device_event(device)})
 
 
 def on_denied(events: list[Any]) -> None:

@@ -64,7 +64,8 @@ class ApiToken(models.Model):
 class Heartbeat(models.Model):
     """Last time a background component proved it was alive: `worker` (a task beat
     schedules, so it proves both) and one `gateway:<id>` row per running mesh gateway,
-    whose `details` carry its address, pid and open connections for the system page."""
+    whose `details` carry its address, pid and open connections for the system page;
+    `hub` is when runhub last started its worker + beat (hub.system: "starting")."""
 
     name = models.CharField(max_length=50, primary_key=True)
     at = models.DateTimeField()

@@ -236,9 +236,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep the JSON log format of LOGGING
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+WORKER_HEARTBEAT_S = 30.0  # hub.tasks.heartbeat: proves worker + beat; /system/ says "starting" until the first is due
 CELERY_BEAT_SCHEDULE = {
     "expire-commands": {"task": "devices.tasks.expire_commands", "schedule": 5.0},
-    "worker-heartbeat": {"task": "hub.tasks.heartbeat", "schedule": 30.0},
+    "worker-heartbeat": {"task": "hub.tasks.heartbeat", "schedule": WORKER_HEARTBEAT_S},
     "refresh-crl": {"task": "devices.tasks.refresh_crls", "schedule": 24 * 3600.0},
     "certificates-expiring": {"task": "devices.tasks.certificates_expiring", "schedule": 24 * 3600.0},
     "cleanup-provisioning": {"task": "devices.tasks.cleanup_provisioning", "schedule": 3600.0},

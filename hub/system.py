@@ -3,10 +3,20 @@ itself (heartbeat rows, beat's bookkeeping, the broker's queues), and the versio
 
 Every probe is independent and reports its own failure as text: a broker that is down
 must show as down on the page, not turn the page into a 500.
+
+Right after `runhub` (`make run`) starts, the Celery worker and beat have not stamped yet:
+they show as `starting`, not `down`, until their first heartbeat is due (ARCHITECTURE §9).
+The start time comes from the `hub` Heartbeat row that runhub writes just before it spawns
+the worker + beat child (`record_hub_start`), not from this web process or a gateway:
+production web processes and `runmesh` gateways restart on their own schedule and would
+dress a long-dead worker up as starting; runhub is what starts the worker. Only runhub's
+own start counts, not the supervisor's respawns, so a crash-looping worker turns `down`.
+Production roles (no runhub) write no such row: a missing heartbeat is `down` at once.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import ssl
 from dataclasses import dataclass, field
@@ -23,6 +33,8 @@ from hub.models import Heartbeat
 
 WORKER_STALE_AFTER = timedelta(seconds=90)  # the heartbeat task runs every 30 s
 BEAT_STALE_AFTER = timedelta(minutes=5)  # django-celery-beat saves last_run_at every few minutes
+HUB_ROW = "hub"  # the Heartbeat row runhub stamps when it starts the worker + beat child
+STARTING_GRACE = timedelta(seconds=30)  # the worker's boot (Django, Celery, the broker) before beat's first tick
 PACKAGES = [
     "Django",
     "channels",
@@ -47,6 +59,11 @@ class Component:
     summary: str
     at: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    starting: bool = False  # not proven alive yet, and not overdue either: no alarm
+
+    @property
+    def state(self) -> str:
+        return "up" if self.ok else "starting" if self.starting else "down"
 
 
 def _age(at: datetime, now: datetime) -> str:
@@ -70,23 +87,56 @@ def gateways(now: datetime) -> list[Component]:
     return found
 
 
-def worker(now: datetime) -> Component:
+def first_heartbeat_due() -> timedelta:
+    """How long after the hub's start a missing heartbeat is overdue: beat's interval for
+    the heartbeat task plus the worker's boot."""
+    return timedelta(seconds=settings.WORKER_HEARTBEAT_S) + STARTING_GRACE
+
+
+def record_hub_start() -> None:
+    """runhub, just before it spawns the Celery worker + beat: the start of the `starting` window."""
+    now = timezone.now()
+    Heartbeat.objects.update_or_create(name=HUB_ROW, defaults={"at": now, "details": {"started_at": now.isoformat(), "pid": os.getpid()}})
+
+
+def hub_started_at(now: datetime) -> datetime | None:
+    """When runhub started the worker + beat, if their first heartbeat is not due yet."""
+    row = Heartbeat.objects.filter(name=HUB_ROW).first()
+    if row is None or now - row.at >= first_heartbeat_due():
+        return None
+    return row.at
+
+
+def _starting(name: str, started_at: datetime, now: datetime) -> Component:
+    due = int(first_heartbeat_due().total_seconds())
+    return Component(name, False, f"starting: runhub started it {_age(started_at, now)}; the first heartbeat is due within {due} s", started_at, starting=True)
+
+
+def worker(now: datetime, started_at: datetime | None = None) -> Component:
+    """Up on a fresh stamp; `starting` without one while the hub's start is recent (a stale
+    stamp then predates the start: the window is shorter than WORKER_STALE_AFTER)."""
     row = Heartbeat.objects.filter(name="worker").first()
+    if row is not None and now - row.at <= WORKER_STALE_AFTER:
+        return Component("worker", True, f"ran the heartbeat task {_age(row.at, now)}", row.at)
+    if started_at is not None:
+        return _starting("worker", started_at, now)
     if row is None:
         return Component("worker", False, "no heartbeat yet: is a Celery worker running (runhub starts one)?")
-    alive = now - row.at <= WORKER_STALE_AFTER
-    return Component("worker", alive, f"ran the heartbeat task {_age(row.at, now)}" + ("" if alive else ": worker or beat is down"), row.at)
+    return Component("worker", False, f"ran the heartbeat task {_age(row.at, now)}: worker or beat is down", row.at)
 
 
-def beat(now: datetime, worker: Component | None) -> Component:
+def beat(now: datetime, worker: Component | None, started_at: datetime | None = None) -> Component:
     """Only beat schedules the heartbeat task, so a fresh worker stamp proves beat too;
-    without one, beat's own bookkeeping (saved every few minutes) is the evidence."""
+    without one, beat's own bookkeeping (saved every few minutes) is the evidence, as long
+    as it is newer than the hub's start (older, it proves the previous run's beat)."""
     from django.db.models import Max
     from django_celery_beat.models import PeriodicTask
 
     if worker is not None and worker.ok and worker.at is not None:
         return Component("beat", True, f"scheduled the heartbeat task the worker ran {_age(worker.at, now)}", worker.at)
     last = PeriodicTask.objects.filter(enabled=True).aggregate(last=Max("last_run_at"))["last"]
+    if started_at is not None and (last is None or last < started_at):
+        return _starting("beat", started_at, now)
     if last is None:
         return Component("beat", False, "no periodic task has run yet: is celery beat running?")
     alive = now - last <= BEAT_STALE_AFTER
@@ -161,9 +211,11 @@ def status() -> dict[str, Any]:
     problems: list[str] = []
     gateway_rows, problem = probe("gateways", gateways, now)
     problems.append(problem)
-    worker_row, problem = probe("worker", worker, now)
+    started_at, problem = probe("hub start", hub_started_at, now)
     problems.append(problem)
-    beat_row, problem = probe("beat", beat, now, worker_row)
+    worker_row, problem = probe("worker", worker, now, started_at)
+    problems.append(problem)
+    beat_row, problem = probe("beat", beat, now, worker_row, started_at)
     problems.append(problem)
     queues, problem = probe("broker", queue_depths)
     problems.append(problem)

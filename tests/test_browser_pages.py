@@ -90,6 +90,46 @@ def test_alice_watches_a_device_come_online_commands_it_and_sees_the_result(live
     page.wait_for_selector("h1 [data-presence].off", timeout=20_000)
 
 
+def test_alice_sees_a_device_that_enrolls_while_the_device_list_is_open(live_hub: LiveHub, page: Any, django_user_model: Any, tmp_path: Path) -> None:
+    from tests.factories import relay
+
+    user_with_role(django_user_model, "alice", "operator")
+    login(page, live_hub.url, "alice", "alice-Pass-123")
+    empty = page.context.new_page()  # a tab opened while there were no devices at all
+    empty.goto(live_hub.url + "/devices/")
+    assert empty.locator("[data-devices-empty]").is_visible()
+    relay("relay-1")  # then the list is not empty: the new row goes where node id order puts it
+    page.goto(live_hub.url + "/devices/")
+    filtered = page.context.new_page()  # a tab searching for relays
+    filtered.goto(live_hub.url + "/devices/?q=relay")
+    for tab in (empty, page, filtered):
+        tab.wait_for_selector("body[data-live-state=open]")
+
+    state_dir = enrolled(live_hub, "greenhouse-1", tmp_path)  # the real enrollment port, a real agent
+    # No reload: the row appears with the cells the server renders for one, above relay-1.
+    row = page.wait_for_selector("tr[data-node=greenhouse-1]", timeout=20_000)
+    cells = [cell.inner_text() for cell in row.query_selector_all("td")]
+    assert cells == ["greenhouse-1", "greenhouse-1", "generic", "provisioned", "offline", "never", ""]
+    assert row.query_selector("a").get_attribute("href") == "/devices/greenhouse-1/"
+    assert page.eval_on_selector_all("tbody tr", "rows => rows.map(r => r.dataset.node)") == ["greenhouse-1", "relay-1"]
+    empty.wait_for_selector("tr[data-node=greenhouse-1]", timeout=20_000)  # the first device replaces "No devices yet"
+    assert empty.locator("[data-devices-empty]").count() == 0 and empty.locator("table.list").is_visible()
+    # The filtered tab does not second-guess its filter: it offers a reload.
+    notice = filtered.wait_for_selector("[data-new-devices]:visible", timeout=20_000)
+    assert notice.inner_text() == "1 device enrolled since this list was loaded (they may not match the filters): reload"
+    assert filtered.locator("tr[data-node=greenhouse-1]").count() == 0
+    screenshot(filtered, "devices-new-device-notice")
+
+    with RunningAgent(state_dir):  # its first connection shows on the row it was given
+        page.wait_for_selector("tr[data-node=greenhouse-1] [data-presence].on", timeout=20_000)
+    screenshot(page, "devices-new-device-live")
+    with filtered.expect_navigation():
+        filtered.click("[data-new-devices] a")
+    # Reloaded with its filter: greenhouse-1 does not match it, relay-1 still does.
+    assert filtered.locator("tr[data-node=relay-1]").count() == 1 and filtered.locator("[data-new-devices]").is_hidden()
+    assert filtered.url == live_hub.url + "/devices/?q=relay" and filtered.locator("tr[data-node=greenhouse-1]").count() == 0
+
+
 def test_alice_enrolls_a_real_agent_from_the_page_then_revokes_it(live_hub: LiveHub, page: Any, django_user_model: Any, tmp_path: Path) -> None:
     user_with_role(django_user_model, "alice", "operator")
     login(page, live_hub.url, "alice", "alice-Pass-123")
@@ -212,3 +252,17 @@ def test_bob_sees_no_action_buttons_and_a_forged_post_is_refused(live_hub: LiveH
     page.wait_for_selector("[data-alerts=denied] tr:has-text('page.command')", timeout=20_000)  # no reload
     assert AuditEvent.objects.filter(action="page.command", decision="deny", actor_id="bob").exists()
     assert not Command.objects.exists()
+
+
+def test_right_after_the_hub_starts_bob_sees_the_worker_and_beat_starting_not_down(live_hub: LiveHub, page: Any, django_user_model: Any) -> None:
+    from hub import system
+
+    user_with_role(django_user_model, "bob", "viewer")
+    system.record_hub_start()  # what runhub does as it spawns the worker + beat; neither has stamped yet
+    login(page, live_hub.url, "bob", "bob-Pass-123")
+    page.goto(live_hub.url + "/system/")
+    for name in ("worker", "beat"):
+        stat = page.locator(f"[data-state={name}]")
+        assert stat.locator("b").inner_text() == "starting" and "warn" in (stat.get_attribute("class") or "")
+    assert page.locator("[data-worker]").inner_text().startswith("starting: runhub started it")
+    screenshot(page, "system-starting")

@@ -30,6 +30,14 @@ async def next_events(communicator: WebsocketCommunicator) -> list[dict[str, Any
     return list(message["events"])
 
 
+async def next_snapshot(communicator: WebsocketCommunicator) -> list[dict[str, Any]]:
+    """The answer to a "watch", past any live batch still on its way."""
+    while True:
+        message = await communicator.receive_json_from(timeout=5)
+        if message.get("snapshot"):
+            return list(message["events"])
+
+
 def test_a_page_gets_a_snapshot_then_coalesced_changes(bob: Any) -> None:
     bob.groups.add(Group.objects.get_or_create(name="viewer")[0])
     thermostat("sensor-1")
@@ -169,5 +177,53 @@ def test_a_page_receives_only_what_it_watches(bob: Any) -> None:
         events = await next_events(communicator)
         assert events == [{"type": "state", "node_id": "sensor-1", "capability": "temperature", "value": 19.0}]
         await communicator.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_an_open_device_list_gets_the_row_of_a_device_that_enrolls_and_then_its_presence(alice: Any, bob: Any) -> None:
+    from audit.services import Actor, Entry, record_many
+    from devices import identity
+    from tests.mesh_helpers import make_csr
+
+    alice.groups.add(Group.objects.get_or_create(name="operator")[0])
+    bob.groups.add(Group.objects.get_or_create(name="viewer")[0])
+    ticket = identity.create_enrollment(Actor("user", "alice"), "greenhouse-1", device_type="thermostat")
+    rendered_at = state.timezone.now().isoformat()  # what /devices/ puts in data-since
+
+    async def scenario() -> None:
+        devices_list = communicator_for(bob)
+        overview = communicator_for(alice)  # a page that lists no devices
+        for communicator, watch in ((devices_list, {"devices_since": rendered_at}), (overview, {})):
+            assert (await communicator.connect())[0]
+            await communicator.send_json_to({"type": "watch", "nodes": [], **watch})
+            assert not [e for e in await next_events(communicator) if e["type"] == "device"]  # nothing enrolled yet
+        _, csr = make_csr("greenhouse-1")
+        await sync_to_async(identity.complete_enrollment)(ticket.code, None, csr, "127.0.0.1", "greenhouse-1")
+        row = {
+            "type": "device",
+            "node_id": "greenhouse-1",
+            "url": "/devices/greenhouse-1/",
+            "name": "greenhouse-1",
+            "device_type": "thermostat",
+            "status": "provisioned",
+            "online": False,
+            "last_seen": None,
+            "firmware_version": "",
+        }
+        assert row in await next_events(devices_list)
+        # Its first connection reaches the list that added its row.
+        await sync_to_async(state.set_presence)("greenhouse-1", True)
+        assert {"type": "presence", "node_id": "greenhouse-1", "online": True} in await next_events(devices_list)
+        # The overview got neither: the next thing it hears is an alert everybody gets.
+        await sync_to_async(record_many)([Entry(Actor("device", "mallory"), "mesh.handshake", "deny", reason="bad cert")])
+        assert [e["type"] for e in await next_events(overview)] == ["alert"]
+        # A list that reconnects gets the rows of devices enrolled since it was rendered, not before.
+        await devices_list.send_json_to({"type": "watch", "nodes": [], "devices_since": rendered_at})
+        assert [e["node_id"] for e in await next_snapshot(devices_list) if e["type"] == "device"] == ["greenhouse-1"]
+        await devices_list.send_json_to({"type": "watch", "nodes": [], "devices_since": state.timezone.now().isoformat()})
+        assert not [e for e in await next_snapshot(devices_list) if e["type"] == "device"]
+        for communicator in (devices_list, overview):
+            await communicator.disconnect()
 
     asyncio.run(scenario())

@@ -200,3 +200,26 @@ def test_the_system_page_shows_gateways_worker_queues_and_versions(bob_web: Clie
     page = bob_web.get("/system/").content.decode()
     assert "ran the heartbeat task" in page and "scheduled the heartbeat task" in page
     assert 'data-queue="celery"' in page and "Django" in page and "pymodbus" in page
+
+
+def test_right_after_runhub_starts_the_worker_and_beat_show_as_starting_then_down_once_overdue(bob_web: Client) -> None:
+    from hub import system
+
+    now = timezone.now()
+    Heartbeat.objects.create(name="worker", at=now - timezone.timedelta(days=1))  # yesterday's run
+    Heartbeat.objects.create(name=system.HUB_ROW, at=now - timezone.timedelta(seconds=5))  # what runhub stamps as it starts them
+    page = bob_web.get("/system/").content.decode()
+    assert '<div class="stat warn" data-state="worker"><b>starting</b>' in page
+    assert '<div class="stat warn" data-state="beat"><b>starting</b>' in page
+    assert "starting: runhub started it" in page and "<b>down</b>" not in page
+
+    # Their first heartbeat is overdue: a missing (or stale) one is down again, as without runhub.
+    Heartbeat.objects.filter(name=system.HUB_ROW).update(at=now - system.first_heartbeat_due() - timezone.timedelta(seconds=1))
+    page = bob_web.get("/system/").content.decode()
+    assert '<div class="stat bad" data-state="worker"><b>down</b>' in page
+    assert '<div class="stat bad" data-state="beat"><b>down</b>' in page
+    assert "worker or beat is down" in page
+
+    Heartbeat.objects.filter(name="worker").update(at=timezone.now())  # the first heartbeat ran
+    page = bob_web.get("/system/").content.decode()
+    assert '<div class="stat ok" data-state="worker"><b>up</b>' in page and '<div class="stat ok" data-state="beat"><b>up</b>' in page

@@ -30,7 +30,8 @@
   });
 })();
 
-// Live updates over /ws/live/: presence, values and command results of what the page shows.
+// Live updates over /ws/live/: presence, values and command results of what the page shows,
+// and the rows of devices that enroll while a device list is open.
 // Reconnects with backoff and asks for a snapshot of the shown devices each time, so a page
 // that lost its connection catches up without a reload. Every batch is also announced as a
 // "meshhub:live" event on document ({events, snapshot}) for page scripts such as chart.js.
@@ -68,6 +69,69 @@
       count.closest("[data-denied-stat]").classList.add("bad");
     }
   }
+  // A device that enrolled while /devices/ is open (devices/views.py device_list decides how
+  // the list takes it): an unfiltered list adds its row, with the cells the template renders,
+  // where node id order puts it on the shown page; a filtered list, or a device that sorts
+  // onto another page, counts it in a notice with a reload link. A known row is refreshed.
+  const listed = new Set();
+  function deviceRow(event) {
+    const row = document.createElement("tr");
+    row.dataset.node = event.node_id;
+    row.className = "added";
+    const link = document.createElement("a");
+    link.href = event.url;
+    link.textContent = event.node_id;
+    const presence = document.createElement("span");
+    presence.className = "dot " + (event.online ? "on" : "off");
+    presence.dataset.presence = "";
+    presence.textContent = event.online ? "online" : "offline";
+    let seen;
+    if (event.last_seen) {
+      seen = document.createElement("time");
+      seen.setAttribute("datetime", event.last_seen);
+    } else {
+      seen = document.createElement("span");
+      seen.className = "muted";
+      seen.textContent = "never";
+    }
+    [link, event.name, event.device_type, event.status, presence, seen, event.firmware_version].forEach(function (value) {
+      const cell = document.createElement("td");
+      if (typeof value === "string") cell.textContent = value;
+      else cell.appendChild(value);
+      row.appendChild(cell);
+    });
+    window.meshhub.localize(row);
+    return row;
+  }
+  function addDevice(event) {
+    const table = document.querySelector("table[data-device-list]");
+    if (!table) return;
+    const body = table.tBodies[0];
+    const rows = Array.from(body.rows);
+    const known = rows.find((row) => row.dataset.node === event.node_id);
+    if (known) {
+      known.replaceWith(deviceRow(event)); // re-enrolled: its status changed
+      return;
+    }
+    // Node ids are lowercase letters, digits and hyphens: code-unit order is the list's order.
+    const first = rows[0];
+    const last = rows[rows.length - 1];
+    const fits =
+      table.dataset.deviceList === "insert" &&
+      (!("before" in table.dataset) || (first && event.node_id > first.dataset.node)) &&
+      (!("after" in table.dataset) || (last && event.node_id < last.dataset.node));
+    if (!fits) {
+      const notice = document.querySelector("[data-new-devices]");
+      if (!notice || listed.has(event.node_id)) return;
+      listed.add(event.node_id);
+      notice.querySelector("[data-new-devices-count]").textContent = listed.size + (listed.size === 1 ? " device" : " devices");
+      notice.hidden = false;
+      return;
+    }
+    body.insertBefore(deviceRow(event), rows.find((row) => row.dataset.node > event.node_id) || null);
+    table.hidden = false;
+    document.querySelectorAll("[data-devices-empty]").forEach((el) => el.remove());
+  }
   // A device value as the protocol spells it (true, 21.5, auto): the same text as the
   // templates' `wire` filter (hub/templatetags/meshhub.py) renders on a reload.
   function shown(value, absent) {
@@ -100,6 +164,8 @@
           el.textContent = "enrolled: waiting for its first connection";
         });
       });
+    } else if (event.type === "device") {
+      addDevice(event);
     } else if (event.type === "command") {
       document.querySelectorAll('[data-command="' + CSS.escape(event.id) + '"]').forEach(function (row) {
         row.querySelectorAll("[data-status]").forEach((el) => (el.textContent = event.status));
@@ -117,7 +183,9 @@
       document.body.dataset.liveState = "open";
       const commands = Array.from(document.querySelectorAll("[data-command]")).map((el) => el.dataset.command);
       const enrolling = Array.from(document.querySelectorAll("[data-enrollment]")).map((el) => el.closest("[data-node]").dataset.node);
-      socket.send(JSON.stringify({ type: "watch", nodes: shownNodes(), commands: commands, enrolling: enrolling }));
+      const list = document.querySelector("table[data-device-list]");
+      const since = list ? list.dataset.since : undefined; // a device list: rows of devices enrolled since it was rendered
+      socket.send(JSON.stringify({ type: "watch", nodes: shownNodes(), commands: commands, enrolling: enrolling, devices_since: since }));
     };
     socket.onmessage = function (message) {
       const data = JSON.parse(message.data);

@@ -27,6 +27,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from devices import identity
 from firmware.simulate import PROFILE_CYCLE, PROFILE_FILE
+from hub import system
 from hub.mesh.discovery import DiscoveryResponder
 from hub.mesh.enroll import EnrollmentListener
 from hub.mesh.gateway import MeshGateway
@@ -177,6 +178,8 @@ class Command(BaseCommand):
             pki_files = identity.ensure_hub_identity()
         except identity.IdentityError as exc:
             raise CommandError(exc.reason) from None
+        if not options["no_worker"]:
+            system.record_hub_start()  # /system/ shows the worker and beat as starting, not down, until they are due
         connections.close_all()
 
         # Importing daphne.server installs Twisted's asyncio reactor; it must come first.
