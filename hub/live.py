@@ -9,10 +9,13 @@ cannot flood a browser.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+
+from hub import messages
 
 if TYPE_CHECKING:
     from devices.models import Device
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("meshhub.live")
 
-DASHBOARD_GROUP = "dashboard"
+DASHBOARD_GROUP = messages.DASHBOARD_GROUP
 
 
 class StateEvent(TypedDict):
@@ -118,7 +121,7 @@ def alert_event(kind: str, seq: int, ts: str, who: str, action: str, reason: str
 ALERTS_PER_MESSAGE = 8  # a deny storm sends the newest few; the overview shows as many
 
 
-def _publish(message: dict[str, Any]) -> None:
+def _publish(message: Mapping[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
@@ -135,17 +138,17 @@ def on_state(reports: list[StateReport]) -> None:
     for report in sorted(reports, key=lambda r: r.ts):
         latest.setdefault(report.node_id, {}).update(report.values)
     if latest:
-        _publish({"type": "device.state", "devices": latest})
+        _publish(messages.device_state(latest))
 
 
 def on_presence(node_id: str, online: bool) -> None:
     """devices.events hook: a device went online or offline."""
-    _publish({"type": "live.presence", "event": presence_event(node_id, online)})
+    _publish(messages.live_event(presence_event(node_id, online)))
 
 
 def on_command_finished(command_id: str, status: str, result: dict[str, Any]) -> None:
     """devices.events hook: a command succeeded or failed."""
-    _publish({"type": "live.command", "event": command_event(command_id, status, result)})
+    _publish(messages.live_event(command_event(command_id, status, result)))
 
 
 def on_enrolled(node_id: str, device_type: str) -> None:
@@ -154,13 +157,13 @@ def on_enrolled(node_id: str, device_type: str) -> None:
     once here, after the commit, rather than by every open list)."""
     from devices.models import Device
 
-    _publish({"type": "live.enrolled", "event": enrolled_event(node_id, device_type)})
+    _publish(messages.live_event(enrolled_event(node_id, device_type)))
     device = Device.objects.filter(node_id=node_id).only(*DEVICE_ROW_FIELDS).first()
     if device is not None:
-        _publish({"type": "live.device", "event": device_event(device)})
+        _publish(messages.live_event(device_event(device)))
 
 
 def on_denied(events: list[Any]) -> None:
     """audit.services deny hook: the newest denied attempts of a committed batch."""
     alerts = [alert_event("denied", e.seq, e.ts.isoformat(), f"{e.actor_type}:{e.actor_id}", e.action, e.reason) for e in events[-ALERTS_PER_MESSAGE:]]
-    _publish({"type": "live.alert", "events": alerts})
+    _publish(messages.live_alert(alerts))

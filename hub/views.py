@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hub import messages
 from hub.metrics import registry
 from hub.models import Heartbeat
 
@@ -38,7 +39,7 @@ def check_channel_layer() -> dict[str, Any]:
 
     async def roundtrip() -> None:
         channel = await layer.new_channel("healthz.")
-        await layer.send(channel, {"type": "healthz.ping", "nonce": uuid.uuid4().hex})
+        await layer.send(channel, dict(messages.healthz_ping(uuid.uuid4().hex)))
         await layer.receive(channel)
 
     async def roundtrip_and_close() -> None:
