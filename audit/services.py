@@ -43,14 +43,46 @@ _ACTOR_TYPES = frozenset(ActorType.values)
 
 @dataclass(frozen=True)
 class Actor:
-    """Who asked: a device, a user, an API token or the hub itself."""
+    """Who asked: a device, a user, an API token, a rule or the hub itself, and what it may do.
+
+    `scopes` are what the door that built the actor established: a token's scopes, the
+    union of a user's roles, a device session's grant, a rule's. The services check them
+    (`authorize`), so the API, pages, admin, commands and rules cannot disagree. `None`
+    is the hub acting on its own authority (`Actor.system`, a management command run on
+    the hub's machine), and code that has already checked (tests of a service's logic).
+    """
 
     type: str
     id: str = ""
+    scopes: frozenset[str] | None = field(default=None, compare=False)
 
     @classmethod
     def system(cls, name: str = "meshhub") -> Actor:
         return cls(ActorType.SYSTEM, name)
+
+    def allows(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+
+class ScopeDenied(PermissionError):
+    """A service refused an actor for a missing scope; already audited as a deny."""
+
+    def __init__(self, scope: str, reason: str) -> None:
+        super().__init__(reason)
+        self.scope = scope
+        self.reason = reason
+
+
+def authorize(actor: Actor, scope: str, action: str, *, target_type: str = "", target_id: object = "", details: dict[str, Any] | None = None) -> None:
+    """The scope check every service runs itself: nothing when `actor` holds `scope`;
+    otherwise a deny event (the service's action, scope, target, the actor) and ScopeDenied.
+    Call it before the operation's transaction: a deny recorded inside one that then
+    rolls back would be lost with it."""
+    if actor.allows(scope):
+        return
+    reason = f"missing scope '{scope}'"
+    record(actor, action, Decision.DENY, scope=scope, target_type=target_type, target_id=str(target_id)[:150], reason=reason, details=details)
+    raise ScopeDenied(scope, reason)
 
 
 @dataclass

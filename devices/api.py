@@ -207,6 +207,7 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
         "factory_reset": Scope.RESET,
         "factory_reset_confirm": Scope.RESET,
     }
+    service_decides = ("commands", "desired")  # hub.permissions.decided_by_service
     audit_target_type = "device"
 
     def get_queryset(self) -> QuerySet[Device]:
@@ -385,6 +386,7 @@ class CommandViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.
     filterset_class = CommandFilter
     ordering_fields = ["created_at", "expires_at", "status"]
     scope_map = {"create": Scope.COMMAND, "batch": Scope.COMMAND}
+    service_decides = ("create", "batch")
     audit_target_type = "command"
 
     @extend_schema(request=NodeCommandRequestSerializer, responses={201: CommandSerializer, 400: RejectionSerializer})
@@ -441,6 +443,7 @@ class GroupViewSet(viewsets.ModelViewSet):
     search_fields = ["name"]
     filterset_fields = ["name"]
     scope_map = {"command": Scope.COMMAND}
+    service_decides = ("command",)
     audit_target_type = "group"
     lookup_value_regex = r"[0-9]+"
 

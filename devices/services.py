@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.models import Decision
-from audit.services import Actor, record
+from audit.services import Actor, authorize, record
 from devices import events
 from devices.guards import CommandRequest, guards
 from devices.models import (
@@ -31,6 +31,7 @@ from devices.models import (
 )
 from devices.values import ValueSpec, check_value
 from hub import messages
+from hub.scopes import Scope
 
 logger = logging.getLogger("meshhub.devices")
 
@@ -173,9 +174,17 @@ def send_command(
 ) -> Command:
     """Validate, write the outbox row, audit, and nudge the gateway after commit.
 
-    Raises CommandRejected (already audited as a deny) when a level fails; nothing but
-    the audit event is written then.
+    Raises ScopeDenied when the actor lacks `scope`, CommandRejected when a level fails
+    (both already audited as a deny); nothing but the audit event is written then.
     """
+    authorize(
+        actor,
+        scope,
+        "command.create",
+        target_type="device",
+        target_id=str(node_id)[:150],
+        details={"action": str(action)[:32], "capability": str(capability)[:64]},
+    )
     try:
         device, cap, stored_value, ttl = validate_command(node_id, action, capability, value, ttl_s, actor=actor, scope=scope)
     except CommandRejected as rejected:
@@ -236,7 +245,9 @@ class CommandOutcome:
 
 
 def send_many(actor: Actor, items: list[dict[str, Any]], *, scope: str = "command") -> list[CommandOutcome]:
-    """Each item is its own command: one bad member never blocks the others."""
+    """Each item is its own command: one bad member never blocks the others. The scope is
+    the batch's: an actor without it is refused once (ScopeDenied), not per member."""
+    authorize(actor, scope, "command.batch", target_type="batch", target_id=f"{len(items)} commands")
     outcomes = []
     for item in items:
         node_id = item.get("node_id")
@@ -249,6 +260,7 @@ def send_many(actor: Actor, items: list[dict[str, Any]], *, scope: str = "comman
 
 
 def send_to_group(actor: Actor, group: Group, action: Any, capability: Any, value: Any = MISSING, *, ttl_s: Any = None) -> list[CommandOutcome]:
+    authorize(actor, Scope.COMMAND, "group.command", target_type="group", target_id=group.pk, details={"group": group.name})
     members = list(group.members.order_by("node_id").values_list("node_id", flat=True))
     items = [{"node_id": node_id, "action": action, "capability": capability, "value": value, "ttl_s": ttl_s} for node_id in members]
     return send_many(actor, items)
@@ -266,6 +278,7 @@ def set_desired(actor: Actor, node_id: str, changes: Any, *, ttl_s: Any = None) 
     Every change is validated as a `set` before anything is written; one bad key
     rejects the whole request, so desired state never holds a value no command could carry.
     """
+    authorize(actor, Scope.COMMAND, "device.desired", target_type="device", target_id=str(node_id)[:150])
     errors: dict[str, str] = {}
     validated: dict[str, Any] = {}
     if not isinstance(changes, dict) or not changes:

@@ -23,18 +23,33 @@ def scopes_for_user(user: Any) -> frozenset[str]:
 
 
 def request_scopes(request: Any) -> frozenset[str]:
+    """A token's scopes, else the signed-in user's; read once per request (the edge's
+    check, the page's buttons and the service's check would each query the user's groups)."""
+    cached: frozenset[str] | None = getattr(request, "_meshhub_scopes", None)
+    if cached is not None:
+        return cached
     token = getattr(request, "auth", None)
-    if isinstance(token, ApiToken):
-        return frozenset(token.scopes)
-    return scopes_for_user(getattr(request, "user", None))
+    found = frozenset(token.scopes) if isinstance(token, ApiToken) else scopes_for_user(getattr(request, "user", None))
+    try:
+        request._meshhub_scopes = found
+    except AttributeError:  # an object that takes no attributes: no cache, same answer
+        pass
+    return found
 
 
 def actor_for_request(request: Any) -> Actor:
+    """The audit actor of an API or page request, carrying the scopes the request holds."""
     token = getattr(request, "auth", None)
+    scopes = request_scopes(request)
     if isinstance(token, ApiToken):
-        return Actor(ActorType.TOKEN, f"{token.key}/{token.user.get_username()}")
+        return Actor(ActorType.TOKEN, f"{token.key}/{token.user.get_username()}", scopes)
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
-        return Actor(ActorType.USER, user.get_username())
+        return Actor(ActorType.USER, user.get_username(), scopes)
     address = request.META.get("REMOTE_ADDR", "") if hasattr(request, "META") else ""
-    return Actor(ActorType.USER, f"anonymous@{address}")
+    return Actor(ActorType.USER, f"anonymous@{address}", frozenset())
+
+
+def actor_for_user(user: Any) -> Actor:
+    """A signed-in user outside a request's auth (the admin): their roles' scopes."""
+    return Actor(ActorType.USER, user.get_username(), scopes_for_user(user))

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from audit.models import Decision
+from audit.services import ScopeDenied
 from hub.permissions import audit_request, required_scope
 
 
@@ -24,11 +25,16 @@ def _flatten(detail: Any, prefix: str = "") -> list[str]:
 
 
 def audited_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, plus a deny event for 401/403 and for rejected writes (400/404/405/415)."""
+    """DRF's handler, plus a deny event for 401/403 and for rejected writes (400/404/405/415).
+    A service's ScopeDenied (already audited by the service) is a 403 naming the scope."""
+    request = context.get("request")
+    if isinstance(exc, ScopeDenied):
+        if request is not None:
+            request._meshhub_denied = True
+        exc = exceptions.PermissionDenied(f"this endpoint needs scope '{exc.scope}'")
     response = exception_handler(exc, context)
     if response is not None and isinstance(exc, exceptions.ParseError):
         response.data = {"field": "body", "reason": str(exc.detail)}
-    request = context.get("request")
     view = context.get("view")
     if response is None or request is None or view is None or getattr(request, "_meshhub_denied", False):
         return response

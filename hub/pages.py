@@ -20,20 +20,15 @@ from django.http.response import HttpResponseBase
 
 from audit.models import Decision
 from audit.services import record
-from hub.actors import actor_for_request, scopes_for_user
+from hub.actors import actor_for_request, request_scopes
 from hub.scopes import Scope
 
 PAGE_SIZE = 50
 
 
 def scopes(request: HttpRequest) -> frozenset[str]:
-    """The signed-in user's scopes, read once per request (the page check, the template's
-    buttons and an action's check would each query the user's groups)."""
-    cached: frozenset[str] | None = getattr(request, "_meshhub_scopes", None)
-    if cached is None:
-        cached = scopes_for_user(getattr(request, "user", None))
-        request._meshhub_scopes = cached  # type: ignore[attr-defined]
-    return cached
+    """The signed-in user's scopes, read once per request (hub.actors.request_scopes)."""
+    return request_scopes(request)
 
 
 def require_scope(request: HttpRequest, scope: str, action: str, target_type: str = "", target_id: str = "") -> None:

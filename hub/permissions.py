@@ -56,6 +56,14 @@ def audit_request(request: Request, view: Any, decision: str, scope: str, reason
         request._meshhub_denied = True  # type: ignore[attr-defined]
 
 
+def decided_by_service(request: Request, view: Any) -> bool:
+    """Actions whose service checks the scope itself (against `actor_for_request`, which
+    carries the request's scopes) and audits its decision: the edge only authenticates,
+    and a refusal (ScopeDenied) becomes a 403 in hub.api_errors. The API, the pages, the
+    admin and rules then share one decision and one audit shape."""
+    return request.method not in SAFE_METHODS and getattr(view, "action", None) in getattr(view, "service_decides", ())
+
+
 class HasScope(BasePermission):
     message = "permission denied"
 
@@ -64,6 +72,8 @@ class HasScope(BasePermission):
         if not (request.user and request.user.is_authenticated):
             audit_request(request, view, Decision.DENY, scope, "authentication required")
             return False
+        if decided_by_service(request, view):
+            return True
         if scope not in request_scopes(request):
             self.message = f"this endpoint needs scope '{scope}'"
             audit_request(request, view, Decision.DENY, scope, f"missing scope '{scope}'")
