@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/meshhub
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 PYTEST_ARGS ?=
 
-.PHONY: run install install-dev browser migrate test test-embedded test-production lint schemathesis bench clean
+.PHONY: run install install-dev browser migrate test test-both test-embedded test-production lint schemathesis bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,18 @@ run: migrate
 	$(PY) manage.py ensureadmin
 	$(PY) manage.py runhub --demo 10
 
-test: install-dev lint test-embedded test-production schemathesis
+test: install-dev lint test-both schemathesis
+
+# Both modes at once, one per core: they share nothing (SQLite and the in-memory layer
+# vs PostgreSQL's test database and Redis DB 13; each its own data dir and free ports).
+# Each mode's output goes to a file and is printed in turn; either failing fails.
+test-both: install-dev browser
+	@logs=$$(mktemp -d); \
+	$(MAKE) --no-print-directory test-embedded > $$logs/embedded.log 2>&1 & embedded=$$!; \
+	$(MAKE) --no-print-directory test-production > $$logs/production.log 2>&1 & production=$$!; \
+	wait $$embedded; e=$$?; wait $$production; p=$$?; \
+	cat $$logs/embedded.log; cat $$logs/production.log; \
+	echo "embedded exit $$e, production exit $$p"; test $$e = 0 -a $$p = 0
 
 test-embedded: install-dev browser
 	@echo "=== pytest: embedded (SQLite, in-memory channel layer) ==="
@@ -64,6 +75,7 @@ lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy hub audit devices ota automation industrial
+	$(VENV)/bin/lint-imports
 
 bench: install-dev browser
 	$(PY) bench/run.py
