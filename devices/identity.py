@@ -6,7 +6,6 @@ TLS listeners, channel-layer messages to gateways) go out after commit.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import logging
@@ -21,7 +20,7 @@ from urllib.parse import urlencode
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.db import IntegrityError, transaction
@@ -47,6 +46,14 @@ from devices.models import (
     RevocationKind,
     node_id_validator,
 )
+from hub import signing
+from hub.models import SigningKeyKind
+
+# The hub's signing keys live in `hub.signing` (audit signs with them); callers keep `identity.signing_key`.
+from hub.signing import holds_signing_key as holds_signing_key
+from hub.signing import passphrase as passphrase
+from hub.signing import public_key_b64 as public_key_b64
+from hub.signing import signing_key as signing_key
 
 logger = logging.getLogger("meshhub.identity")
 
@@ -68,11 +75,6 @@ class IdentityError(Exception):
 # --- keys and files ---------------------------------------------------------------------
 
 
-def passphrase() -> bytes:
-    explicit = settings.CA_PASSPHRASE
-    return explicit.encode() if explicit else pki.derive_passphrase(settings.SECRET_KEY)
-
-
 def _write_private(path: Path, data: bytes) -> None:
     """Atomic replace of a 0600 file: readers see the old or the new content, never half."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -83,17 +85,11 @@ def _write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _decrypt(pem: str, what: str) -> pki.PrivateKey:
-    try:
-        return pki.decrypt_key(pem.encode(), passphrase())
-    except ValueError:
-        raise IdentityError(
-            "bad_passphrase", f"cannot decrypt the {what}: MESHHUB_CA_PASSPHRASE (or, when unset, the secret key) is not the one it was encrypted with"
-        ) from None
-
-
 def ca_material(ca: CertificateAuthority) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _decrypt(ca.key_pem, f"key of CA {ca.fingerprint}")
+    try:
+        key = signing.decrypt_private(ca.key_pem, f"key of CA {ca.fingerprint}")
+    except signing.PassphraseError as wrong:
+        raise IdentityError(wrong.code, wrong.reason) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TypeError("CA key is not an EC key")
     return key, pki.load_cert(ca.cert_pem)
@@ -104,7 +100,7 @@ def _create_ca(name: str) -> CertificateAuthority:
     ca = CertificateAuthority.objects.create(
         name=name,
         cert_pem=pki.cert_pem(cert).decode(),
-        key_pem=pki.encrypt_key(key, passphrase()).decode(),
+        key_pem=signing.encrypt_key(key, signing.passphrase()).decode(),
         fingerprint=pki.fingerprint(cert),
         not_after=cert.not_valid_after_utc,
     )
@@ -130,22 +126,8 @@ def trusted_cas() -> list[CertificateAuthority]:
     return list(CertificateAuthority.objects.filter(trusted=True).order_by("created_at"))
 
 
-def _active_key(kind: str) -> HubKey | None:
-    return HubKey.objects.filter(kind=kind, active=True).first()
-
-
-def _ensure_signing_key(kind: str) -> HubKey:
-    existing = _active_key(kind)
-    if existing is not None:
-        return existing
-    key = pki.new_signing_key()
-    try:
-        with transaction.atomic():
-            hub_key = HubKey.objects.create(kind=kind, public=pki.ed25519_public_b64(key), key_pem=pki.encrypt_key(key, passphrase()).decode())
-            record(Actor.system(), "pki.key.create", Decision.ALLOW, scope="admin", target_type="hubkey", target_id=kind)
-            return hub_key
-    except IntegrityError:
-        return HubKey.objects.get(kind=kind, active=True)
+def _active_server_cert() -> HubKey | None:
+    return HubKey.objects.filter(kind=HubKeyKind.SERVER_TLS, active=True).first()
 
 
 def _server_cert_current(hub_key: HubKey, signer: CertificateAuthority) -> bool:
@@ -162,7 +144,7 @@ def _ensure_server_cert() -> HubKey:
     device trusts, also mid-rotation) and naming every address devices may dial."""
     active_ca()
     signer = trusted_cas()[0]
-    current = _active_key(HubKeyKind.SERVER_TLS)
+    current = _active_server_cert()
     if current is not None and _server_cert_current(current, signer):
         return current
     ca_key, ca_cert = ca_material(signer)
@@ -172,7 +154,7 @@ def _ensure_server_cert() -> HubKey:
     with transaction.atomic():
         HubKey.objects.filter(kind=HubKeyKind.SERVER_TLS, active=True).update(active=False)
         hub_key = HubKey.objects.create(
-            kind=HubKeyKind.SERVER_TLS, public=pki.cert_pem(cert).decode(), key_pem=pki.encrypt_key(key, passphrase()).decode(), ca=signer
+            kind=HubKeyKind.SERVER_TLS, public=pki.cert_pem(cert).decode(), key_pem=signing.encrypt_key(key, signing.passphrase()).decode(), ca=signer
         )
         record(Actor.system(), "pki.server_cert.issue", Decision.ALLOW, scope="admin", target_type="hubkey", target_id="server_tls", details={"names": names})
     return hub_key
@@ -203,8 +185,8 @@ def ensure_hub_identity() -> PkiFiles:
     near its next update, and write the listeners' files. Idempotent; run at start-up."""
     ca_material(active_ca())  # a wrong passphrase fails here, by name, not deep inside ssl
     server = _ensure_server_cert()
-    _ensure_signing_key(HubKeyKind.HUB_SIGNING)
-    _ensure_signing_key(HubKeyKind.RELEASE_SIGNING)
+    signing.ensure_signing_key(SigningKeyKind.HUB_SIGNING)
+    signing.ensure_signing_key(SigningKeyKind.RELEASE_SIGNING)
     for ca in trusted_cas():
         if ca.crl_next_update is None or ca.crl_next_update - timezone.now() < timedelta(days=2):
             with transaction.atomic():
@@ -215,12 +197,12 @@ def ensure_hub_identity() -> PkiFiles:
 def write_pki_files(server: HubKey | None = None) -> PkiFiles:
     """Write the listeners' files from the database, so every gateway node builds the
     same trust store from the same rows."""
-    server = server or _active_key(HubKeyKind.SERVER_TLS) or _ensure_server_cert()
+    server = server or _active_server_cert() or _ensure_server_cert()
     directory = Path(settings.PKI_DIR)
     cas = trusted_cas()
     signer = server.ca
     chain = server.public + (signer.cert_pem if signer else "")
-    files = PkiFiles(directory / "server-chain.pem", directory / "server-key.pem", directory / "trust-bundle.pem", passphrase())
+    files = PkiFiles(directory / "server-chain.pem", directory / "server-key.pem", directory / "trust-bundle.pem", signing.passphrase())
     _write_private(files.server_chain, chain.encode())
     _write_private(files.server_key, server.key_pem.encode())
     _write_private(files.trust_bundle, ("".join(ca.cert_pem for ca in cas) + "".join(ca.crl_pem for ca in cas)).encode())
@@ -255,38 +237,6 @@ def warn_if_devices_dial_elsewhere(enroll_port: int, mesh_port: int) -> list[str
     for warning in warnings:
         logger.warning(warning)
     return warnings
-
-
-def signing_key(kind: str = HubKeyKind.HUB_SIGNING) -> ed25519.Ed25519PrivateKey:
-    hub_key = _ensure_signing_key(kind)
-    key = _decrypt(hub_key.key_pem, f"{kind} key")
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise TypeError(f"{kind} key is not Ed25519")
-    return key
-
-
-def holds_signing_key(public: str) -> bool:
-    """True when `public` is a hub signing key (current or rotated out) whose private half
-    this hub holds: its row's encrypted key decrypts with the hub's passphrase to exactly
-    that key. A row someone wrote into the database with a key of their own (to re-sign a
-    rewritten audit day) has no such private half, because making one needs the passphrase,
-    which lives outside the database."""
-    rows = HubKey.objects.filter(kind=HubKeyKind.HUB_SIGNING, public=public).exclude(key_pem="").values_list("public", "key_pem")
-    return any(_private_half_matches(row_public, key_pem) for row_public, key_pem in rows)
-
-
-@functools.lru_cache(maxsize=64)
-def _private_half_matches(public: str, key_pem: str) -> bool:
-    """Decrypting is slow on purpose (PBKDF2); a verify run asks about the same few keys."""
-    try:
-        key = pki.decrypt_key(key_pem.encode(), passphrase())
-    except (ValueError, TypeError):
-        return False
-    return isinstance(key, ed25519.Ed25519PrivateKey) and pki.ed25519_public_b64(key) == public
-
-
-def public_key_b64(kind: str) -> str:
-    return _ensure_signing_key(kind).public
 
 
 # --- CRL ----------------------------------------------------------------------------------
@@ -469,8 +419,8 @@ class EnrollmentResult:
             "node_id": self.device.node_id,
             "cert": self.certificate.pem,
             "ca_chain": [ca.cert_pem for ca in trusted_cas()],
-            "hub_signing_key": public_key_b64(HubKeyKind.HUB_SIGNING),
-            "release_key": public_key_b64(HubKeyKind.RELEASE_SIGNING),
+            "hub_signing_key": public_key_b64(SigningKeyKind.HUB_SIGNING),
+            "release_key": public_key_b64(SigningKeyKind.RELEASE_SIGNING),
             "mesh_host": settings.PUBLIC_HOST,
             "mesh_port": settings.MESH_PORT,
         }
