@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -26,7 +27,16 @@ def public_b64(key: ed25519.Ed25519PrivateKey) -> str:
     return base64.b64encode(key.public_key().public_bytes_raw()).decode()
 
 
+@pytest.fixture
+def back_to_latest() -> Iterator[None]:
+    """Whatever the test leaves, every later test gets the whole schema again."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("back_to_latest")
 def test_it_moves_every_signing_key_and_leaves_the_server_key() -> None:
     apps = migrate(BEFORE).loader.project_state(BEFORE).apps
     HubKey = apps.get_model("devices", "HubKey")
@@ -51,4 +61,3 @@ def test_it_moves_every_signing_key_and_leaves_the_server_key() -> None:
 
     apps = migrate(BEFORE).loader.project_state(BEFORE).apps
     assert sorted(apps.get_model("devices", "HubKey").objects.values_list("kind", flat=True)) == ["hub_signing", "hub_signing", "release_signing", "server_tls"]
-    migrate(AFTER)
