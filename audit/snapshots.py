@@ -6,8 +6,8 @@ A snapshot closes that: once a UTC day is over, the hub signs the canonical JSON
 signing key. Rewriting a signed day then needs the private key, and anyone holding the
 public key can check a snapshot against an export.
 
-The signing key belongs to the devices app (`HubKey`, `devices.identity`): this module is
-the one place the audit app reaches into a domain app, because the hub has one signing key.
+The signing key is the hub's (`hub.signing`, `SigningKey`), which also signs reset and OTA
+commands: it lives beside the project, not in a domain app, so audit imports none.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from django.utils.dateparse import parse_date
 from audit import chain
 from audit.models import AuditChainHead, AuditEvent, AuditSnapshot, Decision
 from audit.services import Actor, record
+from hub import signing
+from hub.models import SigningKeyKind
 
 SNAPSHOT_FIELDS = ("date", "first_id", "last_id", "last_hash", "count")
 _EVENT_FIELDS = ("id", *chain.HASHED_FIELDS, "prev_hash", "hash")
@@ -164,10 +166,7 @@ def first_day() -> date | None:
 
 def current_public_key_b64() -> str:
     """The hub signing key that signs new snapshots (created on first use)."""
-    from devices import identity
-    from devices.models import HubKeyKind
-
-    return identity.public_key_b64(HubKeyKind.HUB_SIGNING)
+    return signing.public_key_b64(SigningKeyKind.HUB_SIGNING)
 
 
 def _close_day(day: date) -> None:
@@ -204,9 +203,7 @@ def take_snapshot(day: date, *, actor: Actor | None = None) -> AuditSnapshot:
     except SnapshotError as broken:
         record(actor, "audit.snapshot", Decision.DENY, scope="admin", target_type="audit_snapshot", target_id=day.isoformat(), reason=broken.reason)
         raise
-    from devices import identity, pki  # the hub signing key (see the module docstring)
-
-    key = identity.signing_key()
+    key = signing.signing_key()
     payload = snapshot_payload(summary.as_dict())
     snapshot = AuditSnapshot(
         date=day,
@@ -216,7 +213,7 @@ def take_snapshot(day: date, *, actor: Actor | None = None) -> AuditSnapshot:
         count=summary.count,
         payload=payload,
         signature=base64.b64encode(key.sign(payload.encode("utf-8"))).decode(),
-        public_key=pki.ed25519_public_b64(key),
+        public_key=signing.ed25519_public_b64(key),
     )
     try:
         # The row and its audit event together. The event is stamped now, after the day,
@@ -251,8 +248,6 @@ def verify_snapshot(snapshot: AuditSnapshot) -> str | None:
     row's columns say what the signed payload says; and the day's events in the database
     still hash to the signed `last_hash` with the signed count, first and last seq.
     """
-    from devices import identity
-
     try:
         signed = json.loads(snapshot.payload)
     except ValueError:
@@ -261,7 +256,7 @@ def verify_snapshot(snapshot: AuditSnapshot) -> str | None:
         return f"the payload does not hold exactly the fields {', '.join(SNAPSHOT_FIELDS)}"
     if not signature_valid(snapshot.payload, snapshot.signature, snapshot.public_key):
         return "the signature does not verify with the snapshot's public key"
-    if not identity.holds_signing_key(snapshot.public_key):
+    if not signing.holds_signing_key(snapshot.public_key):
         return "signed by a key that is not one of the hub's signing keys"
     if signed != snapshot.signed_fields():
         return "the row's columns differ from its signed payload"

@@ -20,7 +20,7 @@ hides it; runmesh then uses the stock loop, its documented fallback); `:a+b` pic
 
 1. `setup` (own process, Django): migrate, `identity.ensure_hub_identity()`, then N
    provisioned thermostats: a P-256 key and CSR each, the certificate from
-   `pki.sign_device_csr` with the active CA (as `identity._issue_certificate` does, minus
+   `pki.sign_device_csr` with the active CA (as `identity.authority.issue_certificate` does, minus
    the PBKDF2-guarded enrollment), Certificate rows active, the thermostat capabilities;
    keys and certificates written where the load client reads them.
 2. Per phase a fresh `manage.py runmesh` as its own process: its CPU is utime+stime of

@@ -1,13 +1,13 @@
-"""The hub's public-key infrastructure, without Django: CA, CSR signing, CRL, key storage.
+"""The hub's public-key infrastructure, without Django: CA, CSR signing, CRL.
 
 Everything here takes and returns `cryptography` objects or PEM bytes, so it is unit
-tested alone and the services decide what is stored where. Device keys never pass
-through here: a device sends a CSR and gets a certificate.
+tested alone and the services decide what is stored where (keys at rest, encrypted:
+`hub.signing`). Device keys never pass through here: a device sends a CSR and gets a
+certificate.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import ipaddress
@@ -19,16 +19,13 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_VALIDITY = dt.timedelta(days=3650)
 SERVER_VALIDITY = dt.timedelta(days=825)
 CLOCK_SKEW = dt.timedelta(minutes=5)
 NODE_URN_PREFIX = "urn:meshhub:node:"
-
-PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 
 class CSRRejected(ValueError):
@@ -49,22 +46,6 @@ def random_serial() -> int:
     return secrets.randbits(159) | 1
 
 
-def derive_passphrase(secret_key: str) -> bytes:
-    """The key-encryption passphrase when MESHHUB_CA_PASSPHRASE is unset (HKDF of the secret key)."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"meshhub-ca-passphrase-v1", info=b"meshhub").derive(secret_key.encode()).hex().encode()
-
-
-def encrypt_key(key: PrivateKey, passphrase: bytes) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(passphrase))
-
-
-def decrypt_key(pem: bytes, passphrase: bytes) -> PrivateKey:
-    key = serialization.load_pem_private_key(pem, password=passphrase)
-    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
-        raise ValueError(f"unexpected key type {type(key).__name__}")
-    return key
-
-
 def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -80,11 +61,6 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 def der_fingerprint(der: bytes) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
-
-
-def ed25519_public_b64(key: ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey) -> str:
-    public = key.public_key() if isinstance(key, ed25519.Ed25519PrivateKey) else key
-    return base64.b64encode(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
 
 
 def _name(common_name: str, org: str = "meshhub") -> x509.Name:
@@ -249,7 +225,3 @@ def build_crl(
 
 def crl_pem(crl: x509.CertificateRevocationList) -> bytes:
     return crl.public_bytes(serialization.Encoding.PEM)
-
-
-def new_signing_key() -> ed25519.Ed25519PrivateKey:
-    return ed25519.Ed25519PrivateKey.generate()

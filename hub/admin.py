@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from audit.models import ActorType, Decision
 from audit.services import Actor, record
-from hub.models import ApiToken, Heartbeat
+from hub.models import ApiToken, Heartbeat, SigningKey
 from hub.scopes import Scope
 
 
@@ -79,4 +79,21 @@ class HeartbeatAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SigningKey)
+class SigningKeyAdmin(admin.ModelAdmin):
+    """Written only by `hub.signing`: viewing yes, never the private half."""
+
+    list_display = ("kind", "active", "created_at")
+    exclude = ("key_pem",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -10,10 +10,19 @@ class HubConfig(AppConfig):
         import hub.openapi  # noqa: F401  (registers the API schema's token scheme)
         from audit import services as audit_services
         from devices import events
-        from hub import live
+        from hub import live, signing
 
         events.on_state(live.on_state)
         events.on_presence(live.on_presence)
         events.on_command_finished(live.on_command_finished)
         events.on_enrolled(live.on_enrolled)
         audit_services.on_deny(live.on_denied)
+        signing.on_key_created(_audit_key_created)
+
+
+def _audit_key_created(kind: str) -> None:
+    """A new hub signing or release key is audited in the transaction that creates it."""
+    from audit.models import Decision
+    from audit.services import Actor, record
+
+    record(Actor.system(), "pki.key.create", Decision.ALLOW, scope="admin", target_type="hubkey", target_id=kind)

@@ -73,3 +73,30 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.at.isoformat()}"
+
+
+class SigningKeyKind(models.TextChoices):
+    HUB_SIGNING = "hub_signing", "Hub signing key (reset/OTA commands, audit snapshots)"
+    RELEASE_SIGNING = "release_signing", "Firmware release signing key"
+
+
+class SigningKey(models.Model):
+    """An Ed25519 key the hub signs with, kept here (not in `devices`) because the audit
+    log signs its snapshots with it and audit imports no domain app. `public` is the raw
+    public key in base64; a rotated-out key stays (inactive) so what it signed verifies."""
+
+    kind = models.CharField(max_length=20, choices=SigningKeyKind.choices)
+    public = models.TextField(help_text="Raw Ed25519 public key, base64.")
+    key_pem = models.TextField(blank=True, help_text="PKCS#8, encrypted with the CA passphrase; empty if held elsewhere.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["kind", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind"], condition=models.Q(active=True), name="signingkey_single_active_per_kind"),
+            models.CheckConstraint(condition=models.Q(kind__in=SigningKeyKind.values), name="signingkey_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.created_at:%Y-%m-%d})"

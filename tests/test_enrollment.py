@@ -28,6 +28,7 @@ from devices.models import Certificate, CertificateAuthority, Device, DeviceStat
 from firmware.agent import port as agent_port
 from firmware.agent.core import enroll as agent_enroll
 from hub.mesh.enroll import EnrollmentListener
+from hub.models import SigningKey
 from tests.mesh_helpers import enroll_frame, make_csr, raw_tls, read_answer, running_enrollment_listener, send_raw, tampered_csr
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -111,7 +112,7 @@ def test_no_private_key_material_is_stored_but_the_hubs_own_encrypted_keys(liste
                 assert info["code"] not in text and info["code"].replace("-", "") not in text, f"enrollment code in {table}"
                 for line in text.split("-----BEGIN ")[1:]:
                     assert line.startswith(("CERTIFICATE", "X509 CRL", "ENCRYPTED PRIVATE KEY")), f"{table}: {line[:30]}"
-    assert all("ENCRYPTED PRIVATE KEY" in key.key_pem for key in HubKey.objects.all())
+    assert all("ENCRYPTED PRIVATE KEY" in key.key_pem for key in [*HubKey.objects.all(), *SigningKey.objects.all()])
 
 
 def test_the_ca_key_cannot_be_loaded_without_the_passphrase() -> None:

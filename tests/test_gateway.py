@@ -31,6 +31,7 @@ from firmware.agent.core import enroll as agent_enroll
 from firmware.agent.core.agent import Agent
 from firmware.agent.hardware import VirtualHardware
 from firmware.agent.profiles import PROFILES
+from hub.signing import ed25519_public_b64
 from tests.mesh_helpers import running_device_listeners, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -537,7 +538,7 @@ def test_the_agent_refuses_reset_frames_the_hub_did_not_sign(tmp_path: Path) -> 
 
     hub_key = ed25519.Ed25519PrivateKey.generate()
     mallory_key = ed25519.Ed25519PrivateKey.generate()
-    hub_public = pki.ed25519_public_b64(hub_key)
+    hub_public = ed25519_public_b64(hub_key)
     frame = {"v": 1, "type": "reset", "id": "r-1", "issued_at": 1, "body": {"kind": "factory_reset"}}
 
     def signed_by(key: ed25519.Ed25519PrivateKey, node_id: str) -> dict[str, Any]:

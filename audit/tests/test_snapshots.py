@@ -28,8 +28,8 @@ from audit.models import AuditChainHead, AuditEvent, AuditSnapshot
 from audit.services import Actor, record
 from audit.tasks import snapshot_audit
 from conftest import client_for
-from devices import identity, pki
-from devices.models import HubKey, HubKeyKind
+from hub import signing
+from hub.models import SigningKey, SigningKeyKind
 
 pytestmark = pytest.mark.django_db
 
@@ -159,8 +159,8 @@ def test_it_still_verifies_snapshots_signed_before_a_key_rotation() -> None:
     events_on(days_ago(2), 1)
     events_on(days_ago(1), 1)
     old = snapshots.take_snapshot(days_ago(2))
-    HubKey.objects.filter(kind=HubKeyKind.HUB_SIGNING).update(active=False)
-    identity.signing_key()  # a fresh active key
+    SigningKey.objects.filter(kind=SigningKeyKind.HUB_SIGNING).update(active=False)
+    signing.signing_key()  # a fresh active key
     new = snapshots.take_snapshot(days_ago(1))
     assert new.public_key != old.public_key
     assert snapshots.verify_snapshot(old) is None and snapshots.verify_snapshot(new) is None
@@ -246,8 +246,8 @@ def test_a_snapshot_signed_by_another_key_fails() -> None:
     # She also writes her key into the hub's key table, as a rotated-out signing key, with
     # an empty private half or one encrypted under a passphrase of her own: still refused.
     mallory_public = base64.b64encode(mallory.public_key().public_bytes_raw()).decode()
-    for key_pem in ("", pki.encrypt_key(mallory, b"mallory's passphrase").decode()):
-        HubKey.objects.create(kind=HubKeyKind.HUB_SIGNING, public=mallory_public, key_pem=key_pem, active=False)
+    for key_pem in ("", signing.encrypt_key(mallory, b"mallory's passphrase").decode()):
+        SigningKey.objects.create(kind=SigningKeyKind.HUB_SIGNING, public=mallory_public, key_pem=key_pem, active=False)
         assert snapshots.verify_snapshot(snap) == "signed by a key that is not one of the hub's signing keys"
     AuditSnapshot.objects.filter(pk=snap.pk).update(signature=base64.b64encode(b"\0" * 64).decode())
     snap.refresh_from_db()

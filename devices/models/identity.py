@@ -46,13 +46,12 @@ class CertificateAuthority(models.Model):
 
 class HubKeyKind(models.TextChoices):
     SERVER_TLS = "server_tls", "Gateway TLS server certificate"
-    HUB_SIGNING = "hub_signing", "Hub signing key (reset/OTA commands, audit snapshots)"
-    RELEASE_SIGNING = "release_signing", "Firmware release signing key"
 
 
 class HubKey(models.Model):
-    """A key the hub itself holds. `public` is a PEM certificate (server_tls) or a base64
-    raw Ed25519 public key; `key_pem` is empty when the private half lives off the hub."""
+    """A TLS key the hub itself holds: `public` is its PEM certificate, `ca` the CA that
+    signed it. The hub's Ed25519 signing keys are `hub.models.SigningKey` (the audit app
+    signs with them and must not reach into this app)."""
 
     kind = models.CharField(max_length=20, choices=HubKeyKind.choices)
     public = models.TextField()

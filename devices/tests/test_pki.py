@@ -95,20 +95,6 @@ def test_the_crl_lists_revoked_serials_with_their_reason(ca: tuple[ec.EllipticCu
     assert crl.next_update_utc - now >= dt.timedelta(days=6)
 
 
-def test_keys_round_trip_only_with_their_passphrase() -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = pki.encrypt_key(key, b"correct horse")
-    assert b"ENCRYPTED PRIVATE KEY" in pem
-    assert pki.decrypt_key(pem, b"correct horse").private_numbers() == key.private_numbers()  # type: ignore[union-attr]
-    with pytest.raises(ValueError):
-        pki.decrypt_key(pem, b"wrong")
-
-
-def test_the_derived_passphrase_depends_on_the_secret_key() -> None:
-    assert pki.derive_passphrase("a" * 50) == pki.derive_passphrase("a" * 50)
-    assert pki.derive_passphrase("a" * 50) != pki.derive_passphrase("b" * 50)
-
-
 @pytest.mark.parametrize(
     ("pem", "code"),
     [(None, "bad_csr"), ("", "bad_csr"), ("x" * 9000, "bad_csr")],

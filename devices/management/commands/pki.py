@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from audit.services import Actor
 from devices import identity
 from devices.models import CertificateAuthority, HubKey
+from hub.models import SigningKey
 
 
 class Command(BaseCommand):
@@ -51,5 +52,6 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"CA {ca.fingerprint} {state}, expires {ca.not_after:%Y-%m-%d}, CRL #{ca.crl_number} next update {ca.crl_next_update:%Y-%m-%d %H:%M}"
             )
-        for key in HubKey.objects.filter(active=True):
+        keys: list[HubKey | SigningKey] = [*HubKey.objects.filter(active=True), *SigningKey.objects.filter(active=True)]
+        for key in sorted(keys, key=lambda k: k.kind):
             self.stdout.write(f"key {key.kind}: {'private half on this hub' if key.key_pem else 'public only'}, since {key.created_at:%Y-%m-%d}")
