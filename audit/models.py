@@ -12,6 +12,7 @@ class ActorType(models.TextChoices):
     USER = "user", "User"
     TOKEN = "token", "API token"
     SYSTEM = "system", "System"
+    RULE = "rule", "Automation rule"
 
 
 class Decision(models.TextChoices):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -64,8 +65,10 @@ class Actor:
         return self.scopes is None or scope in self.scopes
 
 
-class ScopeDenied(PermissionError):
-    """A service refused an actor for a missing scope; already audited as a deny."""
+class ScopeDenied(PermissionDenied):
+    """A service refused an actor for a missing scope; already audited as a deny. Being
+    Django's PermissionDenied, a page that lets it through answers 403 with no extra code;
+    the API's exception handler answers 403 naming the scope."""
 
     def __init__(self, scope: str, reason: str) -> None:
         super().__init__(reason)

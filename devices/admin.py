@@ -11,8 +11,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from audit.models import ActorType
-from audit.services import Actor
+from audit.services import Actor, ScopeDenied
 from devices import identity
 from devices.models import (
     Capability,
@@ -27,10 +26,13 @@ from devices.models import (
     HubKey,
     TelemetrySample,
 )
+from hub.actors import actor_for_user
 
 
 def admin_actor(request: HttpRequest) -> Actor:
-    return Actor(ActorType.USER, request.user.get_username())
+    """The signed-in user with their roles' scopes: the services decide, as for the API and
+    the pages (Django's model permissions only decide what the admin shows)."""
+    return actor_for_user(request.user)
 
 
 class ReasonForm(forms.Form):
@@ -70,7 +72,7 @@ def run_each(request: HttpRequest, items: QuerySet[Any], operation: Callable[[An
         try:
             operation(item)
             ok += 1
-        except identity.IdentityError as exc:
+        except (identity.IdentityError, ScopeDenied) as exc:  # a ScopeDenied is already audited by the service
             messages.error(request, f"{item}: {exc.reason}")
     if ok:
         messages.success(request, f"{done}: {ok}")
@@ -96,7 +98,7 @@ class DeviceAdmin(admin.ModelAdmin):
         fields = tuple(self.readonly_fields)
         return ("node_id", *fields) if obj is not None else fields
 
-    @admin.action(description="Revoke certificates (throw the device out)", permissions=["change"])
+    @admin.action(description="Revoke certificates (throw the device out)", permissions=["view"])
     def revoke_devices(self, request: HttpRequest, queryset: QuerySet[Device]) -> HttpResponse | None:
         form = ReasonForm(request.POST if "apply" in request.POST else None)
         if form.is_bound and form.is_valid():
@@ -109,7 +111,7 @@ class DeviceAdmin(admin.ModelAdmin):
             form=form if form.is_bound else ReasonForm(),
         )  # fmt: skip
 
-    @admin.action(description="Provisioning reset", permissions=["change"])
+    @admin.action(description="Provisioning reset", permissions=["view"])
     def provision_reset(self, request: HttpRequest, queryset: QuerySet[Device]) -> HttpResponse | None:
         if "apply" in request.POST:
             run_each(request, queryset, lambda d: identity.provision_reset(admin_actor(request), d.node_id), "Reset")
@@ -120,7 +122,7 @@ class DeviceAdmin(admin.ModelAdmin):
             "the devices keep their history and may enroll again with a new code.",
         )  # fmt: skip
 
-    @admin.action(description="Factory reset (two steps)", permissions=["change"])
+    @admin.action(description="Factory reset (two steps)", permissions=["view"])
     def factory_reset(self, request: HttpRequest, queryset: QuerySet[Device]) -> HttpResponse | None:
         if "apply" in request.POST:
             tokens = {key.removeprefix("token_"): value for key, value in request.POST.items() if key.startswith("token_")}
@@ -128,7 +130,11 @@ class DeviceAdmin(admin.ModelAdmin):
             return None
         hidden = {}
         for device in queryset:
-            _, token = identity.request_factory_reset(admin_actor(request), device.node_id)
+            try:
+                _, token = identity.request_factory_reset(admin_actor(request), device.node_id)
+            except (identity.IdentityError, ScopeDenied) as exc:
+                messages.error(request, f"{device}: {exc.reason}")
+                return None
             hidden[f"token_{device.pk}"] = token
         return confirm_page(
             self, request, queryset, title="Factory reset", button="Confirm factory reset", hidden=hidden,
@@ -197,7 +203,7 @@ class CertificateAdmin(ReadOnlyAdmin):
         return False  # the CRL is built from these rows
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("devices.change_device")
+        return request.user.has_perm("devices.view_certificate")  # shown; the service decides by scope
 
     @admin.action(description="Revoke selected certificates", permissions=["revoke"])
     def revoke_certificates(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> HttpResponse | None:
@@ -235,7 +241,7 @@ class EnrollmentForm(forms.ModelForm):
                 self.ticket = identity.create_enrollment(
                     self.actor, data["node_id"], device_type=data["device_type"], with_pin=data.get("with_pin", False), ttl_s=data["ttl_s"]
                 )
-            except identity.IdentityError as exc:
+            except (identity.IdentityError, ScopeDenied) as exc:  # both audited by the service
                 raise forms.ValidationError(exc.reason) from None
         return data
 
@@ -279,8 +285,7 @@ class EnrollmentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected open enrollments")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Enrollment]) -> None:
-        count = queryset.filter(status=EnrollmentStatus.OPEN).update(status=EnrollmentStatus.CANCELLED)
-        messages.success(request, f"Cancelled {count} enrollments.")
+        run_each(request, queryset.filter(status=EnrollmentStatus.OPEN), lambda e: identity.cancel_enrollment(admin_actor(request), e), "Cancelled")
 
 
 @admin.register(CertificateAuthority)

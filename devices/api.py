@@ -207,7 +207,8 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
         "factory_reset": Scope.RESET,
         "factory_reset_confirm": Scope.RESET,
     }
-    service_decides = ("commands", "desired")  # hub.permissions.decided_by_service
+    # hub.permissions.decided_by_service: these services check the scope and audit it
+    service_decides = ("commands", "desired", "revoke", "provision_reset", "factory_reset", "factory_reset_confirm")
     audit_target_type = "device"
 
     def get_queryset(self) -> QuerySet[Device]:

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from devices import identity
-from devices.models import Certificate, CertificateStatus, Enrollment, EnrollmentStatus
+from devices.models import Certificate, CertificateStatus, Enrollment
 from hub.actors import actor_for_request
 from hub.scopes import Scope
 from hub.serializers import RefusesUnknownFields
@@ -78,6 +78,7 @@ class EnrollmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     serializer_class = EnrollmentSerializer
     filterset_fields = ["node_id", "status"]
     scope_map = {"GET": Scope.RESET, "list": Scope.RESET, "retrieve": Scope.RESET, "create": Scope.RESET, "cancel": Scope.RESET}
+    service_decides = ("create", "cancel")
     audit_target_type = "enrollment"
     lookup_value_regex = r"[0-9]+"
 
@@ -100,7 +101,7 @@ class EnrollmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         enrollment = self.get_object()
-        Enrollment.objects.filter(pk=enrollment.pk, status=EnrollmentStatus.OPEN).update(status=EnrollmentStatus.CANCELLED)
+        identity.cancel_enrollment(actor_for_request(request), enrollment)
         enrollment.refresh_from_db()
         return Response(EnrollmentSerializer(enrollment).data)
 
@@ -139,6 +140,7 @@ class CertificateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     lookup_field = "serial"
     lookup_value_regex = r"[0-9a-f]{1,40}"
     scope_map = {"revoke": Scope.RESET}
+    service_decides = ("revoke",)
     audit_target_type = "certificate"
 
     def get_queryset(self) -> QuerySet[Certificate]:

@@ -73,14 +73,8 @@ def enrollment_page(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def enrollment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    from audit.models import Decision
-    from audit.services import record
-
     enrollment = get_object_or_404(Enrollment, pk=pk)
-    require_scope(request, Scope.RESET, "enrollment.cancel", "device", enrollment.node_id)
-    cancelled = Enrollment.objects.filter(pk=pk, status=EnrollmentStatus.OPEN).update(status=EnrollmentStatus.CANCELLED)
-    if cancelled:
-        record(actor_for_request(request), "enrollment.cancel", Decision.ALLOW, scope=Scope.RESET, target_type="device", target_id=enrollment.node_id)
+    if identity.cancel_enrollment(actor_for_request(request), enrollment):  # the service checks scope `reset` (403)
         messages.success(request, f"Cancelled the enrollment code for {enrollment.node_id}: it can no longer be used.")
     else:
         messages.error(request, f"The code for {enrollment.node_id} is {enrollment.get_status_display().lower()}, not open: nothing to cancel.")

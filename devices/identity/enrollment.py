@@ -19,12 +19,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.models import ActorType, Decision
-from audit.services import Actor, record
+from audit.services import Actor, authorize, record
 from devices import events, pki
 from devices.identity.authority import active_ca, issue_certificate, trusted_cas
 from devices.identity.errors import IdentityError
 from devices.models import Certificate, CertificateStatus, Device, DeviceStatus, Enrollment, EnrollmentStatus, node_id_validator
 from hub.models import SigningKeyKind
+from hub.scopes import Scope
 from hub.signing import public_key_b64
 
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
@@ -90,6 +91,7 @@ class EnrollmentTicket:
 def create_enrollment(actor: Actor, node_id: Any, *, device_type: str = "generic", with_pin: bool = False, ttl_s: int | None = None) -> EnrollmentTicket:
     """A one-time code for `node_id`. Refused for a device that holds an active
     certificate: revoke or reset it first, so a code can never clone a live identity."""
+    authorize(actor, Scope.RESET, "enrollment.create", target_type="device", target_id=str(node_id)[:150])
     try:
         if not isinstance(node_id, str):
             raise IdentityError("bad_node_id", "node_id must be a string")
@@ -127,6 +129,16 @@ def create_enrollment(actor: Actor, node_id: Any, *, device_type: str = "generic
         record(actor, "enrollment.create", Decision.DENY, scope="reset", target_type="device", target_id=node_id, reason=reason)
         raise IdentityError("already_provisioned", reason)
     return EnrollmentTicket(enrollment, code, pin)
+
+
+def cancel_enrollment(actor: Actor, enrollment: Enrollment) -> bool:
+    """Cancel an open code so it can no longer be redeemed; False when it was not open."""
+    authorize(actor, Scope.RESET, "enrollment.cancel", target_type="device", target_id=enrollment.node_id)
+    with transaction.atomic():
+        cancelled = Enrollment.objects.filter(pk=enrollment.pk, status=EnrollmentStatus.OPEN).update(status=EnrollmentStatus.CANCELLED) > 0
+        if cancelled:
+            record(actor, "enrollment.cancel", Decision.ALLOW, scope=Scope.RESET, target_type="device", target_id=enrollment.node_id)
+    return cancelled
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from hub import messages
+
 logger = logging.getLogger("meshhub.identity")
 
-GATEWAYS_GROUP = "mesh.gateways"
+GATEWAYS_GROUP = messages.GATEWAYS_GROUP
 
 
-def group_send(group: str, message: dict[str, Any]) -> None:
+def group_send(group: str, message: Mapping[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
@@ -24,4 +27,4 @@ def group_send(group: str, message: dict[str, Any]) -> None:
 
 
 def announce_crl_changed() -> None:
-    group_send(GATEWAYS_GROUP, {"type": "pki.crl_changed"})
+    group_send(GATEWAYS_GROUP, messages.crl_changed())

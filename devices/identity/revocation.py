@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.models import Decision
-from audit.services import Actor, record
+from audit.services import Actor, authorize, record
 from devices.identity.authority import regenerate_crl
 from devices.identity.errors import IdentityError
 from devices.identity.gateways import announce_crl_changed, group_send
@@ -36,6 +36,8 @@ from devices.models import (
     FactoryResetRequest,
     RevocationKind,
 )
+from hub import messages
+from hub.scopes import Scope
 
 
 def _revoke_rows(certs: list[Certificate], kind: RevocationKind, reason: str, now: datetime) -> None:
@@ -52,12 +54,13 @@ def _revoke_rows(certs: list[Certificate], kind: RevocationKind, reason: str, no
 def _after_revocation(node_id: str, serials: list[str], reason: str, reset_kind: RevocationKind | None = None) -> None:
     transaction.on_commit(announce_crl_changed)
     if reset_kind is not None:  # the device hears the signed reset before its session is closed
-        transaction.on_commit(lambda: group_send(f"node.{node_id}", {"type": "session.reset", "kind": reset_kind}))
-    transaction.on_commit(lambda: group_send(f"node.{node_id}", {"type": "session.revoke", "reason": reason, "serials": serials}))
+        transaction.on_commit(lambda: group_send(messages.node_group(node_id), messages.session_reset(reset_kind)))
+    transaction.on_commit(lambda: group_send(messages.node_group(node_id), messages.session_revoke(reason, serials)))
 
 
 def revoke_certificate(actor: Actor, cert: Certificate, reason: str) -> Certificate:
     """Revoke one certificate; the device is `revoked` once it has no active one left."""
+    authorize(actor, Scope.RESET, "certificate.revoke", target_type="device", target_id=cert.device.node_id, details={"serial": cert.serial})
     return _revoke_certificate(actor, cert, RevocationKind.OPERATOR, reason)
 
 
@@ -90,6 +93,7 @@ def _revoke_certificate(actor: Actor, cert: Certificate, kind: RevocationKind, r
 def revoke_device(actor: Actor, node_id: str, reason: str) -> list[Certificate]:
     """Throw a device out in one action: every active cert revoked, open enrollments
     cancelled, open commands rejected, live session closed (by the gateway)."""
+    authorize(actor, Scope.RESET, "device.revoke", target_type="device", target_id=node_id)
     if not reason.strip():
         raise IdentityError("reason_required", "a revocation needs a reason")
     with transaction.atomic():
@@ -119,6 +123,7 @@ def _reject_open_commands(device: Device, why: str, now: datetime) -> int:
 def provision_reset(actor: Actor, node_id: str) -> Device:
     """Revoke every active cert, cancel pending commands, clear desired state, mark the
     device unprovisioned. Its row, telemetry, commands and audit trail stay."""
+    authorize(actor, Scope.RESET, "device.provision_reset", target_type="device", target_id=node_id)
     return _reset(actor, node_id, RevocationKind.PROVISION_RESET)
 
 
@@ -163,6 +168,7 @@ def _token_hash(token: str) -> str:
 
 def request_factory_reset(actor: Actor, node_id: str) -> tuple[FactoryResetRequest, str]:
     """Step one: a confirmation token valid FACTORY_RESET_CONFIRM_S seconds, shown once."""
+    authorize(actor, Scope.RESET, "device.factory_reset.request", target_type="device", target_id=node_id)
     device = Device.objects.filter(node_id=node_id).first()
     if device is None:
         record(
@@ -185,6 +191,7 @@ def request_factory_reset(actor: Actor, node_id: str) -> tuple[FactoryResetReque
 
 def confirm_factory_reset(actor: Actor, node_id: str, token: Any) -> Device:
     """Step two: the token of an open request for this device, before it expires."""
+    authorize(actor, Scope.RESET, "device.factory_reset.confirm", target_type="device", target_id=node_id)
     now = timezone.now()
     with transaction.atomic():
         candidates = list(FactoryResetRequest.objects.select_for_update().filter(device__node_id=node_id, confirmed_at__isnull=True).order_by("-created_at"))
