@@ -85,7 +85,9 @@ def test_resets_and_certificate_revocation_are_refused_alike_by_the_api_and_the_
     assert api.post("/api/v1/devices/sensor-1/factory-reset/").status_code == 403
     web.post(devices_url, {"action": "factory_reset", "_selected_action": [device.pk]})
     assert api.post(f"/api/v1/certificates/{cert.serial}/revoke/", {"reason": "lost"}, format="json").status_code == 403
-    web.post(reverse("admin:devices_certificate_changelist"), {"action": "revoke_certificates", "_selected_action": [cert.pk], "apply": "Revoke", "reason": "x"})
+    web.post(
+        reverse("admin:devices_certificate_changelist"), {"action": "revoke_certificates", "_selected_action": [cert.pk], "apply": "Revoke", "reason": "x"}
+    )
 
     for action in ("device.provision_reset", "device.factory_reset.request", "certificate.revoke"):
         by_api, by_admin = denies(action)
