@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
 
-from devices import services
+from celery import shared_task
+from django.conf import settings
+
+from devices import identity, services, state
 
 
 @shared_task(name="devices.tasks.expire_commands", autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
@@ -16,7 +19,6 @@ def expire_commands() -> int:
 @shared_task(name="devices.tasks.refresh_crls", autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
 def refresh_crls() -> int:
     """Re-sign every trusted CA's CRL daily, well before its 7-day next_update."""
-    from devices import identity
 
     return identity.refresh_crls()
 
@@ -24,9 +26,6 @@ def refresh_crls() -> int:
 @shared_task(name="devices.tasks.certificates_expiring")
 def certificates_expiring() -> list[str]:
     """Certificates with < 30 days left; the gateway asks those devices for `cert.renew`."""
-    import logging
-
-    from devices import identity
 
     certs = identity.certificates_expiring()
     for cert in certs:
@@ -38,7 +37,6 @@ def certificates_expiring() -> list[str]:
 
 @shared_task(name="devices.tasks.cleanup_provisioning", autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
 def cleanup_provisioning() -> dict[str, int]:
-    from devices import identity
 
     return identity.cleanup_provisioning()
 
@@ -46,8 +44,5 @@ def cleanup_provisioning() -> dict[str, int]:
 @shared_task(name="devices.tasks.presence_watchdog")
 def presence_watchdog() -> list[str]:
     """Devices silent for 3 heartbeats go offline, even if their gateway died."""
-    from django.conf import settings
-
-    from devices import state
 
     return state.mark_silent_offline(3 * settings.MESH_HEARTBEAT_S)

@@ -3,12 +3,23 @@ against) and the operator pages for devices."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django.contrib import messages
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from devices import identity
+from audit.models import AuditEvent
+from devices import identity, services
+from devices.models import CapabilityKind, Certificate, CertificateStatus, Device, DeviceStatus, Group, ValueType
+from devices.services import MISSING
+from hub.actors import actor_for_request
+from hub.pages import paginate, query_without_page, require_scope
+from hub.scopes import Scope
 
 
 @require_GET
@@ -37,12 +48,6 @@ def device_list(request: HttpRequest) -> HttpResponse:
     an unfiltered list adds its row where node id order puts it, if that is on the shown
     page; a filtered list, or another page, counts it in a "reload" notice instead, so the
     filters are decided here only, never again in the browser."""
-    from django.db.models import Q
-    from django.shortcuts import render
-    from django.utils import timezone
-
-    from devices.models import Device, DeviceStatus, Group
-    from hub.pages import paginate, query_without_page
 
     rendered_at = timezone.now()  # before the query: a device enrolled meanwhile comes again, never not at all
     devices = Device.objects.order_by("node_id")
@@ -78,8 +83,6 @@ def device_list(request: HttpRequest) -> HttpResponse:
 
 
 def _detail_context(device: Any) -> dict[str, Any]:
-    from audit.models import AuditEvent
-    from devices.models import CapabilityKind, Certificate, CertificateStatus, ValueType
 
     capabilities = list(device.capabilities.order_by("name"))
     rows = [{"cap": cap, "reported": device.reported.get(cap.name), "desired": device.desired.get(cap.name)} for cap in capabilities]
@@ -102,9 +105,6 @@ def _detail_context(device: Any) -> dict[str, Any]:
 
 
 def device_detail(request: HttpRequest, node_id: str) -> HttpResponse:
-    from django.shortcuts import get_object_or_404, render
-
-    from devices.models import Device
 
     device = get_object_or_404(Device, node_id=node_id)
     return render(request, "devices/device_detail.html", {**_detail_context(device), "form": {}})
@@ -112,12 +112,9 @@ def device_detail(request: HttpRequest, node_id: str) -> HttpResponse:
 
 def parse_form_value(text: str) -> Any:
     """The command form's value box: JSON when it parses (`true`, `21.5`, `"auto"`), else the text."""
-    import json
 
     text = text.strip()
     if text == "":
-        from devices.services import MISSING
-
         return MISSING
     try:
         return json.loads(text)
@@ -128,14 +125,6 @@ def parse_form_value(text: str) -> Any:
 @require_POST
 def device_command(request: HttpRequest, node_id: str) -> HttpResponse:
     """The command form: send_command() validates; a refusal is shown next to the field."""
-    from django.contrib import messages
-    from django.shortcuts import get_object_or_404, redirect, render
-
-    from devices import services
-    from devices.models import Device
-    from hub.actors import actor_for_request
-    from hub.pages import require_scope
-    from hub.scopes import Scope
 
     device = get_object_or_404(Device, node_id=node_id)
     require_scope(request, Scope.COMMAND, "command", "device", node_id)
@@ -154,11 +143,6 @@ def device_command(request: HttpRequest, node_id: str) -> HttpResponse:
 @require_POST
 def device_revoke(request: HttpRequest, node_id: str) -> HttpResponse:
     """Revoke every active certificate (asks for a reason; the page confirms first)."""
-    from django.contrib import messages
-    from django.shortcuts import get_object_or_404, redirect
-
-    from devices.models import Device
-    from hub.actors import actor_for_request
 
     device = get_object_or_404(Device, node_id=node_id)
     reason = request.POST.get("reason", "").strip()[:200]

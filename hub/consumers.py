@@ -12,14 +12,19 @@ command) and flushed at most every LIVE_FLUSH_S.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import deque
 from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth import get_user_model
+from django.utils.dateparse import parse_datetime
 
+from devices.models import Command, Device, Enrollment, EnrollmentStatus
 from hub import live
+from hub.actors import scopes_for_user
 from hub.scopes import Scope
 
 LIVE_FLUSH_S = 0.25
@@ -28,9 +33,6 @@ MAX_WATCHED = 500
 
 @database_sync_to_async
 def _may_read(user: Any) -> bool:
-    from django.contrib.auth import get_user_model
-
-    from hub.actors import scopes_for_user
 
     if user is None or not user.is_authenticated:
         return False
@@ -44,9 +46,6 @@ def _snapshot(node_ids: list[str], command_ids: list[str], enrolling: list[str],
     shows, whether those that were waiting for enrollment have enrolled, the status of
     the commands it shows (one may have finished in between), and for a device list the
     rows of devices enrolled since it was rendered (also those between render and connect)."""
-    import uuid
-
-    from devices.models import Command, Device, Enrollment, EnrollmentStatus
 
     valid_ids = []
     for text in command_ids:
@@ -74,7 +73,6 @@ def _snapshot(node_ids: list[str], command_ids: list[str], enrolling: list[str],
 
 def _since(value: Any) -> datetime | None:
     """A device list's render time (ISO 8601, aware), or None: not a device list."""
-    from django.utils.dateparse import parse_datetime
 
     try:
         parsed = parse_datetime(value) if isinstance(value, str) else None

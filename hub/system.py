@@ -24,11 +24,16 @@ from datetime import datetime, timedelta
 from importlib import metadata
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import connection
+from django.db.models import Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django_celery_beat.models import PeriodicTask
 
+from devices.consumers import HUB_VERSION
+from devices.models import Device, DeviceStatus
 from hub.models import Heartbeat
 
 WORKER_STALE_AFTER = timedelta(seconds=90)  # the heartbeat task runs every 30 s
@@ -129,8 +134,6 @@ def beat(now: datetime, worker: Component | None, started_at: datetime | None = 
     """Only beat schedules the heartbeat task, so a fresh worker stamp proves beat too;
     without one, beat's own bookkeeping (saved every few minutes) is the evidence, as long
     as it is newer than the hub's start (older, it proves the previous run's beat)."""
-    from django.db.models import Max
-    from django_celery_beat.models import PeriodicTask
 
     if worker is not None and worker.ok and worker.at is not None:
         return Component("beat", True, f"scheduled the heartbeat task the worker ran {_age(worker.at, now)}", worker.at)
@@ -176,7 +179,6 @@ def database_version() -> str:
 def redis_version() -> str | None:
     if settings.EMBEDDED:
         return None
-    import redis
 
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
     try:
@@ -204,8 +206,6 @@ def probe(name: str, fn: Any, *args: Any) -> tuple[Any, str]:
 
 
 def status() -> dict[str, Any]:
-    from devices.consumers import HUB_VERSION
-    from devices.models import Device, DeviceStatus
 
     now = timezone.now()
     problems: list[str] = []

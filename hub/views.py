@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -14,13 +15,19 @@ from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from audit.models import AuditEvent, Decision
+from devices import identity
+from devices.models import Device, DeviceStatus
 from hub import messages
+from hub import system as system_status
 from hub.metrics import registry
 from hub.models import Heartbeat
+from industrial.models import ModbusBridge
 
 
 def check_database() -> dict[str, Any]:
@@ -102,14 +109,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
 def overview(request: HttpRequest) -> HttpResponse:
     """Counts and what needs attention: expiring certificates, offline devices, dropped
     events, recent denials, PLCs in trouble."""
-    from datetime import timedelta
-
-    from django.shortcuts import render
-
-    from audit.models import AuditEvent, Decision
-    from devices import identity
-    from devices.models import Device, DeviceStatus
-    from industrial.models import ModbusBridge
 
     provisioned = Device.objects.filter(status=DeviceStatus.PROVISIONED)
     since = timezone.now() - timedelta(hours=24)
@@ -131,8 +130,5 @@ def overview(request: HttpRequest) -> HttpResponse:
 def system(request: HttpRequest) -> HttpResponse:
     """The hub's moving parts: gateways and their connections, worker and beat heartbeat,
     queue depths, database/broker/layer and versions (hub.system)."""
-    from django.shortcuts import render
-
-    from hub import system as system_status
 
     return render(request, "hub/system.html", system_status.status())

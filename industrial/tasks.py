@@ -6,11 +6,12 @@ from typing import Any
 
 from celery import shared_task
 
+from industrial import polling, writes
+
 
 @shared_task(name="industrial.tasks.poll_bridge", ignore_result=True)
 def poll_bridge(bridge_id: int) -> dict[str, Any]:
     """One poll (scheduled per bridge by django-celery-beat). Not retried: the next tick is the retry."""
-    from industrial import polling
 
     return polling.poll_bridge(bridge_id).as_dict()
 
@@ -18,6 +19,5 @@ def poll_bridge(bridge_id: int) -> dict[str, Any]:
 @shared_task(name="industrial.tasks.execute_command", autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=3)
 def execute_command(command_id: str) -> str:
     """A command for a PLC, queued when its outbox row commits; only a pending one is carried out."""
-    from industrial import writes
 
     return writes.execute_command(command_id)

@@ -28,17 +28,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from django.conf import settings
-from django.db import connections
+from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from audit.models import ActorType, Decision
 from audit.services import Actor, Entry, record_many
-from devices import events, identity
+from devices import delivery, events, identity
+from devices.models import Certificate, CertificateStatus, DeviceStatus
 from hub import messages
 from hub.mesh import framing
+from hub.models import Heartbeat
 
 logger = logging.getLogger("meshhub.gateway")
 
@@ -145,9 +148,6 @@ def _check_certificate(node_id: str, serial: str) -> str | None:
 
     Runs on the gateway's own check thread, whose connection stays open between calls
     (CONN_MAX_AGE) and is dropped when stale or broken, as after a request."""
-    from django.db import close_old_connections
-
-    from devices.models import Certificate, CertificateStatus, DeviceStatus
 
     close_old_connections()
     cert = Certificate.objects.select_related("device").filter(serial=serial).first()
@@ -225,7 +225,6 @@ class MeshGateway:
 
     async def _listen_for_reloads(self) -> None:
         """`pki.crl_changed` on group mesh.gateways (sent by revocation and rotation)."""
-        from channels.layers import get_channel_layer
 
         layer = get_channel_layer()
         if layer is None:
@@ -250,7 +249,6 @@ class MeshGateway:
         """Every second, two queries: which connected nodes have pending commands, and which
         sessions stand on a certificate that is no longer active. A lost channel-layer
         message costs a second, never a command or a revocation."""
-        from devices import delivery
 
         while True:
             await asyncio.sleep(settings.MESH_OUTBOX_SWEEP_S)
@@ -284,7 +282,6 @@ class MeshGateway:
                     conn.queue.put_nowait(dict(messages.command_pending()))
 
     def _write_heartbeat(self) -> None:
-        from hub.models import Heartbeat
 
         subscribers = events.state_subscribers.snapshot()
         details = {
@@ -309,7 +306,6 @@ class MeshGateway:
             await asyncio.sleep(settings.GATEWAY_STAMP_S)
 
     def _forget_heartbeat(self) -> None:
-        from hub.models import Heartbeat
 
         Heartbeat.objects.filter(name=self.heartbeat_name).delete()
 
