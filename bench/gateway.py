@@ -39,7 +39,15 @@ hides it; runmesh then uses the stock loop, its documented fallback); `:a+b` pic
    - commands, on the gateway that holds the 1,000 idle sessions: 300 commands at 25/s,
      one per device, through `devices.services.send_command()` (own process, Django); the
      client answers `ack` then `result` at once; round trip = Command.completed_at -
-     created_at, both stamped by the hub.
+     created_at, both stamped by the hub;
+   - acks-slow-subscriber: the state load of `--acks-shape` (50 sessions x 1 frame in
+     flight), 10 s, twice: on a plain runmesh, then on one run with
+     DJANGO_SETTINGS_MODULE=bench.settings_slow_subscriber, whose bench-only app
+     (bench/slow_subscriber/) registers through `devices.events.on_state` a subscriber
+     that sleeps `--slow-subscriber-ms` (50) per committed batch; each report's ack latency
+     (p50/p95/p99/max), the state-subscriber queue counts from the gateway's Heartbeat row
+     (the first stamp after the load, read before runmesh stops) and TelemetrySample rows
+     checked against the acks. Does a slow subscriber delay device acks?
 
 With the in-memory channel layer the nudge that `send_command()` sends after commit
 stays inside the process that sent it, so an embedded gateway (another process) only
@@ -80,12 +88,13 @@ RESULT_MARKER = "BENCH-RESULT "
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/meshhub_bench_gateway"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 CONFIGS = ("sqlite", "sqlite+redis", "postgres", "postgres+redis")  # each may end in @asyncio: the gateway without uvloop
-PHASES = ("handshakes", "idle", "floor", "state", "commands")
-DEFAULT_CONFIGS = "sqlite,postgres+redis:handshakes+state=50x16+idle+commands"
+PHASES = ("handshakes", "idle", "floor", "state", "commands", "acks-slow-subscriber")
+DEFAULT_CONFIGS = "sqlite,postgres+redis:handshakes+state=50x16+idle+commands+acks-slow-subscriber"
 HANDSHAKE_GOAL = 1.0  # x Mosquitto handshakes per broker CPU-second
 IDLE_GOAL_KB = 40.0
 STATE_GOAL = 0.5  # x Mosquitto QoS1 msgs/s
 NODE_PREFIX = "bench-"
+SLOW_SUBSCRIBER_SETTINGS = "bench.settings_slow_subscriber"  # hub.settings + bench/slow_subscriber/
 
 
 def result_line(stdout: str) -> dict[str, Any]:
@@ -211,6 +220,37 @@ def worker_count(argv: list[str]) -> None:
             }
         )
     )
+
+
+def worker_heartbeat(argv: list[str]) -> None:
+    """The running gateway's Heartbeat row (`gateway:<id>`, stamped every GATEWAY_STAMP_S),
+    waiting for the first stamp at or after `--after` (epoch seconds): what it says of the
+    state-subscriber queue once the load is over. Must run before the gateway stops (it
+    deletes its row on shutdown)."""
+    parser = argparse.ArgumentParser(prog="gateway.py heartbeat")
+    parser.add_argument("--pid", type=int, required=True, help="the gateway's pid (details.pid of its row)")
+    parser.add_argument("--after", type=float, required=True)
+    args = parser.parse_args(argv)
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from hub.models import Heartbeat
+
+    deadline = time.monotonic() + 2 * float(settings.GATEWAY_STAMP_S) + 5
+    row = None
+    while True:
+        row = next((r for r in Heartbeat.objects.filter(name__startswith="gateway:") if r.details.get("pid") == args.pid), None)
+        fresh = row is not None and row.at.timestamp() >= args.after
+        if fresh or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    out: dict[str, Any] = {"found": row is not None, "fresh": fresh, "stamp_every_s": float(settings.GATEWAY_STAMP_S)}
+    if row is not None:
+        out.update(name=row.name, stamped_after_load_s=row.at.timestamp() - args.after, details=row.details)
+    print(RESULT_MARKER + json.dumps(out))
 
 
 def worker_commands(argv: list[str]) -> None:
@@ -403,7 +443,7 @@ def worker_floor_server(argv: list[str]) -> None:
     asyncio.run(main())
 
 
-WORKERS = {"setup": worker_setup, "count": worker_count, "commands": worker_commands, "floor-server": worker_floor_server}
+WORKERS = {"setup": worker_setup, "count": worker_count, "heartbeat": worker_heartbeat, "commands": worker_commands, "floor-server": worker_floor_server}
 
 
 # ================================================================ orchestration
@@ -616,6 +656,30 @@ def run_config(spec: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     def profile_for(phase: str) -> Path | None:
         return data_dir / f"runmesh-{phase}.pstats" if args.profile == phase else None
 
+    def state_load(gw: Gateway, conns: int, window: int, *extra: str) -> dict[str, Any]:
+        """The load client's `state` phase: one process, `conns` sessions x `window` frames in flight."""
+        return run_py(
+            [
+                str(CLIENT),
+                "state",
+                "--port",
+                str(gw.port),
+                "--pid",
+                str(gw.pid),
+                "--procs",
+                "1",
+                "--conns",
+                str(conns),
+                "--window",
+                str(window),
+                "--values",
+                str(args.values),
+                *common,
+                *aux_args,
+                *extra,
+            ]
+        )
+
     if "handshakes" in phases:
         log(f"=== gateway, {name}: handshakes (2 procs x 48 loops, {args.duration:g} s) ===")
         with running_gateway(gateway_env, logs, profile_for("handshakes")) as gw:
@@ -677,26 +741,7 @@ def run_config(spec: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
             before = run_py([str(BENCH_DIR / "gateway.py"), "count"], env, "count")
             with running_gateway(state_env, logs, profile_for("state") if shape == state_shapes[0] else None) as gw:
                 time.sleep(0.5)
-                state = run_py(
-                    [
-                        str(CLIENT),
-                        "state",
-                        "--port",
-                        str(gw.port),
-                        "--pid",
-                        str(gw.pid),
-                        "--procs",
-                        "1",
-                        "--conns",
-                        str(conns),
-                        "--window",
-                        str(window),
-                        "--values",
-                        str(args.values),
-                        *common,
-                        *aux_args,
-                    ]
-                )
+                state = state_load(gw, conns, window)
             after = run_py([str(BENCH_DIR / "gateway.py"), "count"], env, "count")
             state.update(
                 shape=shape,
@@ -747,6 +792,37 @@ def run_config(spec: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
             result["idle"]["tracemalloc"] = memory_attribution(data_dir / "tracemalloc", both["idle"])
         if "commands" in both:
             result["commands"] = both["commands"]
+    if "acks-slow-subscriber" in phases:
+        # Last, so the phases above see the same database as before this phase existed.
+        conns, window = (int(x) for x in args.acks_shape.split("x"))
+        result["acks"] = []
+        before = run_py([str(BENCH_DIR / "gateway.py"), "count"], env, "count")
+        for subscriber_ms in (0.0, args.slow_subscriber_ms):
+            acks_env = dict(gateway_env)  # the production frame limit: 1 frame in flight stays far below it
+            what = "no extra subscriber"
+            if subscriber_ms:
+                acks_env["DJANGO_SETTINGS_MODULE"] = SLOW_SUBSCRIBER_SETTINGS
+                acks_env["BENCH_SLOW_SUBSCRIBER_MS"] = f"{subscriber_ms:g}"
+                what = f"a {subscriber_ms:g} ms/batch state subscriber"
+            log(f"=== gateway, {name}: state ack latency, {what} (1 proc x {conns} sessions x {window} in flight, {args.duration:g} s) ===")
+            with running_gateway(acks_env, logs) as gw:
+                time.sleep(0.5)
+                acks = state_load(gw, conns, window, "--latency", "--latency-skip", f"{args.latency_skip:g}")
+                acks["heartbeat"] = run_py(
+                    [str(BENCH_DIR / "gateway.py"), "heartbeat", "--pid", str(gw.pid), "--after", f"{time.time():.3f}"], env, "heartbeat"
+                )
+            after = run_py([str(BENCH_DIR / "gateway.py"), "count"], env, "count")
+            acks.update(
+                shape=args.acks_shape,
+                conns=conns,
+                window=window,
+                subscriber_ms=subscriber_ms,
+                telemetry_rows_written=after["telemetry"] - before["telemetry"],
+                telemetry_rows_expected=acks["acked"] * args.values,
+                values_per_report=args.values,
+            )
+            result["acks"].append(acks)
+            before = after
     result["gateway_log"] = gateway_log_summary(logs)
     if args.profile:
         pstats_path = data_dir / f"runmesh-{args.profile}.pstats"
@@ -880,6 +956,23 @@ def figures(mosq: dict[str, Any], results: dict[str, dict[str, Any]]) -> list[tu
         )
     add("command round trip p50", "ms", "—", lambda r: fmt(r["commands"]["round_trip_ms"]["p50"], 1))
     add("command round trip p99", "ms", "—", lambda r: fmt(r["commands"]["round_trip_ms"]["p99"], 1))
+
+    def acks_run(r: dict[str, Any], slow: bool) -> dict[str, Any]:
+        return next((s for s in r["acks"] if bool(s["subscriber_ms"]) == slow), {})  # {}: KeyError, a dash in the table
+
+    def latency(r: dict[str, Any], slow: bool) -> str:
+        lat = acks_run(r, slow)["ack_latency_ms"]
+        return f"{lat['p50']:,.1f} / {lat['p99']:,.1f}"
+
+    slow_ms = next((s["subscriber_ms"] for r in results.values() for s in r.get("acks", []) if s["subscriber_ms"]), 50.0)
+    add("state ack latency p50/p99, no extra subscriber", "ms", "—", lambda r: latency(r, False))
+    add(f"… with a {slow_ms:g} ms/batch subscriber", "ms", "—", lambda r: latency(r, True))
+
+    def queue(r: dict[str, Any]) -> str:
+        q = acks_run(r, True)["heartbeat"]["details"]["state_subscribers"]
+        return f"{q['queued']:,} / {q['dropped_batches']:,} / {q['dropped_reports']:,}"
+
+    add("… subscriber queue after that run: queued / dropped batches / dropped reports", "count", "—", queue)
     return rows
 
 
@@ -935,6 +1028,31 @@ def print_config(name: str, r: dict[str, Any]) -> None:
         print(f"  {p}_per_gateway_cpu_s: {per_cpu_s(s):.0f} reports/cpu-s")
         print(f"  {p}_gateway_cpu_util: {100 * s['gateway_cpu_s'] / s['window_s']:.0f} % of one core")
         threads(p, s)
+        print(f"  {p}_errors: {s['err']} count {s['errors'] or ''} (sessions lost {s['lost']}, unanswered at the end {s['unanswered']})")
+        ok = s["telemetry_rows_written"] == s["telemetry_rows_expected"]
+        print(
+            f"  {p}_verified: {'ok' if ok else 'MISMATCH'} ({s['acked']:,} acks in all x {s['values_per_report']} = "
+            f"{s['telemetry_rows_expected']:,} samples expected, {s['telemetry_rows_written']:,} TelemetrySample rows written)"
+        )
+    for s in r.get("acks", []):
+        p = f"acks_slow_subscriber_{s['subscriber_ms']:g}ms" if s["subscriber_ms"] else "acks_no_extra_subscriber"
+        lat, hb = s["ack_latency_ms"], s["heartbeat"]
+        what = f"a {s['subscriber_ms']:g} ms/batch state subscriber" if s["subscriber_ms"] else "no extra state subscriber"
+        print(f"  {p}_reports_per_s: {per_s(s):.0f} reports/s ({s['conns']} sessions x {s['window']} in flight, {what})")
+        if lat.get("n"):
+            for q in ("p50", "p95", "p99", "max"):
+                print(f"  {p}_ack_latency_{q}: {lat[q]:.1f} ms")
+            print(f"  {p}_ack_latency_reports: {lat['n']:,} count (sent after the first {s['ack_latency_skip_s']:g} s of the window)")
+        queue = (hb.get("details") or {}).get("state_subscribers")
+        if queue is not None:
+            stamp = f"stamped {hb['stamped_after_load_s']:.1f} s after the load" if hb["fresh"] else "NO stamp after the load: last one before it"
+            print(
+                f"  {p}_subscriber_queue: queued {queue['queued']}, dropped_batches {queue['dropped_batches']}, "
+                f"dropped_reports {queue['dropped_reports']} (gateway Heartbeat row, {stamp})"
+            )
+        else:
+            print(f"  {p}_subscriber_queue: unknown (no Heartbeat row of the gateway: {hb})")
+        print(f"  {p}_gateway_cpu_util: {100 * s['gateway_cpu_s'] / s['window_s']:.0f} % of one core")
         print(f"  {p}_errors: {s['err']} count {s['errors'] or ''} (sessions lost {s['lost']}, unanswered at the end {s['unanswered']})")
         ok = s["telemetry_rows_written"] == s["telemetry_rows_expected"]
         print(
@@ -1078,6 +1196,16 @@ def main() -> int:
         default="off",
         help="state phase: keep the per-device limit (50 frames/s, burst 200) or raise it for the capacity figure (default off)",
     )
+    parser.add_argument(
+        "--acks-shape", default="50x1", help="acks-slow-subscriber phase: sessions x frames in flight (default 50x1: a moderate load the gateway sustains)"
+    )
+    parser.add_argument("--slow-subscriber-ms", type=float, default=50.0, help="acks-slow-subscriber phase: the slow subscriber's sleep per batch (default 50)")
+    parser.add_argument(
+        "--latency-skip",
+        type=float,
+        default=1.0,
+        help="acks-slow-subscriber phase: reports sent in the first seconds are not in the latency figures (default 1)",
+    )
     parser.add_argument("--sessions", type=int, default=1000, help="idle sessions, then connected devices during the command phase (default 1000)")
     parser.add_argument("--commands", type=int, default=300, help="timed commands, one per device (default 300)")
     parser.add_argument("--command-rate", type=float, default=25.0, help="commands created per second (default 25)")
@@ -1104,6 +1232,10 @@ def main() -> int:
             parser.error(str(exc))
         if any(int(x.split("x")[0]) > args.devices for x in shapes):
             parser.error(f"{config}: a state shape has more sessions than --devices ({args.devices})")
+    if not re.fullmatch(r"\d+x\d+", args.acks_shape) or int(args.acks_shape.split("x")[0]) > args.devices:
+        parser.error("--acks-shape: sessions x frames in flight, e.g. 50x1, with no more sessions than --devices")
+    if args.slow_subscriber_ms <= 0:
+        parser.error("--slow-subscriber-ms must be > 0")
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     for phase in args.phases:
         if phase not in PHASES:

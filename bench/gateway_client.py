@@ -14,7 +14,9 @@ Subcommands (each prints one `BENCH-RESULT {json}` line on stdout, progress on s
   be refused.
 - `state`: `--conns` sessions per process, each keeping `--window` `state` frames in
   flight, a new one sent for every answer; counts acks (an ack means committed) in the
-  window, then waits for every outstanding frame to be answered.
+  window, then waits for every outstanding frame to be answered. With `--latency`, also
+  each report's ack latency (from writing its `state` frame to reading its `ack`, matched
+  by `ref`) for the reports sent after the first `--latency-skip` seconds: p50/p95/p99/max.
 - `sessions`: `--warmup` sessions opened and closed, then `--sessions` sessions (TLS +
   welcome + hello + session) opened and held; the gateway's (VmRSS after - before) /
   sessions; prints `READY {json}`, then answers every `command` with `ack` then `result`
@@ -41,7 +43,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from benchlib import log  # bench/ is the script directory, first on sys.path
+from benchlib import log, percentile  # bench/ is the script directory, first on sys.path
 
 try:
     import uvloop
@@ -135,6 +137,7 @@ class Device(asyncio.Protocol):
         self.seq = 0
         self.token: str | None = None
         self.node_id = ""
+        self.last_id = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's SSL transport is no asyncio.Transport subclass
@@ -175,10 +178,11 @@ class Device(asyncio.Protocol):
 
     def encode(self, kind: str, body: dict[str, Any]) -> bytes:
         self.seq += 1
+        self.last_id = f"b{self.seq}"
         message: dict[str, Any] = {
             "v": 1,
             "type": kind,
-            "id": f"b{self.seq}",
+            "id": self.last_id,
             "seq": self.seq,
             "issued_at": now_ms(),
             "ttl_ms": 30_000,
@@ -190,9 +194,11 @@ class Device(asyncio.Protocol):
         payload = json.dumps(message, separators=(",", ":")).encode()
         return HEADER.pack(len(payload)) + payload
 
-    def send(self, kind: str, body: dict[str, Any]) -> None:
+    def send(self, kind: str, body: dict[str, Any]) -> str:
+        """Write one frame; returns its envelope id (what an `ack` names as `ref`)."""
         assert self.transport is not None
         self.transport.write(self.encode(kind, body))
+        return self.last_id
 
     def close(self) -> None:
         if self.transport is not None:
@@ -334,10 +340,14 @@ async def phase_handshakes(a: argparse.Namespace, k: int, start: Callable[[], Aw
 
 
 async def phase_state(a: argparse.Namespace, k: int, start: Callable[[], Awaitable[tuple[float, float]]]) -> dict[str, Any]:
-    """`conns` sessions, each keeping `window` state frames in flight (a new one per answer)."""
+    """`conns` sessions, each keeping `window` state frames in flight (a new one per answer);
+    with `--latency`, each report's ack latency too."""
     ctxs = contexts(a.dir, list(range(k * a.conns, (k + 1) * a.conns)))
     st: dict[str, Any] = {"n": 0, "acked": 0, "sent": 0, "err": 0, "errors": Counter()}
     deadline = float("inf")
+    latency_from = float("inf")  # perf_counter after which sent reports count in the latency figures
+    sent_at: dict[Device, dict[str, float]] = {}  # with --latency: per session, envelope id -> perf_counter at send
+    latency_ms: list[float] = []
     outstanding = {"n": 0}
     drained = asyncio.get_running_loop().create_future()
     temperature = [19.5]
@@ -348,7 +358,9 @@ async def phase_state(a: argparse.Namespace, k: int, start: Callable[[], Awaitab
         return dict(list(full.items())[: a.values])
 
     def send(device: Device) -> None:
-        device.send("state", {"values": values(), "ts": now_ms()})
+        message_id = device.send("state", {"values": values(), "ts": now_ms()})
+        if a.latency:
+            sent_at[device][message_id] = time.perf_counter()
         st["sent"] += 1
         outstanding["n"] += 1
 
@@ -364,6 +376,10 @@ async def phase_state(a: argparse.Namespace, k: int, start: Callable[[], Awaitab
             kind = frame.get("type")
             if kind not in ("ack", "error"):
                 return
+            if a.latency:
+                at = sent_at[device].pop((frame.get("body") or {}).get("ref"), None)
+                if kind == "ack" and at is not None and at >= latency_from:
+                    latency_ms.append((time.perf_counter() - at) * 1000)
             outstanding["n"] -= 1
             if kind == "ack":
                 st["acked"] += 1
@@ -378,8 +394,10 @@ async def phase_state(a: argparse.Namespace, k: int, start: Callable[[], Awaitab
                 drained.set_result(None)
 
         device.on_frame = on_frame
+        sent_at[device] = {}
 
     deadline, cpu0 = await start()
+    latency_from = time.perf_counter() + a.latency_skip
     for _, device in sessions:
         for _ in range(a.window):
             send(device)
@@ -393,6 +411,8 @@ async def phase_state(a: argparse.Namespace, k: int, start: Callable[[], Awaitab
             pass
     st["unanswered"] = outstanding["n"]
     st["errors"] = dict(st["errors"])
+    if a.latency:
+        st["latency_ms"] = latency_ms
     await close_all(sessions)
     return st
 
@@ -447,7 +467,24 @@ def run_procs(phase: Callable[..., Coroutine[Any, Any, dict[str, Any]]], a: argp
     tot["gateway_other_threads_cpu_s"] = sum(deltas.values())
     tot["gateway_busiest_other_thread_cpu_s"] = max(deltas.values(), default=0.0)
     tot["gateway_threads"] = len(threads1)
+    if any("latency_ms" in r for r in res):
+        tot["ack_latency_ms"] = latency_summary([x for r in res for x in r.get("latency_ms", [])])
+        tot["ack_latency_skip_s"] = a.latency_skip
     return tot
+
+
+def latency_summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "p99": percentile(values, 99),
+        "max": max(values),
+        "min": min(values),
+        "mean": sum(values) / len(values),
+    }
 
 
 async def no_cert_refused(a: argparse.Namespace) -> bool:
@@ -556,6 +593,10 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=50, help="state sessions per process")
     ap.add_argument("--window", type=int, default=16, help="state frames in flight per session")
     ap.add_argument("--values", type=int, default=3, choices=[1, 2, 3], help="values per state report (the thermostat agent sends 3)")
+    ap.add_argument("--latency", action="store_true", help="state: also measure each report's ack latency (send -> ack, matched by ref)")
+    ap.add_argument(
+        "--latency-skip", type=float, default=1.0, help="state --latency: reports sent in the first seconds of the window are not in the latency figures"
+    )
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--settle", type=float, default=2.0)
     ap.add_argument("--no-hello", action="store_true", help="sessions: hold the connection after `welcome` (for the bare TLS floor server)")

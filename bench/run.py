@@ -16,7 +16,8 @@ Five parts, every worker in its own process (Django reads its settings once per 
   service, CRL regeneration and revocation);
 - gateway: `bench/gateway.py` (the Mosquitto peer's script, then `manage.py runmesh` under
   load from `bench/gateway_client.py`: handshakes, idle memory, state reports, command
-  round trips; SQLite embedded, PostgreSQL with Redis). Its report is printed after the others;
+  round trips, state ack latency with and without a slow state subscriber; SQLite
+  embedded, PostgreSQL with Redis). Its report is printed after the others;
 - modbus: `bench/modbus.py` (a pymodbus server process of its own, then per database a worker
   timing `industrial.polling.poll_bridge()` beside a raw pymodbus client loop reading the same
   registers: tags/s, poll latency, CPU). Its report is printed after the gateway's;
