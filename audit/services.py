@@ -40,6 +40,7 @@ def _run_deny_hooks(denied: list[AuditEvent]) -> None:
 # TextChoices.values builds a new list per access; the hot path checks against these.
 _DECISIONS = frozenset(Decision.values)
 _ACTOR_TYPES = frozenset(ActorType.values)
+_TRUSTED_WITHOUT_SCOPES = frozenset({ActorType.SYSTEM, ActorType.USER})
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,10 @@ class Actor:
     `scopes` are what the door that built the actor established: a token's scopes, the
     union of a user's roles, a device session's grant, a rule's. The services check them
     (`authorize`), so the API, pages, admin, commands and rules cannot disagree. `None`
-    is the hub acting on its own authority (`Actor.system`, a management command run on
-    the hub's machine), and code that has already checked (tests of a service's logic).
+    is the hub acting on its own authority (`Actor.system`: management commands run on the
+    hub's machine, beat tasks) or a user whose door already decided (tests of a service's
+    logic); every door builds its users with their scopes (`hub.actors`). A device, token
+    or rule actor without stated scopes is allowed nothing: fail closed.
     """
 
     type: str
@@ -62,7 +65,9 @@ class Actor:
         return cls(ActorType.SYSTEM, name)
 
     def allows(self, scope: str) -> bool:
-        return self.scopes is None or scope in self.scopes
+        if self.scopes is None:
+            return self.type in _TRUSTED_WITHOUT_SCOPES
+        return scope in self.scopes
 
 
 class ScopeDenied(PermissionDenied):

@@ -42,7 +42,7 @@ def now_ms() -> int:
 
 @database_sync_to_async
 def _audit_deny(node_id: str, action: str, reason: str, details: dict[str, Any]) -> None:
-    record(Actor(ActorType.DEVICE, node_id), action, Decision.DENY, target_type="device", target_id=node_id, reason=reason, details=details)
+    record(Actor(ActorType.DEVICE, node_id, frozenset()), action, Decision.DENY, target_type="device", target_id=node_id, reason=reason, details=details)
 
 
 def _sign(payload: bytes) -> str:
@@ -147,9 +147,10 @@ class DeviceConsumer(AsyncConsumer):
         except ProtocolError as error:
             await self.refuse(error, frame)
 
-    async def establish(self, *, ref: str) -> None:
-        """`hello` accepted: grant the scopes of the registered frame handlers and say so."""
-        self.scopes = frozenset(frames.scopes())
+    async def establish(self, *, ref: str, scopes: set[str] | None = None) -> None:
+        """`hello` accepted: grant `scopes` (by default every scope of the registered frame
+        handlers; the hello handler withholds what this device may not do now) and say so."""
+        self.scopes = frozenset(frames.scopes() if scopes is None else scopes)
         await self.send_frame("session", {"token": self.session_token, "scopes": sorted(self.scopes), "heartbeat_s": settings.MESH_HEARTBEAT_S}, ref=ref)
         self.established = True
 

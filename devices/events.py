@@ -100,11 +100,19 @@ class StateSubscribers:
 
     def __init__(self, maxsize: int | None = None) -> None:
         self._maxsize = maxsize
+        self._reset()
+        # A forked child (a Celery worker) starts empty: the parent's locks may have been
+        # held at the fork, its queued batches are the parent's to deliver.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._pending: deque[list[StateReport]] = deque()
         self._ready = threading.Condition()
+        self._delivering = threading.Lock()  # one batch at a time, in commit order, whichever mode
+        self._starting = threading.Lock()
         self._unfinished = 0
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._pid = os.getpid()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -155,7 +163,8 @@ class StateSubscribers:
         from django.db import close_old_connections
 
         try:
-            _run(state_hooks, reports)
+            with self._delivering:
+                _run(state_hooks, reports)
         finally:
             close_old_connections()
             with self._ready:
@@ -166,7 +175,13 @@ class StateSubscribers:
     # --- on the gateway's event loop ------------------------------------------------------------
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The gateway's loop runs the subscribers from now on (called by MeshGateway.start)."""
+        """The gateway's loop runs the subscribers from now on (called by MeshGateway.start);
+        a second gateway in the same process takes over from the first."""
+        previous_loop, previous_task, previous_executor = self._loop, self._task, self._executor
+        if previous_loop is not None and previous_task is not None and not previous_loop.is_closed():
+            previous_loop.call_soon_threadsafe(previous_task.cancel)
+        if previous_executor is not None:
+            previous_executor.shutdown(wait=False)
         self._loop = loop
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-subscribers")
@@ -184,8 +199,9 @@ class StateSubscribers:
         if executor is not None:
             executor.shutdown(wait=False)
         with self._ready:
-            if self._pending:
-                self._ensure_thread()
+            left = bool(self._pending)
+        if left:
+            self._ensure_thread()
 
     async def _run_on_loop(self, wakeup: asyncio.Event, executor: ThreadPoolExecutor) -> None:
         deliver = sync_to_async(self._deliver, thread_sensitive=False, executor=executor)
@@ -198,12 +214,13 @@ class StateSubscribers:
     # --- elsewhere: a thread of this process ---------------------------------------------------
 
     def _ensure_thread(self) -> None:
-        # Lazily, and again in a forked child (a Celery worker): threads do not survive fork.
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-            return
-        self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run_in_thread, name="state-subscribers", daemon=True)
-        self._thread.start()
+        # Lazily, and once: two publishers at the same moment must not start two threads.
+        with self._starting:
+            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run_in_thread, name="state-subscribers", daemon=True)
+            self._thread.start()
 
     def _run_in_thread(self) -> None:
         while True:

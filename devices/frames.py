@@ -24,7 +24,7 @@ from devices import capabilities as declarations
 from devices import delivery, identity, state
 from devices.consumers import now_ms
 from devices.models import Certificate, CertificateStatus, Device
-from devices.session import DeviceScope, FrameRegistry
+from devices.session import DeviceScope, FrameRegistry, frames
 from hub.mesh.protocol import Envelope, ProtocolError
 
 if TYPE_CHECKING:
@@ -33,18 +33,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger("meshhub.consumer")
 
 
-def register(frames: FrameRegistry) -> None:
+def register(registry: FrameRegistry) -> None:
     """Called from DevicesConfig.ready(): the frames every device speaks."""
     app = "devices"
-    frames.register("hello", DeviceScope.SESSION, on_hello, app=app)
-    frames.register("ping", DeviceScope.SESSION, on_ping, app=app)
-    frames.register("pong", DeviceScope.SESSION, on_pong, app=app)
-    frames.register("error", DeviceScope.SESSION, on_error, app=app)
-    frames.register("state", DeviceScope.REPORT, on_state, app=app)
-    frames.register("event", DeviceScope.REPORT, on_event, app=app)
-    frames.register("ack", DeviceScope.ANSWER, on_ack, app=app)
-    frames.register("result", DeviceScope.ANSWER, on_result, app=app)
-    frames.register("cert.renew", DeviceScope.RENEW, on_cert_renew, app=app)
+    registry.register("hello", DeviceScope.SESSION, on_hello, app=app)
+    registry.register("ping", DeviceScope.SESSION, on_ping, app=app)
+    registry.register("pong", DeviceScope.SESSION, on_pong, app=app)
+    registry.register("error", DeviceScope.SESSION, on_error, app=app)
+    registry.register("state", DeviceScope.REPORT, on_state, app=app)
+    registry.register("event", DeviceScope.REPORT, on_event, app=app)
+    registry.register("ack", DeviceScope.ANSWER, on_ack, app=app)
+    registry.register("result", DeviceScope.ANSWER, on_result, app=app)
+    registry.register("cert.renew", DeviceScope.RENEW, on_cert_renew, app=app)
 
 
 # --- state batching ---------------------------------------------------------------------
@@ -120,7 +120,7 @@ def _confirm_renewal_if_new(serial: str, node_id: str) -> None:
     """A session on a renewed certificate proves the device switched: supersede the old one."""
     cert = Certificate.objects.filter(serial=serial, replaces__isnull=False).first()
     if cert is not None:
-        identity.confirm_renewal(Actor(ActorType.DEVICE, node_id), cert)
+        identity.confirm_renewal(Actor(ActorType.DEVICE, node_id, frozenset()), cert)
 
 
 @database_sync_to_async
@@ -137,7 +137,14 @@ def _accept_hello(node_id: str, body: dict[str, Any], serial: str) -> tuple[list
         if isinstance(version, str) and version and version != device.firmware_version:
             Device.objects.filter(pk=device.pk).update(firmware_version=version[:50])
         state.set_presence(node_id, True)
-        record(Actor(ActorType.DEVICE, node_id), "mesh.session", Decision.ALLOW, target_type="device", target_id=node_id, details={"firmware_version": version})
+        record(
+            Actor(ActorType.DEVICE, node_id, frozenset()),
+            "mesh.session",
+            Decision.ALLOW,
+            target_type="device",
+            target_id=node_id,
+            details={"firmware_version": version},
+        )
     return problems, state.capability_specs(device)
 
 
@@ -150,9 +157,13 @@ async def on_hello(session: DeviceConsumer, envelope: Envelope) -> None:
     problems, session.specs = await _accept_hello(session.node_id, envelope.body, session.scope["cert_serial"])
     if problems:
         raise ProtocolError("bad_hello", "; ".join(problems))
-    await session.establish(ref=envelope.id)
+    # `renew` is granted only when the hub wants a renewal: a device cannot have
+    # certificates issued whenever it likes.
+    renewal_due = await database_sync_to_async(_renewal_due)(session.scope["cert_serial"])
+    granted = {scope for scope in frames.scopes() if scope != DeviceScope.RENEW or renewal_due}
+    await session.establish(ref=envelope.id, scopes=granted)
     await session.deliver_pending()
-    if await database_sync_to_async(_renewal_due)(session.scope["cert_serial"]):
+    if renewal_due:
         await session.send_frame("cert.renew", {"reason": "certificate expires soon: send a CSR for a new key"})
 
 
@@ -216,7 +227,8 @@ async def on_event(session: DeviceConsumer, envelope: Envelope) -> None:
 async def on_cert_renew(session: DeviceConsumer, envelope: Envelope) -> None:
     """The device's answer: a CSR for a fresh key. The new cert is used from its next connection."""
     try:
-        cert = await database_sync_to_async(identity.renew_certificate)(Actor(ActorType.DEVICE, session.node_id), session.node_id, envelope.body.get("csr"))
+        actor = Actor(ActorType.DEVICE, session.node_id, session.scopes)
+        cert = await database_sync_to_async(identity.renew_certificate)(actor, session.node_id, envelope.body.get("csr"))
     except identity.IdentityError as exc:
         raise ProtocolError(exc.code, exc.reason) from None
     chain = await database_sync_to_async(lambda: [ca.cert_pem for ca in identity.trusted_cas()])()

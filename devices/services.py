@@ -308,6 +308,23 @@ def set_desired(actor: Actor, node_id: str, changes: Any, *, ttl_s: Any = None) 
             details={"errors": errors},
         )
         raise DesiredRejected(errors)
+    try:
+        return _apply_desired(actor, node_id, validated, ttl_s)
+    except CommandRejected as rejected:
+        # Something changed since the check (a guard's device began an update, the device
+        # was reset): the transaction rolled back with the deny send_command recorded in
+        # it, so the refusal is recorded here, outside, and answered as a 400.
+        errors = {rejected.field: rejected.reason}
+        details: dict[str, Any] = {"errors": errors, "level": rejected.level_name}
+        if rejected.guard:
+            details["guard"] = rejected.guard
+        record(
+            actor, "device.desired", Decision.DENY, scope="command", target_type="device", target_id=str(node_id)[:150], reason=rejected.reason, details=details
+        )
+        raise DesiredRejected(errors) from None
+
+
+def _apply_desired(actor: Actor, node_id: str, validated: dict[str, Any], ttl_s: Any) -> tuple[Device, list[Command]]:
     commands: list[Command] = []
     with transaction.atomic():
         device = Device.objects.select_for_update().get(node_id=node_id)

@@ -135,3 +135,28 @@ def test_a_guard_name_has_one_owner() -> None:
     finally:
         guards.unregister("test.owned")
     assert "plc.allow_list" in guards.names(), "the industrial app's allow-list is a guard"
+
+
+def test_a_guard_that_objects_between_the_check_and_the_write_is_a_400_and_audited(alice_api: APIClient) -> None:
+    """Desired state checks every key, then writes and commands in one transaction; a
+    guard that objects in between (a device starts installing) rolls it all back, and the
+    refusal is still recorded (outside that transaction) and answered as a 400, not a 500."""
+    from devices.models import Device
+
+    thermostat("sensor-1")
+    asked: list[str] = []
+
+    def starts_installing(request: CommandRequest) -> Refusal | None:
+        asked.append(request.device.node_id)
+        return Refusal("device began installing firmware") if len(asked) > 1 else None
+
+    guards.register("test.flips", starts_installing, app="test")
+    try:
+        answer = alice_api.patch("/api/v1/devices/sensor-1/desired/", {"setpoint": 20}, format="json")
+    finally:
+        guards.unregister("test.flips")
+    assert answer.status_code == 400 and answer.json() == {"node_id": "device began installing firmware"}
+    assert Device.objects.get(node_id="sensor-1").desired == {} and not Command.objects.exists()
+    deny = AuditEvent.objects.get(action="device.desired", decision="deny")
+    assert (deny.reason, deny.details["level"], deny.details["guard"]) == ("device began installing firmware", "interlock", "test.flips")
+    assert not AuditEvent.objects.filter(action="device.desired", decision="allow").exists()

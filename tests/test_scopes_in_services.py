@@ -128,3 +128,26 @@ def test_any_caller_that_states_its_scopes_gets_the_same_decision() -> None:
     assert (command_deny.actor_type, command_deny.actor_id, command_deny.scope, command_deny.target_id) == ("rule", "7", "command", "sensor-1")
     allowed = services.send_command(Actor("rule", "7", frozenset({"command"})), "sensor-1", "set", "setpoint", 21)
     assert allowed.requested_by == "rule:7"
+
+
+def test_device_token_and_rule_actors_without_stated_scopes_may_do_nothing() -> None:
+    """Fail closed: only the hub itself (and a user whose door decided) acts without scopes."""
+    from tests.factories import thermostat
+
+    thermostat("sensor-1")
+    for actor in (Actor("device", "sensor-1"), Actor("token", "k1/x"), Actor("rule", "3"), Actor("device", "sensor-1", frozenset({"report", "answer"}))):
+        with pytest.raises(ScopeDenied):
+            services.send_command(actor, "sensor-1", "set", "setpoint", 21)
+    assert not Command.objects.exists()
+    assert services.send_command(Actor.system("test"), "sensor-1", "set", "setpoint", 21).requested_by == "system:test"
+
+
+def test_a_staff_viewer_cannot_mint_an_api_token_in_the_admin(carol: Any) -> None:
+    from hub.models import ApiToken
+
+    carol.user_permissions.add(*Permission.objects.filter(content_type__app_label="hub", content_type__model="apitoken"))
+    answer = carol_web(carol).post(reverse("admin:hub_apitoken_add"), {"user": carol.pk, "name": "mine", "scopes": ["admin"]})
+    assert answer.status_code == 403
+    assert not ApiToken.objects.exists()
+    deny = AuditEvent.objects.get(action="apitoken.create", decision="deny")
+    assert (deny.actor_id, deny.scope, deny.reason) == ("carol", "admin", "missing scope 'admin'")

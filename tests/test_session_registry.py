@@ -45,7 +45,7 @@ def test_it_routes_a_registered_frame_type_to_its_app_and_grants_its_scope(
     device = open_device(listeners, tmp_path)
     device.send(device.frame("hello", {"firmware_version": "raw-1"}))
     session = device.read()
-    assert session["body"]["scopes"] == ["answer", "ota", "renew", "report", "session"]
+    assert session["body"]["scopes"] == ["answer", "ota", "report", "session"], "renew only when a renewal is due"
     device.token = session["body"]["token"]
     device.send(device.frame("boot", {"slot": "b", "reason": "ota"}))
     answer = device.read()
@@ -83,6 +83,22 @@ def test_a_session_keeps_the_scopes_it_was_granted(listeners: tuple[Any, Any], t
     finally:
         frames.unregister("health")
         device.sock.close()
+
+
+def test_a_device_may_ask_for_a_new_certificate_only_when_the_hub_wants_one(listeners: tuple[Any, Any], tmp_path: Path) -> None:  # noqa: F811
+    """`renew` is withheld unless the certificate is due: a device cannot have
+    certificates issued whenever it likes (the expiring case is test_gateway's renewal)."""
+    from devices.models import Certificate
+    from tests.mesh_helpers import make_csr
+
+    device = open_device(listeners, tmp_path)
+    device.hello()
+    _, csr = make_csr("sensor-1")
+    device.send(device.frame("cert.renew", {"csr": csr}))
+    error = device.error()
+    assert (error["code"], error["reason"]) == ("forbidden_scope", "'cert.renew' frames need scope 'renew', which this session does not grant")
+    assert Certificate.objects.filter(device__node_id="sensor-1").count() == 1, "no certificate was issued"
+    device.sock.close()
 
 
 def test_the_registry_refuses_hub_only_types_unknown_types_and_a_second_owner() -> None:
