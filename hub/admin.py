@@ -23,8 +23,24 @@ class ApiTokenForm(forms.ModelForm):
         fields = ("user", "name", "scopes", "expires_at")
 
 
+class ScopedChangesAdmin(admin.ModelAdmin):
+    """Saving a row in this admin needs `change_scope` from the user's roles, not just
+    Django's add/change permission. Checked before the admin's transaction opens, so the
+    deny (and the 403 it becomes) is recorded even though nothing else is."""
+
+    change_scope: str = Scope.ADMIN
+    audit_name: str = ""  # the audit action's prefix; the model's name by default
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None) -> Any:
+        if request.method == "POST":
+            name = self.audit_name or self.model._meta.model_name or "row"
+            action = f"{name}.create" if object_id is None else f"{name}.change"
+            authorize(actor_for_user(request.user), self.change_scope, action, target_type=name, target_id=object_id or "new")
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ScopedChangesAdmin):
     """Tokens are created here or with `manage.py createapitoken`; the secret shows once."""
 
     form = ApiTokenForm
@@ -39,14 +55,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if obj is not None:
             return (*self.readonly_fields, "user", "scopes")
         return tuple(self.readonly_fields)
-
-    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None) -> Any:
-        """Minting a token needs scope `admin` from the user's roles, not Django's add
-        permission. Checked before the admin's transaction opens, so the deny (and the
-        403 it becomes) is recorded even though nothing else is."""
-        if object_id is None and request.method == "POST":
-            authorize(actor_for_user(request.user), Scope.ADMIN, "apitoken.create", target_type="user", target_id=request.user.get_username())
-        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if change:

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from audit.models import Decision
 from audit.services import record
 from devices.admin import admin_actor
+from hub.admin import ScopedChangesAdmin
 from industrial import scheduling
 from industrial.client import Endpoint, PlcClient, PlcError
 from industrial.models import ModbusBridge, ModbusPoint
@@ -35,7 +36,10 @@ class PointInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 @admin.register(ModbusBridge)
-class ModbusBridgeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ModbusBridgeAdmin(ScopedChangesAdmin):
+    """Connection settings need scope `admin` from the user's roles, like the import."""
+
+    audit_name = "modbus.bridge"
     list_display = ["device", "name", "host", "port", "unit_id", "poll_interval_s", "enabled", "last_ok_at", "last_error"]
     list_filter = ["enabled"]
     search_fields = ["device__node_id", "name", "host"]

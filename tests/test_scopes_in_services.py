@@ -151,3 +151,18 @@ def test_a_staff_viewer_cannot_mint_an_api_token_in_the_admin(carol: Any) -> Non
     assert not ApiToken.objects.exists()
     deny = AuditEvent.objects.get(action="apitoken.create", decision="deny")
     assert (deny.actor_id, deny.scope, deny.reason) == ("carol", "admin", "missing scope 'admin'")
+
+
+def test_a_staff_viewer_cannot_change_a_plc_bridge_in_the_admin(carol: Any) -> None:
+    """Connection settings of a PLC bridge need scope admin from the roles, as the import does."""
+    from industrial.models import ModbusBridge
+    from industrial.tests.test_bridge import import_points
+
+    bridge = import_points(5020, [{"capability": "speed", "register": "holding", "address": 10, "data_type": "u16"}])
+    carol.user_permissions.add(*Permission.objects.filter(content_type__app_label="industrial"))
+    url = reverse("admin:industrial_modbusbridge_change", args=[bridge.pk])
+    answer = carol_web(carol).post(url, {"name": "Line 1", "host": "10.9.9.9", "port": 502, "unit_id": 1, "poll_interval_s": 1, "timeout_s": 1})
+    assert answer.status_code == 403
+    assert ModbusBridge.objects.get(pk=bridge.pk).host == "127.0.0.1"
+    deny = AuditEvent.objects.get(action="modbus.bridge.change", decision="deny")
+    assert (deny.actor_id, deny.scope, deny.target_id) == ("carol", "admin", str(bridge.pk))
