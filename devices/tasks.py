@@ -19,14 +19,12 @@ def expire_commands() -> int:
 @shared_task(name="devices.tasks.refresh_crls", autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
 def refresh_crls() -> int:
     """Re-sign every trusted CA's CRL daily, well before its 7-day next_update."""
-
     return identity.refresh_crls()
 
 
 @shared_task(name="devices.tasks.certificates_expiring")
 def certificates_expiring() -> list[str]:
     """Certificates with < 30 days left; the gateway asks those devices for `cert.renew`."""
-
     certs = identity.certificates_expiring()
     for cert in certs:
         logging.getLogger("meshhub.identity").warning(
@@ -37,12 +35,10 @@ def certificates_expiring() -> list[str]:
 
 @shared_task(name="devices.tasks.cleanup_provisioning", autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
 def cleanup_provisioning() -> dict[str, int]:
-
     return identity.cleanup_provisioning()
 
 
 @shared_task(name="devices.tasks.presence_watchdog")
 def presence_watchdog() -> list[str]:
     """Devices silent for 3 heartbeats go offline, even if their gateway died."""
-
     return state.mark_silent_offline(3 * settings.MESH_HEARTBEAT_S)

@@ -48,7 +48,6 @@ def device_list(request: HttpRequest) -> HttpResponse:
     an unfiltered list adds its row where node id order puts it, if that is on the shown
     page; a filtered list, or another page, counts it in a "reload" notice instead, so the
     filters are decided here only, never again in the browser."""
-
     rendered_at = timezone.now()  # before the query: a device enrolled meanwhile comes again, never not at all
     devices = Device.objects.order_by("node_id")
     q = request.GET.get("q", "").strip()[:100]
@@ -83,7 +82,6 @@ def device_list(request: HttpRequest) -> HttpResponse:
 
 
 def _detail_context(device: Any) -> dict[str, Any]:
-
     capabilities = list(device.capabilities.order_by("name"))
     rows = [{"cap": cap, "reported": device.reported.get(cap.name), "desired": device.desired.get(cap.name)} for cap in capabilities]
     numeric = [c for c in capabilities if c.value_type in (ValueType.INT, ValueType.FLOAT)]
@@ -105,14 +103,12 @@ def _detail_context(device: Any) -> dict[str, Any]:
 
 
 def device_detail(request: HttpRequest, node_id: str) -> HttpResponse:
-
     device = get_object_or_404(Device, node_id=node_id)
     return render(request, "devices/device_detail.html", {**_detail_context(device), "form": {}})
 
 
 def parse_form_value(text: str) -> Any:
     """The command form's value box: JSON when it parses (`true`, `21.5`, `"auto"`), else the text."""
-
     text = text.strip()
     if text == "":
         return MISSING
@@ -125,7 +121,6 @@ def parse_form_value(text: str) -> Any:
 @require_POST
 def device_command(request: HttpRequest, node_id: str) -> HttpResponse:
     """The command form: send_command() validates; a refusal is shown next to the field."""
-
     device = get_object_or_404(Device, node_id=node_id)
     require_scope(request, Scope.COMMAND, "command", "device", node_id)
     form = {k: request.POST.get(k, "") for k in ("action", "capability", "value")}
@@ -143,7 +138,6 @@ def device_command(request: HttpRequest, node_id: str) -> HttpResponse:
 @require_POST
 def device_revoke(request: HttpRequest, node_id: str) -> HttpResponse:
     """Revoke every active certificate (asks for a reason; the page confirms first)."""
-
     device = get_object_or_404(Device, node_id=node_id)
     reason = request.POST.get("reason", "").strip()[:200]
     try:  # the service checks scope `reset` first: a ScopeDenied is the 403

@@ -33,7 +33,6 @@ MAX_WATCHED = 500
 
 @database_sync_to_async
 def _may_read(user: Any) -> bool:
-
     if user is None or not user.is_authenticated:
         return False
     fresh = get_user_model().objects.filter(pk=user.pk).first()  # deactivated or demoted since connect?
@@ -46,7 +45,6 @@ def _snapshot(node_ids: list[str], command_ids: list[str], enrolling: list[str],
     shows, whether those that were waiting for enrollment have enrolled, the status of
     the commands it shows (one may have finished in between), and for a device list the
     rows of devices enrolled since it was rendered (also those between render and connect)."""
-
     valid_ids = []
     for text in command_ids:
         try:
@@ -73,7 +71,6 @@ def _snapshot(node_ids: list[str], command_ids: list[str], enrolling: list[str],
 
 def _since(value: Any) -> datetime | None:
     """A device list's render time (ISO 8601, aware), or None: not a device list."""
-
     try:
         parsed = parse_datetime(value) if isinstance(value, str) else None
     except ValueError:

@@ -134,7 +134,6 @@ def beat(now: datetime, worker: Component | None, started_at: datetime | None = 
     """Only beat schedules the heartbeat task, so a fresh worker stamp proves beat too;
     without one, beat's own bookkeeping (saved every few minutes) is the evidence, as long
     as it is newer than the hub's start (older, it proves the previous run's beat)."""
-
     if worker is not None and worker.ok and worker.at is not None:
         return Component("beat", True, f"scheduled the heartbeat task the worker ran {_age(worker.at, now)}", worker.at)
     last = PeriodicTask.objects.filter(enabled=True).aggregate(last=Max("last_run_at"))["last"]
@@ -206,7 +205,6 @@ def probe(name: str, fn: Any, *args: Any) -> tuple[Any, str]:
 
 
 def status() -> dict[str, Any]:
-
     now = timezone.now()
     problems: list[str] = []
     gateway_rows, problem = probe("gateways", gateways, now)

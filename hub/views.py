@@ -109,7 +109,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
 def overview(request: HttpRequest) -> HttpResponse:
     """Counts and what needs attention: expiring certificates, offline devices, dropped
     events, recent denials, PLCs in trouble."""
-
     provisioned = Device.objects.filter(status=DeviceStatus.PROVISIONED)
     since = timezone.now() - timedelta(hours=24)
     context = {
@@ -130,5 +129,4 @@ def overview(request: HttpRequest) -> HttpResponse:
 def system(request: HttpRequest) -> HttpResponse:
     """The hub's moving parts: gateways and their connections, worker and beat heartbeat,
     queue depths, database/broker/layer and versions (hub.system)."""
-
     return render(request, "hub/system.html", system_status.status())

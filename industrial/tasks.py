@@ -12,12 +12,10 @@ from industrial import polling, writes
 @shared_task(name="industrial.tasks.poll_bridge", ignore_result=True)
 def poll_bridge(bridge_id: int) -> dict[str, Any]:
     """One poll (scheduled per bridge by django-celery-beat). Not retried: the next tick is the retry."""
-
     return polling.poll_bridge(bridge_id).as_dict()
 
 
 @shared_task(name="industrial.tasks.execute_command", autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=3)
 def execute_command(command_id: str) -> str:
     """A command for a PLC, queued when its outbox row commits; only a pending one is carried out."""
-
     return writes.execute_command(command_id)

@@ -148,7 +148,6 @@ def _check_certificate(node_id: str, serial: str) -> str | None:
 
     Runs on the gateway's own check thread, whose connection stays open between calls
     (CONN_MAX_AGE) and is dropped when stale or broken, as after a request."""
-
     close_old_connections()
     cert = Certificate.objects.select_related("device").filter(serial=serial).first()
     if cert is None:
@@ -225,7 +224,6 @@ class MeshGateway:
 
     async def _listen_for_reloads(self) -> None:
         """`pki.crl_changed` on group mesh.gateways (sent by revocation and rotation)."""
-
         layer = get_channel_layer()
         if layer is None:
             return
@@ -249,7 +247,6 @@ class MeshGateway:
         """Every second, two queries: which connected nodes have pending commands, and which
         sessions stand on a certificate that is no longer active. A lost channel-layer
         message costs a second, never a command or a revocation."""
-
         while True:
             await asyncio.sleep(settings.MESH_OUTBOX_SWEEP_S)
             if not self.sessions:
@@ -282,7 +279,6 @@ class MeshGateway:
                     conn.queue.put_nowait(dict(messages.command_pending()))
 
     def _write_heartbeat(self) -> None:
-
         subscribers = events.state_subscribers.snapshot()
         details = {
             "host": self.host,
@@ -306,7 +302,6 @@ class MeshGateway:
             await asyncio.sleep(settings.GATEWAY_STAMP_S)
 
     def _forget_heartbeat(self) -> None:
-
         Heartbeat.objects.filter(name=self.heartbeat_name).delete()
 
     async def _cancel_sessions(self) -> None:
