@@ -98,10 +98,11 @@ class BatchRequestSerializer(StrictBodySerializer):
             raise serializers.ValidationError({"commands": "commands must be a non-empty list"})
         if len(items) > MAX_BATCH:
             raise serializers.ValidationError({"commands": f"at most {MAX_BATCH} commands per batch, got {len(items)}"})
+        known = set(NodeCommandRequestSerializer().fields)
         for index, item in enumerate(items):
             if not isinstance(item, Mapping):
                 raise serializers.ValidationError({f"commands[{index}]": "each command must be a JSON object"})
-            unknown = sorted(set(item) - set(NodeCommandRequestSerializer().fields))
+            unknown = sorted(set(item) - known)
             if unknown:
                 raise serializers.ValidationError({f"commands[{index}].{unknown[0]}": f"unknown field '{unknown[0]}'"})
         return super().to_internal_value(data)

@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
@@ -234,8 +234,9 @@ class StateSubscribers:
     # --- observing ----------------------------------------------------------------------------
 
     def snapshot(self) -> SubscriberStats:
+        """The counters, with `queued` read from the queue now (it is never stored)."""
         with self._ready:
-            return SubscriberStats(len(self._pending), self.stats.delivered_batches, self.stats.dropped_batches, self.stats.dropped_reports)
+            return replace(self.stats, queued=len(self._pending))
 
     def drain(self, timeout_s: float = 10.0) -> bool:
         """Wait until every accepted batch went through the subscribers or was dropped."""

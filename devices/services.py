@@ -61,6 +61,10 @@ class CommandRejected(Exception):
     def level_name(self) -> str:
         return self.LEVELS[self.level]
 
+    def audit_details(self) -> dict[str, Any]:
+        """What a deny event records of the refusal: its level, and the guard at interlock."""
+        return {"level": self.level_name, "guard": self.guard} if self.guard else {"level": self.level_name}
+
     def as_dict(self) -> dict[str, Any]:
         answer = {"field": self.field, "reason": self.reason, "level": self.level_name}
         if self.guard:
@@ -177,20 +181,12 @@ def send_command(
     Raises ScopeDenied when the actor lacks `scope`, CommandRejected when a level fails
     (both already audited as a deny); nothing but the audit event is written then.
     """
-    authorize(
-        actor,
-        scope,
-        "command.create",
-        target_type="device",
-        target_id=str(node_id)[:150],
-        details={"action": str(action)[:32], "capability": str(capability)[:64]},
-    )
+    asked = {"action": str(action)[:32], "capability": str(capability)[:64]}
+    authorize(actor, scope, "command.create", target_type="device", target_id=str(node_id)[:150], details=asked)
     try:
         device, cap, stored_value, ttl = validate_command(node_id, action, capability, value, ttl_s, actor=actor, scope=scope)
     except CommandRejected as rejected:
-        details = {"level": rejected.level_name, "field": rejected.field, "action": str(action)[:32], "capability": str(capability)[:64]}
-        if rejected.guard:
-            details["guard"] = rejected.guard
+        details = {**rejected.audit_details(), "field": rejected.field, **asked}
         record(
             actor,
             "command.create",
@@ -315,9 +311,7 @@ def set_desired(actor: Actor, node_id: str, changes: Any, *, ttl_s: Any = None) 
         # was reset): the transaction rolled back with the deny send_command recorded in
         # it, so the refusal is recorded here, outside, and answered as a 400.
         errors = {rejected.field: rejected.reason}
-        details: dict[str, Any] = {"errors": errors, "level": rejected.level_name}
-        if rejected.guard:
-            details["guard"] = rejected.guard
+        details = {"errors": errors, **rejected.audit_details()}
         record(
             actor, "device.desired", Decision.DENY, scope="command", target_type="device", target_id=str(node_id)[:150], reason=rejected.reason, details=details
         )

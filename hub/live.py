@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.urls import reverse
 
+from devices.models import Device
 from hub import messages
 
 if TYPE_CHECKING:
-    from devices.models import Device
     from devices.state import StateReport
 
 logger = logging.getLogger("meshhub.live")
@@ -99,8 +100,6 @@ DEVICE_ROW_FIELDS = ("node_id", "name", "device_type", "status", "online", "last
 
 
 def device_event(device: Device) -> DeviceEvent:
-    from django.urls import reverse
-
     return {
         "type": "device",
         "node_id": device.node_id,
@@ -155,8 +154,6 @@ def on_enrolled(node_id: str, device_type: str) -> None:
     """devices.events hook: an enrollment code was redeemed; the device holds its certificate.
     The enrollment pages learn it, and the open device lists get the device's row (read
     once here, after the commit, rather than by every open list)."""
-    from devices.models import Device
-
     _publish(messages.live_event(enrolled_event(node_id, device_type)))
     device = Device.objects.filter(node_id=node_id).only(*DEVICE_ROW_FIELDS).first()
     if device is not None:
