@@ -5,14 +5,13 @@ under `api/v1/`."""
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
-from rest_framework.routers import DefaultRouter
 
 from audit import views
 from audit.api import AuditEventViewSet, AuditSnapshotViewSet
 from hub.pages import operator_page
+from hub.routers import api_router
 
-router = DefaultRouter(trailing_slash=True)
-router.include_root_view = False
+router = api_router()
 router.register("audit", AuditEventViewSet, basename="audit")
 router.register("audit-snapshots", AuditSnapshotViewSet, basename="audit-snapshot")
 

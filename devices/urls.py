@@ -4,15 +4,14 @@ REST API; `hub/urls.py` mounts `urlpatterns` at the root and `api_urlpatterns` u
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
-from rest_framework.routers import DefaultRouter
 
 from devices import group_views, provisioning_views, views
 from devices.api import CommandViewSet, DeviceViewSet, GroupViewSet
 from devices.identity_api import CertificateViewSet, EnrollmentViewSet
 from hub.pages import operator_page
+from hub.routers import api_router
 
-router = DefaultRouter(trailing_slash=True)
-router.include_root_view = False
+router = api_router()
 router.register("devices", DeviceViewSet, basename="device")
 router.register("commands", CommandViewSet, basename="command")
 router.register("groups", GroupViewSet, basename="group")

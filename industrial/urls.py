@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
-from rest_framework.routers import DefaultRouter
 
 from hub.pages import operator_page
+from hub.routers import api_router
 from industrial import views
 from industrial.api import ModbusExportView, ModbusImportView, ModbusViewSet
 
-router = DefaultRouter(trailing_slash=True)
-router.include_root_view = False
+router = api_router()
 router.register("modbus/bridges", ModbusViewSet, basename="modbus-bridge")
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
