@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/meshhub
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 PYTEST_ARGS ?=
 
-.PHONY: run install install-dev browser migrate test test-both test-embedded test-production lint schemathesis bench clean
+.PHONY: run install install-dev browser migrate test test-both test-embedded test-production lint schemathesis bench soak clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ lint: install-dev
 
 bench: install-dev browser
 	$(PY) bench/run.py
+
+# 200 simulated devices for 30 minutes through a flapping link, a PostgreSQL and a Redis
+# outage and a killed worker; prints the books (measured = stored + dropped, commands once).
+soak: install-dev
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

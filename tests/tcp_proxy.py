@@ -15,6 +15,7 @@ Real sockets, real servers; only the path between them is under the test's contr
 
 from __future__ import annotations
 
+import random
 import selectors
 import socket
 import struct
@@ -32,6 +33,9 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._pairs: dict[socket.socket, socket.socket] = {}  # each end → the other
         self._applied: threading.Event | None = None
+        self._reset_wanted: random.Random | None = None
+        self._reset_done = False
+        self._clients: set[socket.socket] = set()  # the accepted ends, for reset_one()
         self._mode = "open"  # open | cut | stall
         self.accepted = 0
         self.refused = 0
@@ -61,6 +65,15 @@ class TcpProxy:
         with self._lock:
             self._mode = "open"
         self._applied_wait()
+
+    def reset_one(self, rng: random.Random) -> bool:
+        """Reset one open connection chosen by `rng` (a flapping link); False if none is open."""
+        with self._lock:
+            self._reset_wanted = rng
+            self._reset_done = False
+        self._applied_wait()
+        with self._lock:
+            return self._reset_done
 
     @property
     def connections(self) -> int:
@@ -107,6 +120,9 @@ class TcpProxy:
             other = self._pairs.pop(sock, None)
             if other is not None:
                 self._pairs.pop(other, None)
+            self._clients.discard(sock)
+            if other is not None:
+                self._clients.discard(other)
         for end in (sock, other):
             if end is None:
                 continue
@@ -139,6 +155,7 @@ class TcpProxy:
         with self._lock:
             self._pairs[client] = upstream
             self._pairs[upstream] = client
+            self._clients.add(client)
         self.accepted += 1
         if register:
             self._selector.register(client, selectors.EVENT_READ)
@@ -173,6 +190,13 @@ class TcpProxy:
                 mode = self._mode
                 applied = self._applied
                 self._applied = None
+                socks = list(self._pairs)
+                reset_rng, self._reset_wanted = self._reset_wanted, None
+                clients = sorted(self._clients, key=lambda c: c.fileno())
+            if reset_rng is not None and clients:
+                self._drop(reset_rng.choice(clients))
+                with self._lock:
+                    self._reset_done = True
                 socks = list(self._pairs)
             if mode == "cut":
                 for sock in socks:
