@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -87,15 +86,6 @@ def fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class Stored:
-    endpoint: str
-    fingerprint: str
-    status: int
-    body: Any
-    created_at: Any
-
-
 def respond(request: Request, view: Any, operation: Callable[[], Response], *, scope: str) -> Response:
     """Answer a command request once per key. Without the header, `operation()` as before.
 
@@ -122,7 +112,6 @@ def respond(request: Request, view: Any, operation: Callable[[], Response], *, s
         except IntegrityError:
             # Another request holds this key and has committed (we waited for it): answer from it.
             first = IdempotencyKey.objects.get(principal=principal, key=key)
-            stored = Stored(first.endpoint, first.fingerprint, int(first.response_status or 0), first.response_body, first.created_at)
         else:
             response = operation()
             if status.is_success(response.status_code):
@@ -132,11 +121,11 @@ def respond(request: Request, view: Any, operation: Callable[[], Response], *, s
             else:
                 row.delete()  # nothing was executed: the same key may try again
             return response
-    if stored.fingerprint != digest:
-        if stored.endpoint != endpoint:
-            reason = f"{HEADER} '{key}' was already used at {stored.created_at.isoformat()} for {stored.endpoint}; use a new key for a different request"
+    if first.fingerprint != digest:
+        if first.endpoint != endpoint:
+            reason = f"{HEADER} '{key}' was already used at {first.created_at.isoformat()} for {first.endpoint}; use a new key for a different request"
         else:
-            reason = f"{HEADER} '{key}' was already used at {stored.created_at.isoformat()} with a different body; use a new key for a different request"
+            reason = f"{HEADER} '{key}' was already used at {first.created_at.isoformat()} with a different body; use a new key for a different request"
         return _refuse(request, view, KeyRefused(status.HTTP_409_CONFLICT, reason))
     target_type, target_id = audit_target(request, view)
     record(
@@ -146,9 +135,9 @@ def respond(request: Request, view: Any, operation: Callable[[], Response], *, s
         scope=scope,
         target_type=target_type,
         target_id=target_id,
-        details={"method": request.method, "path": request.path, "key": key, "first_at": stored.created_at.isoformat(), "status": stored.status},
+        details={"method": request.method, "path": request.path, "key": key, "first_at": first.created_at.isoformat(), "status": first.response_status},
     )
-    return Response(stored.body, status=stored.status, headers={REPLAYED_HEADER: "true"})
+    return Response(first.response_body, status=first.response_status, headers={REPLAYED_HEADER: "true"})
 
 
 def _refuse(request: Request, view: Any, refused: KeyRefused) -> Response:
