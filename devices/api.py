@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -25,6 +25,7 @@ from devices import identity, services
 from devices.identity_api import CertificateSerializer, FactoryResetTicketSerializer, ReasonSerializer, TokenSerializer
 from devices.models import Capability, Command, CommandAction, CommandStatus, Device, DeviceStatus, Group
 from devices.telemetry import TelemetryQuery
+from hub import idempotency
 from hub.actors import actor_for_request
 from hub.filters import to_utc
 from hub.permissions import audit_request, required_scope
@@ -130,6 +131,12 @@ class OutcomeListSerializer(serializers.Serializer):
     results = OutcomeSerializer(many=True)
     accepted = serializers.IntegerField()
     rejected = serializers.IntegerField()
+
+
+IDEMPOTENCY_KEY = OpenApiParameter(idempotency.HEADER, str, OpenApiParameter.HEADER, required=False, description=idempotency.HEADER_DESCRIPTION)
+KEY_REFUSALS = {
+    409: OpenApiResponse(RejectionSerializer, description=f"The {idempotency.HEADER} was already used for another request."),
+}
 
 
 def rejection(field: str, reason: str) -> Response:
@@ -254,7 +261,8 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(
         methods=["POST"],
         request=CommandRequestSerializer,
-        responses={201: CommandSerializer, 400: RejectionSerializer},
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: CommandSerializer, 400: RejectionSerializer, **KEY_REFUSALS},
     )
     @extend_schema(methods=["GET"], responses=CommandSerializer(many=True))
     @action(detail=True, methods=["get", "post"], filter_backends=[])
@@ -263,6 +271,9 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
             device = self.get_object()
             page = self.paginate_queryset(device.commands.select_related("device").order_by("-created_at"))
             return self.get_paginated_response(CommandSerializer(page, many=True).data)
+        return idempotency.respond(request, self, lambda: self._send(request, node_id), scope=Scope.COMMAND)
+
+    def _send(self, request: Request, node_id: str) -> Response:
         body = command_body(request, CommandRequestSerializer)
         if isinstance(body, Response):
             return audited_rejection(request, self, body)
@@ -391,8 +402,13 @@ class CommandViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.
     service_decides = ("create", "batch")
     audit_target_type = "command"
 
-    @extend_schema(request=NodeCommandRequestSerializer, responses={201: CommandSerializer, 400: RejectionSerializer})
+    @extend_schema(
+        request=NodeCommandRequestSerializer, parameters=[IDEMPOTENCY_KEY], responses={201: CommandSerializer, 400: RejectionSerializer, **KEY_REFUSALS}
+    )
     def create(self, request: Request) -> Response:
+        return idempotency.respond(request, self, lambda: self._create(request), scope=Scope.COMMAND)
+
+    def _create(self, request: Request) -> Response:
         body = command_body(request, NodeCommandRequestSerializer)
         if isinstance(body, Response):
             return audited_rejection(request, self, body)
@@ -409,10 +425,15 @@ class CommandViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.
             return Response(rejected.as_dict(), status=status.HTTP_400_BAD_REQUEST)
         return Response(CommandSerializer(command).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=BatchRequestSerializer, responses={200: OutcomeListSerializer, 400: RejectionSerializer})
+    @extend_schema(
+        request=BatchRequestSerializer, parameters=[IDEMPOTENCY_KEY], responses={200: OutcomeListSerializer, 400: RejectionSerializer, **KEY_REFUSALS}
+    )
     @action(detail=False, methods=["post"])
     def batch(self, request: Request) -> Response:
         """Up to 500 commands, each validated and created on its own; one result per item."""
+        return idempotency.respond(request, self, lambda: self._batch(request), scope=Scope.COMMAND)
+
+    def _batch(self, request: Request) -> Response:
         body = command_body(request, BatchRequestSerializer)
         if isinstance(body, Response):
             return audited_rejection(request, self, body)
@@ -449,10 +470,15 @@ class GroupViewSet(viewsets.ModelViewSet):
     audit_target_type = "group"
     lookup_value_regex = r"[0-9]+"
 
-    @extend_schema(request=CommandRequestSerializer, responses={200: OutcomeListSerializer, 400: RejectionSerializer})
+    @extend_schema(
+        request=CommandRequestSerializer, parameters=[IDEMPOTENCY_KEY], responses={200: OutcomeListSerializer, 400: RejectionSerializer, **KEY_REFUSALS}
+    )
     @action(detail=True, methods=["post"])
     def command(self, request: Request, pk: str) -> Response:
         group = self.get_object()
+        return idempotency.respond(request, self, lambda: self._fan_out(request, group), scope=Scope.COMMAND)
+
+    def _fan_out(self, request: Request, group: Group) -> Response:
         body = command_body(request, CommandRequestSerializer)
         if isinstance(body, Response):
             return audited_rejection(request, self, body)

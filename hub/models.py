@@ -100,3 +100,26 @@ class SigningKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.created_at:%Y-%m-%d})"
+
+
+class IdempotencyKey(models.Model):
+    """A client's `Idempotency-Key` for a command request and the first answer it got
+    (hub.idempotency). Written in the same transaction as the command(s), so a retry racing
+    the first request waits on the unique index and then reads the stored answer."""
+
+    principal = models.CharField(max_length=64, help_text="token:<id> or user:<id>: whose key it is.")
+    key = models.CharField(max_length=255)
+    endpoint = models.CharField(max_length=300, help_text="Method and path of the first request.")
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of method, path and canonical JSON body.")
+    # Null only while the first request runs, inside its own transaction: never seen by another.
+    response_status = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(null=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "idempotency key"
+        constraints = [models.UniqueConstraint(fields=["principal", "key"], name="idempotencykey_principal_key_unique")]
+        indexes = [models.Index(fields=["created_at"], name="idempotencykey_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.principal} {self.key!r} → {self.response_status}"

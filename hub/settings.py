@@ -111,6 +111,9 @@ MESH_STATE_MAX_AGE_S = 24 * 3600  # buffered reports older than this are refused
 # Commands that nobody answers expire; a caller may ask for less, never more.
 COMMAND_DEFAULT_TTL_S = int(env("MESHHUB_COMMAND_TTL_S", "300"))
 COMMAND_MAX_TTL_S = 24 * 3600
+# How long an API Idempotency-Key answers with its first response (hub.idempotency); beat
+# prunes older keys and they may be used again.
+IDEMPOTENCY_KEY_TTL_S = int(env("MESHHUB_IDEMPOTENCY_KEY_TTL_S", str(24 * 3600)))
 
 INSTALLED_APPS = [
     "daphne",
@@ -244,6 +247,7 @@ CELERY_BEAT_SCHEDULE = {
     "certificates-expiring": {"task": "devices.tasks.certificates_expiring", "schedule": 24 * 3600.0},
     "cleanup-provisioning": {"task": "devices.tasks.cleanup_provisioning", "schedule": 3600.0},
     "presence-watchdog": {"task": "devices.tasks.presence_watchdog", "schedule": 15.0},
+    "prune-idempotency-keys": {"task": "hub.tasks.prune_idempotency_keys", "schedule": 3600.0},
     # Signs each finished UTC day once; hourly so a restarted hub catches up soon after.
     "audit-snapshot": {"task": "audit.tasks.snapshot_audit", "schedule": 3600.0},
 }

@@ -7,6 +7,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
+from hub import idempotency
 from hub.models import Heartbeat
 
 
@@ -17,3 +18,9 @@ def heartbeat() -> None:
     now = timezone.now()
     Heartbeat.objects.update_or_create(name="worker", defaults={"at": now})
     Heartbeat.objects.filter(name__startswith="gateway:", at__lt=now - timedelta(days=1)).delete()
+
+
+@shared_task(name="hub.tasks.prune_idempotency_keys", autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
+def prune_idempotency_keys() -> int:
+    """API idempotency keys past MESHHUB_IDEMPOTENCY_KEY_TTL_S are forgotten (and free again)."""
+    return idempotency.prune_expired()

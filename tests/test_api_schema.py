@@ -54,6 +54,16 @@ def test_it_documents_the_command_body_that_is_enforced(schema: dict[str, Any]) 
     assert set(post["responses"]) >= {"201", "400"}
 
 
+@pytest.mark.parametrize("path", ["/api/v1/devices/{node_id}/commands/", "/api/v1/commands/", "/api/v1/commands/batch/", "/api/v1/groups/{id}/command/"])
+def test_it_documents_the_idempotency_key_of_every_command_endpoint(schema: dict[str, Any], path: str) -> None:
+    post = schema["paths"][path]["post"]
+    [header] = [p for p in post["parameters"] if p["in"] == "header"]
+    assert header["name"] == "Idempotency-Key" and not header.get("required", False)
+    assert "409" in header["description"] and "Idempotent-Replayed" in header["description"]
+    conflict = post["responses"]["409"]["content"]["application/json"]["schema"]["$ref"]
+    assert set(schema["components"]["schemas"][conflict.rsplit("/", 1)[1]]["required"]) == {"field", "reason"}
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("url", "payload", "answer"),
