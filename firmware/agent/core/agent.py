@@ -24,7 +24,7 @@ from firmware.agent.core import framing, replay, signing
 
 class SessionRefused(Exception):
     def __init__(self, code, reason):
-        Exception.__init__(self, "%s: %s" % (code, reason))
+        super().__init__("%s: %s" % (code, reason))
         self.code = code
         self.reason = reason
 

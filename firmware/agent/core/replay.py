@@ -15,7 +15,7 @@ MAX_NONCES = 256
 
 class Refused(Exception):
     def __init__(self, code, reason):
-        Exception.__init__(self, "%s: %s" % (code, reason))
+        super().__init__("%s: %s" % (code, reason))
         self.code = code
         self.reason = reason
 
