@@ -271,3 +271,25 @@ def test_the_agent_executes_a_command_once_and_refuses_replayed_reordered_and_ex
     assert agent.hardware.values["setpoint"] == 22.5
     assert agent.refused == len(bad)
     assert abs(hello["issued_at"] - hello_received) < 60_000, "the agent, its clock 6 min slow, stamps its frames in the hub's time"
+
+
+def test_the_agents_nonce_memory_is_bounded_and_forgets_expired_frames() -> None:
+    from firmware.agent.core import replay
+
+    now = 1_764_000_000_000
+    window = replay.HubWindow(max_nonces=8)
+
+    def frame(seq: int, nonce: str, issued_at: int = now) -> dict[str, Any]:
+        return {"v": 1, "type": "command", "id": f"c-{seq}", "seq": seq, "issued_at": issued_at, "ttl_ms": 1_000, "nonce": nonce, "body": {}}
+
+    for seq in range(1, 21):
+        window.check(frame(seq, f"n-{seq}"), now)
+    assert len(window) == 8
+    with pytest.raises(replay.Refused) as refused:
+        window.check(frame(21, "n-20"), now)
+    assert refused.value.code == "nonce_reused"
+    window.check(frame(21, "n-21", issued_at=now + 2_000), now + 2_000)
+    assert len(window) == 1, "nonces of expired frames are forgotten (a replay of one is refused as expired)"
+    with pytest.raises(replay.Refused) as refused:
+        window.check(frame(22, "n-20"), now + 2_000)
+    assert refused.value.code == "expired"
