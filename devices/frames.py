@@ -124,7 +124,7 @@ def _confirm_renewal_if_new(serial: str, node_id: str) -> None:
 
 
 @database_sync_to_async
-def _accept_hello(node_id: str, body: dict[str, Any], serial: str) -> tuple[list[str], dict[str, Any]]:
+def _accept_hello(node_id: str, body: dict[str, Any], serial: str, clock_offset_ms: int | None) -> tuple[list[str], dict[str, Any]]:
     device = Device.objects.get(node_id=node_id)
     _confirm_renewal_if_new(serial, node_id)
     problems: list[str] = []
@@ -143,7 +143,7 @@ def _accept_hello(node_id: str, body: dict[str, Any], serial: str) -> tuple[list
             Decision.ALLOW,
             target_type="device",
             target_id=node_id,
-            details={"firmware_version": version},
+            details={"firmware_version": version, "clock_offset_ms": clock_offset_ms},
         )
     return problems, state.capability_specs(device)
 
@@ -154,7 +154,7 @@ def _accept_hello(node_id: str, body: dict[str, Any], serial: str) -> tuple[list
 async def on_hello(session: DeviceConsumer, envelope: Envelope) -> None:
     if session.established:
         raise ProtocolError("bad_session", "the session is already established")
-    problems, session.specs = await _accept_hello(session.node_id, envelope.body, session.scope["cert_serial"])
+    problems, session.specs = await _accept_hello(session.node_id, envelope.body, session.scope["cert_serial"], session.inbound.offset_ms)
     if problems:
         raise ProtocolError("bad_hello", "; ".join(problems))
     # `renew` is granted only when the hub wants a renewal: a device cannot have
@@ -244,5 +244,23 @@ async def on_pong(session: DeviceConsumer, envelope: Envelope) -> None:
     return None
 
 
+@database_sync_to_async
+def _audit_device_refusal(node_id: str, code: str, reason: str, ref: str) -> None:
+    record(
+        Actor(ActorType.DEVICE, node_id, frozenset()),
+        "mesh.device.refused",
+        Decision.DENY,
+        target_type="device",
+        target_id=node_id,
+        reason=f"the device refused hub frame {ref or '?'}: {code}: {reason}",
+        details={"code": code, "ref": ref},
+    )
+
+
 async def on_error(session: DeviceConsumer, envelope: Envelope) -> None:
-    logger.info("device %s reported an error: %s", session.node_id, envelope.body)
+    """The device refused one of our frames (anti-replay, signature, certificate...): it did
+    not act on it. Logged and audited as a deny with the device's code, reason and ref."""
+    body = envelope.body
+    code, reason, ref = (str(body.get(key) or "")[:limit] for key, limit in (("code", 32), ("reason", 300), ("ref", 64)))
+    logger.warning("device %s refused hub frame %s: %s: %s", session.node_id, ref or "?", code or "error", reason)
+    await _audit_device_refusal(session.node_id, code or "error", reason, ref)

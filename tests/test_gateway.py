@@ -198,7 +198,7 @@ def deny_codes() -> list[str]:
     [
         (lambda d: d.frame("state", {"values": {"temperature": 20}}, seq=0), "replayed_seq"),
         (lambda d: d.frame("state", {"values": {"temperature": 20}}, issued_at=int(time.time() * 1000) - 600_000, ttl_ms=3_600_000), "clock_skew"),
-        (lambda d: d.frame("state", {"values": {"temperature": 20}}, issued_at=int(time.time() * 1000) - 60_000), "expired"),
+        (lambda d: d.frame("state", {"values": {"temperature": 20}}, issued_at=int(time.time() * 1000) - 400_000), "expired"),
         (lambda d: d.frame("state", {"values": {"temperature": 20}, "node_id": "sensor-2"}), "wrong_node"),
         (lambda d: d.frame("command", {"action": "set", "capability": "setpoint", "value": 30}), "forbidden_type"),
         (lambda d: d.frame("reset", {"kind": "factory_reset"}), "forbidden_type"),

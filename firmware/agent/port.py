@@ -275,3 +275,17 @@ def install_renewed(state_dir: str, key_pem: str, body: dict[str, Any], fingerpr
     _write_private(os.path.join(state_dir, "cert.pem"), body["cert"])
     _write_private(os.path.join(state_dir, "ca.pem"), "".join(body["ca_chain"]))
     return None
+
+
+class SkewedPort:
+    """This port on a device whose clock is `offset_ms` off (negative: slow). Everything
+    but `now_ms` is the port's own; for tests and simulations of badly set clocks."""
+
+    def __init__(self, offset_ms: int) -> None:
+        self.offset_ms = offset_ms
+
+    def __getattr__(self, name: str) -> Any:
+        return globals()[name]
+
+    def now_ms(self) -> int:
+        return now_ms() + self.offset_ms

@@ -143,29 +143,51 @@ class ReplayWindow:
     """Anti-replay for one direction of one session: strictly increasing `seq`, nonces
     unique while their frame could still be accepted, `issued_at` within the skew, and
     `ttl_ms` not expired. Memory is bounded: nonces leave once their frame has expired,
-    and past `max_nonces` the oldest go (the seq check alone still refuses replays)."""
+    and past `max_nonces` the oldest go (the seq check alone still refuses replays).
+
+    Clocks (docs/protocol.md "Clocks"): the first accepted frame (`hello`) measures the
+    peer's clock offset (issued_at - receipt); beyond the skew it is refused `clock_skew`.
+    Later frames are judged at receipt, allowing the skew (ARCHITECTURE §9), or against
+    the receipt corrected by the measured offset: a frame either view accepts passes, so
+    a device that cannot set its clock works within the skew, and one that follows the
+    hub's clock (welcome `time_ms`) gets no more leeway than the skew."""
 
     def __init__(self, skew_ms: int = DEFAULT_SKEW_MS, max_nonces: int = 4096) -> None:
         self.skew_ms = skew_ms
         self.max_nonces = max_nonces
         self.last_seq = -1
+        self.offset_ms: int | None = None  # the peer's clock minus ours, from its first frame
         self._nonces: OrderedDict[str, int] = OrderedDict()  # nonce → when it may be forgotten
 
     def check(self, envelope: Envelope, now_ms: int) -> None:
         """Accept (and remember) the frame, or raise ProtocolError; state changes only on accept."""
-        if abs(envelope.issued_at - now_ms) > self.skew_ms:
+        issued_at, ttl_ms, skew = envelope.issued_at, envelope.ttl_ms, self.skew_ms
+        offset = issued_at - now_ms if self.offset_ms is None else self.offset_ms
+        if self.offset_ms is None and abs(offset) > skew:
             raise ProtocolError(
-                "clock_skew", f"issued_at is {(envelope.issued_at - now_ms) / 1000:+.1f} s from the hub's clock; allowed ±{self.skew_ms / 1000:g} s"
+                "clock_skew", f"the device's clock is {describe_offset(offset)} the hub's (measured at {envelope.type}); allowed ±{skew / 1000:g} s"
             )
-        if envelope.issued_at + envelope.ttl_ms < now_ms:
-            raise ProtocolError("expired", f"frame expired {(now_ms - envelope.issued_at - envelope.ttl_ms) / 1000:.1f} s ago (ttl_ms {envelope.ttl_ms})")
+        # Expired only when both views say so: at receipt allowing the skew, and at the
+        # receipt corrected by the measured offset.
+        if issued_at + ttl_ms < now_ms - skew and issued_at - offset + ttl_ms < now_ms:
+            late = now_ms - skew - issued_at - ttl_ms
+            raise ProtocolError("expired", f"frame expired {late / 1000:.1f} s ago (ttl_ms {ttl_ms}, allowing the ±{skew / 1000:g} s skew)")
+        drift = issued_at - offset - now_ms
+        if abs(issued_at - now_ms) > skew and abs(drift) > skew:
+            raise ProtocolError(
+                "clock_skew",
+                f"issued_at is {(issued_at - now_ms) / 1000:+.1f} s from the hub's clock and {drift / 1000:+.1f} s from it corrected by "
+                f"this session's measured offset ({offset / 1000:+.1f} s); allowed ±{skew / 1000:g} s",
+            )
         if envelope.seq <= self.last_seq:
             raise ProtocolError("replayed_seq", f"seq {envelope.seq} is not above the last accepted seq {self.last_seq}")
         self._forget_expired(now_ms)
         if envelope.nonce in self._nonces:
             raise ProtocolError("nonce_reused", "nonce was already used in this session")
         self.last_seq = envelope.seq
-        self._nonces[envelope.nonce] = envelope.issued_at + envelope.ttl_ms + self.skew_ms
+        self.offset_ms = offset
+        # Neither view accepts the frame after issued_at + ttl + skew (|offset| <= skew).
+        self._nonces[envelope.nonce] = issued_at + ttl_ms + skew
         while len(self._nonces) > self.max_nonces:
             self._nonces.popitem(last=False)
 
@@ -178,6 +200,11 @@ class ReplayWindow:
 
     def __len__(self) -> int:
         return len(self._nonces)
+
+
+def describe_offset(offset_ms: int) -> str:
+    """`360.0 s behind` / `240.0 s ahead of`, for reasons a person reads."""
+    return f"{abs(offset_ms) / 1000:.1f} s " + ("behind" if offset_ms < 0 else "ahead of")
 
 
 def signing_payload(frame: dict[str, Any], node_id: str) -> bytes:

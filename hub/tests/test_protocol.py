@@ -23,8 +23,8 @@ def frame(**overrides: Any) -> dict[str, Any]:
     return base
 
 
-def env(seq: int, issued_at: int = NOW, ttl_ms: int = 30_000, nonce_value: str | None = None) -> Envelope:
-    return parse_envelope(frame(seq=seq, issued_at=issued_at, ttl_ms=ttl_ms, nonce=nonce_value or nonce()))
+def env(seq: int, issued_at: int = NOW, ttl_ms: int = 30_000, nonce_value: str | None = None, kind: str = "state") -> Envelope:
+    return parse_envelope(frame(type=kind, seq=seq, issued_at=issued_at, ttl_ms=ttl_ms, nonce=nonce_value or nonce()))
 
 
 def test_it_parses_a_valid_envelope() -> None:
@@ -105,23 +105,72 @@ def test_a_reused_nonce_is_refused_even_with_a_new_seq() -> None:
     assert window.last_seq == 1
 
 
+@pytest.mark.parametrize(("offset_ms", "words"), [(-301_000, "301.0 s behind"), (301_000, "301.0 s ahead of"), (-360_000, "360.0 s behind")])
+def test_a_hello_from_a_clock_beyond_the_skew_is_refused_naming_the_offset(offset_ms: int, words: str) -> None:
+    window = ReplayWindow(skew_ms=5 * 60 * 1000)
+    with pytest.raises(ProtocolError) as refused:
+        window.check(env(1, issued_at=NOW + offset_ms, kind="hello"), NOW)
+    assert refused.value.code == "clock_skew"
+    assert refused.value.reason == f"the device's clock is {words} the hub's (measured at hello); allowed ±300 s"
+    assert (window.offset_ms, window.last_seq) == (None, -1)
+
+
+@pytest.mark.parametrize("offset_ms", [-240_000, -30_001, 0, 30_001, 240_000])
+def test_a_device_whose_clock_is_off_within_the_skew_keeps_working_with_30_s_ttls(offset_ms: int) -> None:
+    """A device that cannot set its clock: every frame, hello included, with the agent's ttl."""
+    window = ReplayWindow(skew_ms=5 * 60 * 1000)
+    window.check(env(1, issued_at=NOW + offset_ms, kind="hello"), NOW)
+    assert window.offset_ms == offset_ms
+    for seq in range(2, 12):
+        now = NOW + seq * 10_000
+        window.check(env(seq, issued_at=now + offset_ms), now + 150)  # 150 ms in flight
+    assert window.last_seq == 11
+
+
 def test_issued_at_beyond_the_skew_is_refused_both_ways() -> None:
     window = ReplayWindow(skew_ms=5 * 60 * 1000)
-    window.check(env(1, issued_at=NOW - 299_000, ttl_ms=600_000), NOW)
-    with pytest.raises(ProtocolError, match=r"issued_at is -301\.0 s from the hub's clock; allowed ±300 s") as past:
-        window.check(env(2, issued_at=NOW - 301_000, ttl_ms=600_000), NOW)
+    window.check(env(1, kind="hello"), NOW)
+    window.check(env(2, issued_at=NOW - 299_000, ttl_ms=600_000), NOW)
+    with pytest.raises(ProtocolError) as past:
+        window.check(env(3, issued_at=NOW - 301_000, ttl_ms=600_000), NOW)
     assert past.value.code == "clock_skew"
+    assert past.value.reason == (
+        "issued_at is -301.0 s from the hub's clock and -301.0 s from it corrected by this session's measured offset (+0.0 s); allowed ±300 s"
+    )
     with pytest.raises(ProtocolError) as future:
-        window.check(env(3, issued_at=NOW + 301_000), NOW)
+        window.check(env(4, issued_at=NOW + 301_000), NOW)
     assert future.value.code == "clock_skew"
+    assert window.last_seq == 2
+
+
+def test_a_frame_drifting_beyond_the_skew_from_the_measured_offset_is_refused() -> None:
+    window = ReplayWindow(skew_ms=5 * 60 * 1000)
+    window.check(env(1, issued_at=NOW - 240_000, kind="hello"), NOW)
+    # 4 min slow at hello, now 9 min slow: beyond the skew both from the hub's clock and from the measured offset.
+    with pytest.raises(ProtocolError, match=r"issued_at is -541\.0 s from the hub's clock and -301\.0 s") as refused:
+        window.check(env(2, issued_at=NOW - 541_000, ttl_ms=3_600_000), NOW)
+    assert refused.value.code == "clock_skew"
+    # Within the skew of the hub's own clock it passes (expiry and skew are judged at receipt too).
+    window.check(env(3, issued_at=NOW + 100_000), NOW)
 
 
 def test_an_expired_ttl_is_refused() -> None:
     window = ReplayWindow()
+    window.check(env(1, kind="hello"), NOW)
     with pytest.raises(ProtocolError) as refused:
-        window.check(env(1, issued_at=NOW - 31_000, ttl_ms=30_000), NOW)
+        window.check(env(2, issued_at=NOW - 331_000, ttl_ms=30_000), NOW)
     assert refused.value.code == "expired"
-    assert refused.value.reason == "frame expired 1.0 s ago (ttl_ms 30000)"
+    assert refused.value.reason == "frame expired 1.0 s ago (ttl_ms 30000, allowing the ±300 s skew)"
+    assert window.last_seq == 1
+
+
+def test_expiry_is_judged_at_receipt_allowing_the_skew() -> None:
+    """ARCHITECTURE §9: a frame delayed past its ttl by less than the skew is still accepted."""
+    window = ReplayWindow()
+    window.check(env(1, kind="hello"), NOW)
+    window.check(env(2, issued_at=NOW - 60_000, ttl_ms=30_000), NOW)
+    window.check(env(3, issued_at=NOW - 299_000, ttl_ms=30_000), NOW)
+    assert window.last_seq == 3
 
 
 def test_nonces_are_forgotten_once_their_frames_expire() -> None:

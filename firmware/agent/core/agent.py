@@ -11,14 +11,20 @@ uuid4(); random_b64(n); sleep(s); random() in [0, 1); load_done(state_dir) and
 save_done(state_dir, done) to remember executed command ids across restarts;
 verify_ed25519(key_b64, message, sig_b64) and wipe(state_dir, everything) for resets;
 install_renewed(state_dir, key_pem, body, fingerprint) -> reason or None for renewal.
+
+Clocks: the agent keeps the hub's time (local clock + the offset learnt from `welcome`'s
+`time_ms`) and stamps every frame's `issued_at` and every report's `ts` with it, so a
+device whose clock is wrong by any amount still works and reports the right time. Every
+frame from the hub goes through this session's anti-replay window (core/replay.py) on
+that clock before it is acted on; a refused one is answered with an `error` frame.
 """
 
-from firmware.agent.core import framing, signing
+from firmware.agent.core import framing, replay, signing
 
 
 class SessionRefused(Exception):
     def __init__(self, code, reason):
-        Exception.__init__(self, "%s: %s" % (code, reason))
+        super().__init__("%s: %s" % (code, reason))
         self.code = code
         self.reason = reason
 
@@ -51,6 +57,14 @@ class Agent:
         self.renewed = 0
         # Command ids already executed, with the result sent: a repeat is answered, not re-run.
         self.done = port.load_done(state_dir)
+        self.clock_offset_ms = 0  # the hub's clock minus ours, learnt from each `welcome`
+        self.window = replay.HubWindow()
+        self.inbox = []  # hub frames read but not handled yet (several can come in one read)
+        self.refused = 0
+
+    def hub_now(self):
+        """Milliseconds on the hub's clock, as far as this device knows it."""
+        return self.port.now_ms() + self.clock_offset_ms
 
     # --- frames -----------------------------------------------------------------------
 
@@ -61,7 +75,7 @@ class Agent:
             "type": kind,
             "id": self.port.uuid4(),
             "seq": self.seq,
-            "issued_at": self.port.now_ms(),
+            "issued_at": self.hub_now(),
             "ttl_ms": 30000,
             "nonce": self.port.random_b64(16),
             "body": body,
@@ -75,21 +89,53 @@ class Agent:
         conn.send(framing.encode(message))
         return message["id"]
 
+    def accept(self, conn, message):
+        """Run a hub frame through this session's window; a refused one is answered with an
+        `error` frame and not acted on. The first `welcome` sets the clock first. An `error`
+        without `seq` is the gateway's notice (it writes those outside the session)."""
+        if message.get("type") == "welcome" and self.window.last_seq < 0:
+            time_ms = (message.get("body") or {}).get("time_ms")
+            if isinstance(time_ms, int) and not isinstance(time_ms, bool):
+                self.clock_offset_ms = time_ms - self.port.now_ms()
+        if message.get("type") == "error" and "seq" not in message:
+            # The gateway's own notice before it closes or drops (revoked, rate_limited,
+            # bad framing), outside the session's sequence: recorded, and `revoked` ends it.
+            return True
+        try:
+            self.window.check(message, self.hub_now())
+        except replay.Refused as refusal:
+            self.refused += 1
+            ref = message.get("id") if isinstance(message.get("id"), str) else None
+            self.log("hub frame refused", refusal.code, refusal.reason)
+            self.send(conn, "error", {"code": refusal.code, "reason": refusal.reason, "ref": ref})
+            return False
+        return True
+
+    def receive(self, conn, buffer, timeout_s):
+        """Read once into the inbox; False on timeout."""
+        chunk = conn.recv(timeout_s)
+        if chunk is None:
+            return False
+        if not chunk:
+            raise SessionRefused("closed", "the hub closed the connection" + (" (%s)" % self.last_error if self.last_error else ""))
+        self.inbox.extend(buffer.feed(chunk))
+        return True
+
     def read_until(self, conn, buffer, kinds, timeout_s):
-        """Frames until one of `kinds` arrives; an `error` frame from the hub ends the session."""
+        """Frames until one of `kinds` arrives; an `error` frame from the hub ends the session.
+        Frames after it stay in the inbox for serve()."""
         deadline = self.port.now_ms() + int(timeout_s * 1000)
         while self.port.now_ms() < deadline:
-            chunk = conn.recv(max(0.05, (deadline - self.port.now_ms()) / 1000.0))
-            if chunk is None:
-                continue
-            if not chunk:
-                raise SessionRefused("closed", "the hub closed the connection" + (" (%s)" % self.last_error if self.last_error else ""))
-            for message in buffer.feed(chunk):
+            while self.inbox:
+                message = self.inbox.pop(0)
+                if not self.accept(conn, message):
+                    continue
                 if message.get("type") == "error":
                     body = message.get("body") or {}
                     raise SessionRefused(body.get("code", "error"), body.get("reason", ""))
                 if message.get("type") in kinds:
                     return message
+            self.receive(conn, buffer, max(0.05, (deadline - self.port.now_ms()) / 1000.0))
         raise SessionRefused("timeout", "no %s from the hub within %.0f s" % ("/".join(kinds), timeout_s))
 
     # --- one session --------------------------------------------------------------------
@@ -99,6 +145,8 @@ class Agent:
         buffer = framing.FrameBuffer()
         try:
             self.token = None
+            self.window = replay.HubWindow()  # per session: the hub's seq starts again
+            self.inbox = []
             welcome = self.read_until(conn, buffer, ("welcome",), 10)
             self.heartbeat_s = (welcome.get("body") or {}).get("heartbeat_s", 30)
             self.send(
@@ -108,6 +156,7 @@ class Agent:
             )
             session = self.read_until(conn, buffer, ("session",), 10)
             self.token = session["body"]["token"]
+            self.window.token = self.token
             self.heartbeat_s = session["body"].get("heartbeat_s", self.heartbeat_s)
         except Exception:
             conn.close()
@@ -142,18 +191,16 @@ class Agent:
             if now >= next_report:
                 values = self.hardware.tick((now - last) / 1000.0)
                 last = now
-                self.send(conn, "state", {"values": values, "ts": now})
+                self.send(conn, "state", {"values": values, "ts": now + self.clock_offset_ms})
                 next_report = now + int(self.report_s * 1000)
             if now >= next_ping:
                 self.send(conn, "ping", {})
                 next_ping = now + int(self.heartbeat_s * 1000)
-            chunk = conn.recv(0.2)
-            if chunk is None:
-                continue
-            if not chunk:
-                raise SessionRefused("closed", "the hub closed the session")
-            for message in buffer.feed(chunk):
-                self.handle(conn, message)
+            while self.inbox:
+                message = self.inbox.pop(0)
+                if self.accept(conn, message):
+                    self.handle(conn, message)
+            self.receive(conn, buffer, 0.2)
 
     def handle(self, conn, message):
         kind = message.get("type")
@@ -216,7 +263,7 @@ class Agent:
             result["reason"] = outcome[2]
         self.send(conn, "result", result)
         if outcome[0] == "ok" and body.get("action") in ("set", "toggle"):
-            self.send(conn, "state", {"values": {body["capability"]: outcome[1]}, "ts": self.port.now_ms()})
+            self.send(conn, "state", {"values": {body["capability"]: outcome[1]}, "ts": self.hub_now()})
 
     def execute(self, body):
         """(status, value, reason) for one command against the virtual hardware."""
@@ -269,7 +316,7 @@ class Agent:
             next_sample = 0.0
             while waited < delay and not should_stop():
                 if waited >= next_sample:  # keep measuring while away from the hub
-                    self.queue_offline(self.hardware.tick(self.report_s), self.port.now_ms())
+                    self.queue_offline(self.hardware.tick(self.report_s), self.hub_now())
                     next_sample += self.report_s
                 self.port.sleep(0.1)
                 waited += 0.1
