@@ -222,6 +222,8 @@ def test_the_hub_rides_out_a_database_and_redis_outage(tmp_path: Path, settings:
             wait_for(lambda: agent.acked_reports >= acked_during_outage + 20, timeout_s=60)
             wait_for(lambda: Device.objects.get(node_id="sensor-1").online, timeout_s=30)
             gap = wait_for(lambda: AuditEvent.objects.filter(action="audit.gap").first(), timeout_s=30)
+            # The system page (the gateway's heartbeat, stamped every GATEWAY_STAMP_S) shows the count.
+            wait_for(lambda: re.search(r"\d+ dropped in all, 1 gap recorded", hub.get("/system/", page)[2]), timeout_s=40, interval_s=1)
             assert hub.proc.poll() is None, "the hub was not restarted"
         finally:
             stop.set()
