@@ -175,6 +175,9 @@ DATABASE_URL = env("DATABASE_URL")
 EMBEDDED = not DATABASE_URL
 if DATABASE_URL:
     DATABASES: dict[str, Any] = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    # libpq waits for ever by default: a server that accepts TCP and never answers would hang
+    # every new connection (docs/operations.md, Outages). A ?connect_timeout= in the URL wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", int(env("MESHHUB_DB_CONNECT_TIMEOUT_S", "5")))
 else:
     DATABASES = {
         "default": {
