@@ -235,6 +235,8 @@ def _check_certificate(node_id: str, serial: str) -> str | None:
 
 
 SHUTDOWN_CANCEL_ROUNDS = 5
+RELOAD_LISTENER_BACKOFF_S = 0.5
+RELOAD_LISTENER_BACKOFF_MAX_S = 10.0
 SHUTDOWN_CANCEL_WAIT_S = 2.0
 
 
@@ -294,25 +296,50 @@ class MeshGateway:
         logger.info("mesh gateway reloaded its trust store and CRLs")
 
     async def _listen_for_reloads(self) -> None:
-        """`pki.crl_changed` on group mesh.gateways (sent by revocation and rotation)."""
+        """`pki.crl_changed` on group mesh.gateways (sent by revocation and rotation).
+
+        A channel-layer outage ends the receive with an error: subscribe again (with backoff)
+        once it is back, and reload then, for a change announced meanwhile is lost. Without
+        this the listener died with the first Redis outage, and the gateway kept its old trust
+        store (no new CA, a stale CRL) until a restart."""
         layer = get_channel_layer()
         if layer is None:
             return
-        # The default prefix: channels-redis serves every process-local channel of one prefix
-        # from a single receive loop; a second prefix would hold that lock and starve the
-        # consumers' channels (their group messages would pile up in Redis).
-        channel = await layer.new_channel()
-        await layer.group_add(identity.GATEWAYS_GROUP, channel)
-        try:
-            while True:
-                message = await layer.receive(channel)
-                if message.get("type") == "pki.crl_changed":
+        backoff = RELOAD_LISTENER_BACKOFF_S
+        missed = False
+        while True:
+            channel = ""
+            try:
+                # The default prefix: channels-redis serves every process-local channel of one prefix
+                # from a single receive loop; a second prefix would hold that lock and starve the
+                # consumers' channels (their group messages would pile up in Redis).
+                channel = await layer.new_channel()
+                await layer.group_add(identity.GATEWAYS_GROUP, channel)
+                if missed:
+                    await self._reload_or_log()
+                    missed = False
+                backoff = RELOAD_LISTENER_BACKOFF_S
+                while True:
+                    message = await layer.receive(channel)
+                    if message.get("type") == "pki.crl_changed":
+                        await self._reload_or_log()
+            except Exception as exc:  # the layer is away: listen again once it is back
+                outages.report_failure(exc, "gateway reload listener")
+                missed = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RELOAD_LISTENER_BACKOFF_MAX_S)
+            finally:
+                if channel:
                     try:
-                        await self.reload()
-                    except Exception:  # keep the old context; the serial re-check still guards
-                        logger.exception("could not reload the trust store")
-        finally:
-            await layer.group_discard(identity.GATEWAYS_GROUP, channel)
+                        await layer.group_discard(identity.GATEWAYS_GROUP, channel)
+                    except Exception as exc:  # the group entry expires on its own (group_expiry)
+                        logger.debug("group_discard of the reload listener failed: %s", exc)
+
+    async def _reload_or_log(self) -> None:
+        try:
+            await self.reload()
+        except Exception:  # keep the old context; the serial re-check still guards
+            logger.exception("could not reload the trust store")
 
     async def _sweep_outbox(self) -> None:
         """Every second, two queries: which connected nodes have pending commands, and which
