@@ -134,6 +134,11 @@ def report_success(name: str) -> None:
     DEPENDENCIES[name].succeeded()
 
 
+def database_connected(sender: Any, **kwargs: Any) -> None:
+    """Django's `connection_created`: a new connection got through, so the database is up."""
+    DEPENDENCIES[DATABASE].succeeded()
+
+
 class Backlog(Protocol):
     def backlog(self) -> dict[str, Any]: ...
 

@@ -315,6 +315,7 @@ class MeshGateway:
                 # consumers' channels (their group messages would pile up in Redis).
                 channel = await layer.new_channel()
                 await layer.group_add(identity.GATEWAYS_GROUP, channel)
+                outages.report_success(outages.CHANNEL_LAYER)
                 if missed:
                     await self._reload_or_log()
                     missed = False
