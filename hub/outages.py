@@ -10,6 +10,7 @@ line when a dependency goes down and one when it is back (plus a reminder every
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import weakref
 from dataclasses import dataclass
@@ -35,14 +36,21 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
+# SQLite raises OperationalError for SQL mistakes too ("no such table"): only these say the
+# file cannot be used right now.
+SQLITE_UNAVAILABLE = ("locked", "unable to open", "disk i/o", "database or disk is full", "readonly")
+
+
 def unavailable(exc: BaseException) -> str | None:
     """Which dependency an exception says is unreachable, or None for any other error
     (a bug, bad input): only these turn into a 503 instead of a 500."""
     if isinstance(exc, (OperationalError, InterfaceError)):
+        if isinstance(exc.__cause__, sqlite3.Error):
+            return DATABASE if any(word in str(exc.__cause__).lower() for word in SQLITE_UNAVAILABLE) else None
         return DATABASE
     if isinstance(exc, DatabaseError) and "connection" in str(exc).lower():
         return DATABASE
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ConnectionError)):
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
         return CHANNEL_LAYER
     if isinstance(exc, KombuOperationalError):
         return BROKER

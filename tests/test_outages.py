@@ -30,6 +30,7 @@ from audit.services import Actor, Entry, verify
 from conftest import make_token_client
 from devices import identity
 from devices.models import Command, CommandStatus, Device, TelemetrySample
+from hub import outages
 from hub.mesh.gateway import AuditBatcher
 from tests.mesh_helpers import wait_for
 from tests.process_helpers import free_ports, hub_env
@@ -256,3 +257,31 @@ def test_the_hub_rides_out_a_database_and_redis_outage(tmp_path: Path, settings:
     assert "Internal Server Error" not in log and '"msg": "Service Unavailable' not in log, log[-6000:]
     hub_lines = [json.loads(line) for line in log.splitlines() if line.startswith('{"ts"') and '"logger": "meshhub' in line]
     assert [line for line in hub_lines if "exc" in line] == [], "no traceback from the hub's own code"
+
+
+def unreachable_database_error(tmp_path: Path, proxy: TcpProxy) -> Exception:
+    """What connecting to a database that is away really raises, in this run's mode."""
+    broken = connections.create_connection("default")
+    if broken.vendor == "sqlite":
+        broken.settings_dict = {**broken.settings_dict, "NAME": str(tmp_path / "no-such-dir" / "db.sqlite3")}
+    else:
+        broken.settings_dict = {**broken.settings_dict, "HOST": "127.0.0.1", "PORT": str(proxy.port)}
+    try:
+        broken.ensure_connection()
+    except Exception as exc:
+        return exc
+    finally:
+        broken.close()
+    raise AssertionError("connected to a database that is away")
+
+
+def test_it_tells_an_unreachable_database_from_a_bug(tmp_path: Path) -> None:
+    """Only an outage is a 503: a query on a table that does not exist stays a 500 (on SQLite
+    both are OperationalError)."""
+    with TcpProxy("127.0.0.1", int(connection.settings_dict.get("PORT") or 5432)) as proxy:
+        proxy.cut()
+        assert outages.unavailable(unreachable_database_error(tmp_path, proxy)) == "database"
+    with pytest.raises(Exception) as bug:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")
+    assert outages.unavailable(bug.value) is None, bug.value
