@@ -76,10 +76,11 @@ def unavailable_response(request: HttpRequest, exc: BaseException) -> HttpRespon
     """A 503 naming the dependency that is away, for an error that says one is (else None):
     JSON in the API's `{field, reason}` shape, a plain page elsewhere. The error itself goes
     to the log (once per outage, hub.outages) and /healthz, not to the client."""
-    name = outages.report_failure(exc, f"{request.method} {request.path}")
-    if name is None:
+    name = outages.unavailable(exc)
+    if name is None:  # not an outage (a bug, bad input): the caller's usual handling, untouched
         return None
     dependency = outages.DEPENDENCIES[name]
+    dependency.failed(exc, f"{request.method} {request.path}")
     since = f" since {dependency.down_since:%Y-%m-%d %H:%M:%S} UTC" if dependency.down_since else ""
     reason = f"the {name.replace('_', ' ')} is unavailable{since}; nothing was changed, retry later"
     headers = {"Retry-After": str(RETRY_AFTER_S)}

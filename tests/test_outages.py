@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -32,6 +33,7 @@ from devices import identity
 from devices.models import Command, CommandStatus, Device, TelemetrySample
 from hub import outages
 from hub.mesh.gateway import AuditBatcher
+from tests.factories import thermostat
 from tests.mesh_helpers import wait_for
 from tests.process_helpers import free_ports, hub_env
 from tests.tcp_proxy import TcpProxy
@@ -275,9 +277,17 @@ def unreachable_database_error(tmp_path: Path, proxy: TcpProxy) -> Exception:
     raise AssertionError("connected to a database that is away")
 
 
-def test_it_tells_an_unreachable_database_from_a_bug(tmp_path: Path) -> None:
+def test_it_tells_an_unreachable_database_from_a_bug(tmp_path: Path, alice_api: Any, caplog: pytest.LogCaptureFixture) -> None:
     """Only an outage is a 503: a query on a table that does not exist stays a 500 (on SQLite
-    both are OperationalError)."""
+    both are OperationalError), and alice's bad command and unknown device stay a 400 and a 404 that the outage log
+    never hears of."""
+    thermostat("sensor-1")
+    with caplog.at_level(logging.DEBUG, logger="meshhub.outages"):
+        response = alice_api.post("/api/v1/devices/sensor-1/commands/", {"action": "set", "capability": "setpoint", "value": 20, "mallory": 1}, format="json")
+        missing = alice_api.get("/api/v1/devices/no-such-device/")
+    assert response.status_code == 400 and response.json()["field"] == "mallory", response.content
+    assert missing.status_code == 404, missing.content
+    assert [r.getMessage() for r in caplog.records if r.name == "meshhub.outages"] == []
     with TcpProxy("127.0.0.1", int(connection.settings_dict.get("PORT") or 5432)) as proxy:
         proxy.cut()
         assert outages.unavailable(unreachable_database_error(tmp_path, proxy)) == "database"
