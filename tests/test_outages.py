@@ -24,7 +24,9 @@ from urllib.parse import urlparse
 
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
 from django.db import connection, connections
+from django.utils import timezone
 
 from audit.models import ActorType, AuditEvent, Decision
 from audit.services import Actor, Entry, verify
@@ -33,6 +35,7 @@ from devices import identity
 from devices.models import Command, CommandStatus, Device, TelemetrySample
 from hub import outages
 from hub.mesh.gateway import AuditBatcher
+from hub.models import Heartbeat
 from tests.factories import thermostat
 from tests.mesh_helpers import wait_for
 from tests.process_helpers import free_ports, hub_env
@@ -141,6 +144,15 @@ class Hub:
         self.log_file.close()
 
 
+def assert_every_acked_report_stored(agent: Any, log: str) -> None:
+    """One report is one timestamp (a command's answer reports only the capability it set, so
+    temperature samples alone undercount). The agent counts every `ack`, and the hub also acks
+    the `dropped_events` event it sends after an outage: those are no reports."""
+    stored = TelemetrySample.objects.filter(device__node_id="sensor-1").values("ts").distinct().count()
+    acked_events = log.count('"msg": "event dropped_events from sensor-1"')
+    assert stored >= agent.acked_reports - acked_events, f"{agent.acked_reports} acks ({acked_events} of events) but only {stored} reports stored"
+
+
 def refused_handshakes(port: int, count: int) -> None:
     """mallory knocks without TLS: each attempt is a `mesh.handshake` deny for the batcher."""
     for _ in range(count):
@@ -241,11 +253,7 @@ def test_the_hub_rides_out_a_database_and_redis_outage(tmp_path: Path, settings:
             hub.stop()
     log = hub.log()
 
-    stored = TelemetrySample.objects.filter(device__node_id="sensor-1", capability="temperature").count()
-    # The agent counts every `ack`, and the hub acks the `dropped_events` event it sends after
-    # an outage too (one per reconnection that had dropped reports): those are no reports.
-    acked_events = log.count('"msg": "event dropped_events from sensor-1"')
-    assert stored >= agent.acked_reports - acked_events, f"{agent.acked_reports} acks ({acked_events} of events) but only {stored} reports stored"
+    assert_every_acked_report_stored(agent, log)
     assert gap.details["lost"] >= 15 and gap.details["limit"] == backlog_max, gap.details
     assert gap.details["first_at"] >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(cut_at - 1))
     survivors = list(AuditEvent.objects.filter(seq__gt=gap.seq).order_by("seq")[:backlog_max])
@@ -295,3 +303,84 @@ def test_it_tells_an_unreachable_database_from_a_bug(tmp_path: Path, alice_api: 
         with connection.cursor() as cursor:
             cursor.execute("SELECT * FROM no_such_table")
     assert outages.unavailable(bug.value) is None, bug.value
+
+
+@pytest.mark.slow
+def test_a_gateway_alone_rides_out_a_database_outage(tmp_path: Path, settings: Any) -> None:
+    """`runmesh` (the production gateway, no web) with its database link cut while sensor-1
+    reports and a command is written by another hub node: nothing acked is lost, the refused
+    handshakes of the outage reach the audit log in full (under the bound), the command is
+    delivered once the link is back, and the log says down and back once each."""
+    if settings.EMBEDDED:
+        pytest.skip("needs PostgreSQL to cut; the embedded mode has none")
+    from devices.services import send_command
+
+    db_settings = connection.settings_dict
+    enroll_port, mesh_port = free_ports(2)
+    log_path = tmp_path / "runmesh.log"
+    stop = threading.Event()
+    thread = None
+    with TcpProxy(str(db_settings["HOST"] or "127.0.0.1"), int(db_settings["PORT"] or 5432)) as db, log_path.open("w") as log_file:
+        env = {**hub_env(), "DATABASE_URL": f"postgres://{db_settings['USER']}@127.0.0.1:{db.port}/{db_settings['NAME']}"}
+        argv = [
+            sys.executable,
+            "manage.py",
+            "runmesh",
+            "--host",
+            "127.0.0.1",
+            "--enroll-port",
+            str(enroll_port),
+            "--mesh-port",
+            str(mesh_port),
+            "--discovery-port",
+            "0",
+        ]
+        gateway = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: f"mesh gateway listening on 127.0.0.1:{mesh_port}" in log_path.read_text(), timeout_s=60)
+            agent = enrolled_agent(enroll_port, mesh_port, "sensor-1", "thermostat", tmp_path)
+            agent.report_s = 0.05
+            thread = threading.Thread(target=agent.run, args=(stop.is_set,), daemon=True)
+            thread.start()
+            wait_for(lambda: agent.acked_reports >= 10, timeout_s=60)
+
+            db.cut()
+            wait_for(lambda: '"msg": "database unavailable' in log_path.read_text(), timeout_s=30)
+            refused_handshakes(mesh_port, 5)
+            # Another hub node (this test, straight to PostgreSQL) accepts a command meanwhile.
+            command = send_command(Actor("user", "alice"), "sensor-1", "set", "setpoint", 19.5)
+            # Long enough for one heartbeat stamp (every GATEWAY_STAMP_S) to fail inside the
+            # outage: no event tells the test that, so it waits the interval out.
+            time.sleep(django_settings.GATEWAY_STAMP_S + 2)
+            acked_during_outage = agent.acked_reports
+
+            db.restore()
+            restored_at = timezone.now()
+            wait_for(lambda: Command.objects.get(pk=command.pk).status == CommandStatus.SUCCEEDED, timeout_s=60)
+            assert agent.hardware.values["setpoint"] == 19.5
+            # The gateway stamps its heartbeat again (the system page counts it alive).
+            wait_for(
+                lambda: Heartbeat.objects.filter(name__startswith="gateway:", at__gt=restored_at).exists(),
+                timeout_s=3 * django_settings.GATEWAY_STAMP_S,
+                interval_s=0.5,
+            )
+            wait_for(lambda: agent.acked_reports >= acked_during_outage + 20, timeout_s=60)
+            wait_for(
+                lambda: AuditEvent.objects.filter(action="mesh.handshake", decision="deny", reason__startswith="TLS handshake refused").count() >= 5,
+                timeout_s=30,
+            )
+            assert gateway.poll() is None, "the gateway was not restarted"
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(15)
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(60)
+    log = log_path.read_text(errors="replace")
+    assert_every_acked_report_stored(agent, log)
+    assert not AuditEvent.objects.filter(action="audit.gap").exists(), "under the bound nothing is dropped"
+    assert verify().ok
+    assert len(re.findall(r'"msg": "database unavailable', log)) == 1, log[-6000:]
+    assert re.search(r'"msg": "database available again', log), log[-6000:]
+    hub_lines = [json.loads(line) for line in log.splitlines() if line.startswith('{"ts"') and '"logger": "meshhub' in line]
+    assert [line for line in hub_lines if "exc" in line] == [], "no traceback from the hub's own code"

@@ -379,6 +379,9 @@ class MeshGateway:
                     conn.queue.put_nowait(dict(messages.command_pending()))
 
     def _write_heartbeat(self) -> None:
+        # This thread's connection may have died with the database (an outage): drop it if so,
+        # as _check_certificate does, or every stamp after the outage fails on it too.
+        close_old_connections()
         subscribers = events.state_subscribers.snapshot()
         details = {
             "host": self.host,
@@ -405,6 +408,7 @@ class MeshGateway:
             await asyncio.sleep(settings.GATEWAY_STAMP_S)
 
     def _forget_heartbeat(self) -> None:
+        close_old_connections()
         Heartbeat.objects.filter(name=self.heartbeat_name).delete()
 
     async def _cancel_sessions(self) -> None:
