@@ -25,6 +25,7 @@ from devices import delivery, identity, state
 from devices.consumers import now_ms
 from devices.models import Certificate, CertificateStatus, Device
 from devices.session import DeviceScope, FrameRegistry, frames
+from hub import outages
 from hub.mesh.protocol import Envelope, ProtocolError
 
 if TYPE_CHECKING:
@@ -86,11 +87,12 @@ class StateBatcher:
             try:
                 await database_sync_to_async(state.apply_reports)([report for report, _ in batch])
             except Exception as exc:  # nothing was acknowledged: devices keep and resend
-                logger.exception("state batch of %d reports failed", len(batch))
+                outages.report_failure(exc, f"state batch of {len(batch)} reports")  # one line per outage; a bug's traceback
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 return
+            outages.report_success(outages.DATABASE)
             for _, future in batch:
                 if not future.done():
                     future.set_result(None)

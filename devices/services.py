@@ -30,7 +30,7 @@ from devices.models import (
     ValueType,
 )
 from devices.values import ValueSpec, check_value
-from hub import messages
+from hub import messages, outages
 from hub.scopes import Scope
 
 logger = logging.getLogger("meshhub.devices")
@@ -162,8 +162,10 @@ def nudge_device(node_id: str, command_id: str) -> None:
         return
     try:
         async_to_sync(layer.group_send)(messages.node_group(node_id), messages.command_pending(command_id))
-    except Exception:  # the outbox row is committed; the sweep will deliver it
-        logger.warning("could not nudge node %s about command %s", node_id, command_id, exc_info=True)
+    except Exception as exc:  # the outbox row is committed; the sweep will deliver it
+        outages.report_failure(exc, f"nudge of node {node_id} about command {command_id}")  # one line per outage
+    else:
+        outages.report_success(outages.CHANNEL_LAYER)
 
 
 def send_command(

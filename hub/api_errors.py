@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rest_framework import exceptions
@@ -10,6 +11,7 @@ from rest_framework.views import exception_handler
 
 from audit.models import Decision
 from audit.services import ScopeDenied
+from hub.middleware import unavailable_response
 from hub.permissions import audit_request, required_scope
 
 
@@ -28,6 +30,12 @@ def audited_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     """DRF's handler, plus a deny event for 401/403 and for rejected writes (400/404/405/415).
     A service's ScopeDenied (already audited by the service) is a 403 naming the scope."""
     request = context.get("request")
+    if request is not None:
+        unavailable = unavailable_response(request, exc)  # the database or Redis is away: 503, nothing to audit with
+        if unavailable is not None:
+            refusal = Response(json.loads(unavailable.content), status=503, headers={"Retry-After": unavailable["Retry-After"]})
+            refusal._has_been_logged = True  # type: ignore[attr-defined]  # logged once per outage (hub.outages)
+            return refusal
     if isinstance(exc, ScopeDenied):
         if request is not None:
             request._meshhub_denied = True

@@ -7,10 +7,12 @@ class HubConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
         import hub.openapi  # noqa: F401  (registers the API schema's token scheme)
         from audit import services as audit_services
         from devices import events
-        from hub import live, signing
+        from hub import live, outages, signing
 
         events.on_state(live.on_state)
         events.on_presence(live.on_presence)
@@ -18,6 +20,9 @@ class HubConfig(AppConfig):
         events.on_enrolled(live.on_enrolled)
         audit_services.on_deny(live.on_denied)
         signing.on_key_created(_audit_key_created)
+        # A connection opened is the database back: "available again" is logged by whoever
+        # gets there first, also in a process nobody probes with /healthz.
+        connection_created.connect(outages.database_connected, dispatch_uid="meshhub.outages")
 
 
 def _audit_key_created(kind: str) -> None:

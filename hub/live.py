@@ -17,7 +17,7 @@ from channels.layers import get_channel_layer
 from django.urls import reverse
 
 from devices.models import Device
-from hub import messages
+from hub import messages, outages
 
 if TYPE_CHECKING:
     from devices.state import StateReport
@@ -126,8 +126,8 @@ def _publish(message: Mapping[str, Any]) -> None:
         return
     try:
         async_to_sync(layer.group_send)(DASHBOARD_GROUP, message)
-    except Exception:  # the pages catch up when they reconnect; the change itself is committed
-        logger.warning("live push failed", exc_info=True)
+    except Exception as exc:  # the pages catch up when they reconnect; the change itself is committed
+        outages.report_failure(exc, "live push")  # one line per outage; a bug's traceback
 
 
 def on_state(reports: list[StateReport]) -> None:

@@ -7,7 +7,13 @@ from inspect import iscoroutinefunction
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, QueryDict
+from django.template.loader import render_to_string
 from django.utils.decorators import sync_and_async_middleware
+from django.utils.deprecation import MiddlewareMixin
+
+from hub import outages
+
+RETRY_AFTER_S = 5
 
 
 def nul_refusal(request: HttpRequest) -> HttpResponse | None:
@@ -64,3 +70,35 @@ def refuse_nul_characters(get_response: Callable[[HttpRequest], Any]) -> Callabl
         return nul_refusal(request) or get_response(request)
 
     return middleware
+
+
+def unavailable_response(request: HttpRequest, exc: BaseException) -> HttpResponse | None:
+    """A 503 naming the dependency that is away, for an error that says one is (else None):
+    JSON in the API's `{field, reason}` shape, a plain page elsewhere. The error itself goes
+    to the log (once per outage, hub.outages) and /healthz, not to the client."""
+    name = outages.unavailable(exc)
+    if name is None:  # not an outage (a bug, bad input): the caller's usual handling, untouched
+        return None
+    dependency = outages.DEPENDENCIES[name]
+    dependency.failed(exc, f"{request.method} {request.path}")
+    since = f" since {dependency.down_since:%Y-%m-%d %H:%M:%S} UTC" if dependency.down_since else ""
+    reason = f"the {name.replace('_', ' ')} is unavailable{since}; nothing was changed, retry later"
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    response: HttpResponse
+    if request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", ""):
+        response = JsonResponse({"field": None, "reason": reason, "unavailable": name}, status=503, headers=headers)
+    else:
+        # No request context: the context processors would ask the database again.
+        down = [{"name": d.name, **d.as_dict()} for d in outages.DEPENDENCIES.values() if d.down]
+        body = render_to_string("503.html", {"reason": reason, "down": down, "backlogs": outages.audit_backlogs()})
+        response = HttpResponse(body, status=503, headers=headers)
+    response._has_been_logged = True  # type: ignore[attr-defined]  # hub.outages logged the outage once; not a line per request
+    return response
+
+
+class DependencyOutage(MiddlewareMixin):
+    """A view that needs the database (or Redis) while it is away answers 503, not a 500
+    with a traceback in the log for every request."""
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        return unavailable_response(request, exception)

@@ -102,6 +102,9 @@ MESH_STATE_BATCH = 500
 MESH_STATE_FLUSH_S = 0.1
 MESH_STATE_IN_FLIGHT = 32  # reports of one session awaiting their batch's commit
 MESH_OUTBOX_SWEEP_S = 1.0
+# Gateway audit events held in memory while the database is away; past it the oldest are
+# dropped, counted, and recorded as one `audit.gap` event once the database is back.
+MESH_AUDIT_BACKLOG_MAX = int(env("MESHHUB_AUDIT_BACKLOG_MAX", "50000"))
 GATEWAY_STAMP_S = 10.0  # how often a gateway stamps its Heartbeat row (system page)
 # Committed state batches waiting for the state subscribers (automation, live pages) per
 # process; beyond it the oldest waiting batch is dropped and counted (devices/events.py).
@@ -143,6 +146,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "hub.middleware.refuse_nul_characters",
+    "hub.middleware.DependencyOutage",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -174,6 +178,9 @@ DATABASE_URL = env("DATABASE_URL")
 EMBEDDED = not DATABASE_URL
 if DATABASE_URL:
     DATABASES: dict[str, Any] = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    # libpq waits for ever by default: a server that accepts TCP and never answers would hang
+    # every new connection (docs/operations.md, Outages). A ?connect_timeout= in the URL wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", int(env("MESHHUB_DB_CONNECT_TIMEOUT_S", "5")))
 else:
     DATABASES = {
         "default": {

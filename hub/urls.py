@@ -12,6 +12,8 @@ from hub import views
 from hub.pages import operator_page
 from industrial import urls as industrial_urls
 
+handler500 = "hub.views.server_error"
+
 admin.site.site_header = "meshhub administration"
 admin.site.site_title = "meshhub admin"
 

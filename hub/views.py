@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -17,15 +18,17 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views import defaults
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audit.models import AuditEvent, Decision
 from devices import identity
 from devices.models import Device, DeviceStatus
-from hub import messages
+from hub import messages, outages
 from hub import system as system_status
 from hub.metrics import registry
+from hub.middleware import unavailable_response
 from hub.models import Heartbeat
 from industrial.models import ModbusBridge
 
@@ -79,23 +82,42 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when every component answers, 503 naming the one that does not."""
+    """200 when every component answers, 503 naming the ones that do not: since when (as
+    this process saw it), and the error. The log says it once per change (hub.outages)."""
     components: dict[str, dict[str, Any]] = {}
-    healthy = True
     for name, check in CHECKS.items():
+        dependency = outages.DEPENDENCIES[name]
         started = time.perf_counter()
         try:
             info = check()
-            components[name] = {"status": "ok", **info}
         except Exception as exc:  # each failure is reported, not raised: that is the endpoint's job
-            healthy = False
-            components[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+            dependency.failed(exc, "healthz")
+            components[name] = {"status": "error", **dependency.as_dict()}
+        else:
+            dependency.succeeded()
+            components[name] = {"status": "ok", **info}
         components[name]["ms"] = round((time.perf_counter() - started) * 1000, 1)
-    body: dict[str, Any] = {"status": "ok" if healthy else "error", "mode": "embedded" if settings.EMBEDDED else "production", "components": components}
+    down = [name for name, component in components.items() if component["status"] != "ok"]
+    body: dict[str, Any] = {
+        "status": "error" if down else "ok",
+        "down": down,
+        "mode": "embedded" if settings.EMBEDDED else "production",
+        "components": components,
+        # This process's gateway audit backlog (runhub): held while the database is away.
+        "audit_backlog": outages.audit_backlogs(),
+    }
     # Informational: a hub whose worker is starting has no stamp yet, and is still healthy.
-    beat = Heartbeat.objects.filter(name="worker").first()
-    body["worker_heartbeat"] = {"at": beat.at.isoformat(), "age_s": round((timezone.now() - beat.at).total_seconds(), 1)} if beat else None
-    return JsonResponse(body, status=200 if healthy else 503)
+    body["worker_heartbeat"] = None
+    if "database" not in down:
+        try:
+            beat = Heartbeat.objects.filter(name="worker").first()
+        except Exception as exc:  # the database went away since its check
+            outages.report_failure(exc, "healthz")
+        else:
+            body["worker_heartbeat"] = {"at": beat.at.isoformat(), "age_s": round((timezone.now() - beat.at).total_seconds(), 1)} if beat else None
+    response = JsonResponse(body, status=503 if down else 200)
+    response._has_been_logged = True  # type: ignore[attr-defined]  # hub.outages logs each change once, not each probe
+    return response
 
 
 @require_GET
@@ -130,3 +152,14 @@ def system(request: HttpRequest) -> HttpResponse:
     """The hub's moving parts: gateways and their connections, worker and beat heartbeat,
     queue depths, database/broker/layer and versions (hub.system)."""
     return render(request, "hub/system.html", system_status.status())
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: an outage raised outside a view (a middleware's session or user lookup)
+    is a 503 too; anything else is Django's plain 500."""
+    exc = sys.exc_info()[1]
+    if exc is not None:
+        unavailable = unavailable_response(request, exc)
+        if unavailable is not None:
+            return unavailable
+    return defaults.server_error(request)

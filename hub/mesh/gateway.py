@@ -22,9 +22,11 @@ import socket
 import ssl
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -39,7 +41,7 @@ from audit.models import ActorType, Decision
 from audit.services import Actor, Entry, record_many
 from devices import delivery, events, identity
 from devices.models import Certificate, CertificateStatus, DeviceStatus
-from hub import messages
+from hub import messages, outages
 from hub.mesh import framing
 from hub.models import Heartbeat
 
@@ -62,19 +64,78 @@ def mesh_context(files: identity.PkiFiles) -> ssl.SSLContext:
 
 
 class AuditBatcher:
-    """Gateway decisions are many and small: collect them and append in batches."""
+    """Gateway decisions are many and small: collect them and append in batches.
 
-    def __init__(self, interval_s: float = 0.1, max_batch: int = 500) -> None:
+    While the database is away they wait in memory, at most `limit` of them
+    (MESHHUB_AUDIT_BACKLOG_MAX). Past it the oldest go (ARCHITECTURE §7: oldest-first drop),
+    counted with the time range they covered, and the first append after the outage writes
+    one `audit.gap` event ahead of the survivors: the hash chain shows the hole where it is
+    instead of hiding it. The backlog's state is on /healthz (this process), in the
+    gateway's heartbeat (/system/) and in the log (one line when dropping starts, one when
+    the gap is recorded)."""
+
+    def __init__(self, interval_s: float = 0.1, max_batch: int = 500, limit: int | None = None, source: str = "mesh gateway") -> None:
         self.interval_s = interval_s
         self.max_batch = max_batch
-        self._pending: list[Entry] = []
+        self.limit = max(1, settings.MESH_AUDIT_BACKLOG_MAX if limit is None else limit)
+        self.source = source
+        self._pending: deque[tuple[datetime, Entry]] = deque()  # (when it happened, what)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self.dropped = 0  # lost since the last recorded gap
+        self.dropped_first: datetime | None = None
+        self.dropped_last: datetime | None = None
+        self.dropped_total = 0
+        self.gaps_recorded = 0
+        outages.register_backlog(self)
 
     def add(self, entry: Entry) -> None:
-        self._pending.append(entry)
+        self._pending.append((timezone.now(), entry))
+        self._trim()
         if len(self._pending) >= self.max_batch:
             self._wake.set()
+
+    def _trim(self) -> None:
+        while len(self._pending) > self.limit:
+            at, _ = self._pending.popleft()
+            if self.dropped == 0:
+                self.dropped_first = at
+                logger.error(
+                    "audit backlog full (%d events): dropping the oldest until the database is back; the gap will be recorded",
+                    self.limit,
+                    extra={"source": self.source, "limit": self.limit},
+                )
+            self.dropped += 1
+            self.dropped_total += 1
+            self.dropped_last = at if self.dropped_last is None or at > self.dropped_last else self.dropped_last
+
+    def gap_entry(self) -> Entry | None:
+        """The event that stands in the chain for the events dropped since the last gap."""
+        if not self.dropped or self.dropped_first is None or self.dropped_last is None:
+            return None
+        return Entry(
+            Actor.system(self.source),
+            "audit.gap",
+            Decision.DENY,
+            target_type="audit",
+            target_id=self.source,
+            reason=(
+                f"{self.dropped} audit events lost while the database was unavailable "
+                f"(the backlog holds at most {self.limit}), from {self.dropped_first.isoformat()} to {self.dropped_last.isoformat()}"
+            ),
+            details={"lost": self.dropped, "first_at": self.dropped_first.isoformat(), "last_at": self.dropped_last.isoformat(), "limit": self.limit},
+        )
+
+    def backlog(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "pending": len(self._pending),
+            "limit": self.limit,
+            "dropped": self.dropped,
+            "dropping_since": self.dropped_first.isoformat() if self.dropped_first else None,
+            "dropped_total": self.dropped_total,
+            "gaps_recorded": self.gaps_recorded,
+        }
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -89,14 +150,24 @@ class AuditBatcher:
             await self.flush()
 
     async def flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        try:
-            await database_sync_to_async(record_many)(batch)
-        except Exception:  # the database is down: keep the events for the next try
-            logger.exception("could not append %d audit events; retrying", len(batch))
-            self._pending[:0] = batch
+        """Append what is pending, oldest first (the gap first when there is one), in chunks;
+        on failure the rest waits for the next try, within the bound."""
+        while self._pending or self.dropped:
+            gap = self.gap_entry()
+            taken = [self._pending.popleft() for _ in range(min(len(self._pending), 10 * self.max_batch))]
+            batch = ([gap] if gap is not None else []) + [entry for _, entry in taken]
+            try:
+                await database_sync_to_async(record_many)(batch)
+            except Exception as exc:  # the database is away: keep them for the next try
+                outages.report_failure(exc, "audit batcher")
+                self._pending.extendleft(reversed(taken))
+                self._trim()
+                return
+            outages.report_success(outages.DATABASE)
+            if gap is not None:
+                logger.warning("recorded an audit gap: %s", gap.reason, extra={"source": self.source, **gap.details})
+                self.gaps_recorded += 1
+                self.dropped, self.dropped_first, self.dropped_last = 0, None, None
 
     async def close(self) -> None:
         if self._task is not None:
@@ -164,6 +235,8 @@ def _check_certificate(node_id: str, serial: str) -> str | None:
 
 
 SHUTDOWN_CANCEL_ROUNDS = 5
+RELOAD_LISTENER_BACKOFF_S = 0.5
+RELOAD_LISTENER_BACKOFF_MAX_S = 10.0
 SHUTDOWN_CANCEL_WAIT_S = 2.0
 
 
@@ -173,9 +246,9 @@ class MeshGateway:
         self.port = port
         self.application = application
         self.context = mesh_context(files)
-        self.audit = AuditBatcher()
         self.sessions: dict[str, Connection] = {}
         self.instance_id = uuid.uuid4().hex  # in the scope: tells this gateway's sessions from others'
+        self.audit = AuditBatcher(source=self.heartbeat_name)
         self.listener: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._acceptor: asyncio.Task[None] | None = None
@@ -223,25 +296,51 @@ class MeshGateway:
         logger.info("mesh gateway reloaded its trust store and CRLs")
 
     async def _listen_for_reloads(self) -> None:
-        """`pki.crl_changed` on group mesh.gateways (sent by revocation and rotation)."""
+        """`pki.crl_changed` on group mesh.gateways (sent by revocation and rotation).
+
+        A channel-layer outage ends the receive with an error: subscribe again (with backoff)
+        once it is back, and reload then, for a change announced meanwhile is lost. Without
+        this the listener died with the first Redis outage, and the gateway kept its old trust
+        store (no new CA, a stale CRL) until a restart."""
         layer = get_channel_layer()
         if layer is None:
             return
-        # The default prefix: channels-redis serves every process-local channel of one prefix
-        # from a single receive loop; a second prefix would hold that lock and starve the
-        # consumers' channels (their group messages would pile up in Redis).
-        channel = await layer.new_channel()
-        await layer.group_add(identity.GATEWAYS_GROUP, channel)
-        try:
-            while True:
-                message = await layer.receive(channel)
-                if message.get("type") == "pki.crl_changed":
+        backoff = RELOAD_LISTENER_BACKOFF_S
+        missed = False
+        while True:
+            channel = ""
+            try:
+                # The default prefix: channels-redis serves every process-local channel of one prefix
+                # from a single receive loop; a second prefix would hold that lock and starve the
+                # consumers' channels (their group messages would pile up in Redis).
+                channel = await layer.new_channel()
+                await layer.group_add(identity.GATEWAYS_GROUP, channel)
+                outages.report_success(outages.CHANNEL_LAYER)
+                if missed:
+                    await self._reload_or_log()
+                    missed = False
+                backoff = RELOAD_LISTENER_BACKOFF_S
+                while True:
+                    message = await layer.receive(channel)
+                    if message.get("type") == "pki.crl_changed":
+                        await self._reload_or_log()
+            except Exception as exc:  # the layer is away: listen again once it is back
+                outages.report_failure(exc, "gateway reload listener")
+                missed = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RELOAD_LISTENER_BACKOFF_MAX_S)
+            finally:
+                if channel:
                     try:
-                        await self.reload()
-                    except Exception:  # keep the old context; the serial re-check still guards
-                        logger.exception("could not reload the trust store")
-        finally:
-            await layer.group_discard(identity.GATEWAYS_GROUP, channel)
+                        await layer.group_discard(identity.GATEWAYS_GROUP, channel)
+                    except Exception as exc:  # the group entry expires on its own (group_expiry)
+                        logger.debug("group_discard of the reload listener failed: %s", exc)
+
+    async def _reload_or_log(self) -> None:
+        try:
+            await self.reload()
+        except Exception:  # keep the old context; the serial re-check still guards
+            logger.exception("could not reload the trust store")
 
     async def _sweep_outbox(self) -> None:
         """Every second, two queries: which connected nodes have pending commands, and which
@@ -255,9 +354,10 @@ class MeshGateway:
                 waiting = await database_sync_to_async(delivery.nodes_with_pending)(list(self.sessions))
                 serials = {conn.serial: node_id for node_id, conn in self.sessions.items()}
                 dead = await database_sync_to_async(delivery.inactive_serials)(list(serials))
-            except Exception:  # the database is away; the next sweep tries again
-                logger.exception("outbox sweep failed")
+            except Exception as exc:  # the database is away; the next sweep tries again
+                outages.report_failure(exc, "outbox sweep")
                 continue
+            outages.report_success(outages.DATABASE)
             for serial, reset_kind in dead.items():
                 conn = self.sessions.get(serials[serial])
                 if conn is None or conn.serial != serial or conn.closing:
@@ -279,6 +379,9 @@ class MeshGateway:
                     conn.queue.put_nowait(dict(messages.command_pending()))
 
     def _write_heartbeat(self) -> None:
+        # This thread's connection may have died with the database (an outage): drop it if so,
+        # as _check_certificate does, or every stamp after the outage fails on it too.
+        close_old_connections()
         subscribers = events.state_subscribers.snapshot()
         details = {
             "host": self.host,
@@ -286,6 +389,7 @@ class MeshGateway:
             "pid": os.getpid(),
             "connections": len(self.sessions),
             "started_at": self.started_at.isoformat(),
+            "audit_backlog": self.audit.backlog(),
             "state_subscribers": {"queued": subscribers.queued, "dropped_batches": subscribers.dropped_batches, "dropped_reports": subscribers.dropped_reports},
         }
         Heartbeat.objects.update_or_create(name=self.heartbeat_name, defaults={"at": timezone.now(), "details": details})
@@ -297,11 +401,14 @@ class MeshGateway:
         while True:
             try:
                 await loop.run_in_executor(self._checks, self._write_heartbeat)
-            except Exception:  # the database is away; the next stamp tries again
-                logger.warning("could not stamp the gateway heartbeat", exc_info=True)
+            except Exception as exc:  # the database is away; the next stamp tries again
+                outages.report_failure(exc, "gateway heartbeat")
+            else:
+                outages.report_success(outages.DATABASE)
             await asyncio.sleep(settings.GATEWAY_STAMP_S)
 
     def _forget_heartbeat(self) -> None:
+        close_old_connections()
         Heartbeat.objects.filter(name=self.heartbeat_name).delete()
 
     async def _cancel_sessions(self) -> None:
@@ -398,7 +505,16 @@ class MeshGateway:
         peername = writer.get_extra_info("peername") or ("?", 0)
         peer = f"{peername[0]}"
         node_id, serial = peer_identity(writer.get_extra_info("ssl_object"))
-        problem = await asyncio.get_running_loop().run_in_executor(self._checks, _check_certificate, node_id, serial)
+        try:
+            problem = await asyncio.get_running_loop().run_in_executor(self._checks, _check_certificate, node_id, serial)
+        except Exception as exc:
+            if outages.report_failure(exc, "certificate re-check") is None:
+                raise
+            # Unverified is refused: the device retries with backoff until the database is back.
+            reason = "the hub cannot check certificates now (database unavailable); retry later"
+            self.deny(node_id or f"unknown@{peer}", "mesh.handshake", reason, peer=peer, serial=serial)
+            await self._send_now(writer, framing.error_frame("unavailable", reason))
+            return
         if problem:
             self.deny(node_id or f"unknown@{peer}", "mesh.handshake", problem, peer=peer, serial=serial)
             await self._send_now(writer, framing.error_frame("certificate_rejected", problem))
@@ -439,8 +555,8 @@ class MeshGateway:
 
         try:
             await self.application(scope, conn.queue.get, send)
-        except Exception:  # a consumer bug closes this session, never the gateway
-            logger.exception("device consumer for %s failed", conn.node_id)
+        except Exception as exc:  # a consumer bug, or an outage, closes this session, never the gateway
+            outages.report_failure(exc, f"device consumer for {conn.node_id}")  # one line per outage; a bug's traceback
             self._close(conn, "internal error")
 
     async def _read_loop(self, conn: Connection, reader: asyncio.StreamReader) -> None:
