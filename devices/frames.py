@@ -168,16 +168,18 @@ async def on_hello(session: DeviceConsumer, envelope: Envelope) -> None:
 
 
 async def on_ack(session: DeviceConsumer, envelope: Envelope) -> None:
-    problem = await database_sync_to_async(delivery.mark_delivered)(session.node_id, envelope.body.get("id"))
-    if problem:
-        raise ProtocolError("bad_ack", problem)
+    try:
+        await database_sync_to_async(delivery.mark_delivered)(session.node_id, envelope.body.get("id"))
+    except delivery.AnswerRefused as exc:
+        raise ProtocolError(exc.code, exc.reason) from None
 
 
 async def on_result(session: DeviceConsumer, envelope: Envelope) -> None:
     body = envelope.body
-    problem = await database_sync_to_async(delivery.record_result)(session.node_id, body.get("id"), body.get("status"), body.get("value"), body.get("reason"))
-    if problem:
-        raise ProtocolError("bad_result", problem)
+    try:
+        await database_sync_to_async(delivery.record_result)(session.node_id, body.get("id"), body.get("status"), body.get("value"), body.get("reason"))
+    except delivery.AnswerRefused as exc:
+        raise ProtocolError(exc.code, exc.reason) from None
 
 
 async def on_state(session: DeviceConsumer, envelope: Envelope) -> None:
