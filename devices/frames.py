@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from audit.models import ActorType, Decision
@@ -222,7 +223,12 @@ async def on_event(session: DeviceConsumer, envelope: Envelope) -> None:
     data = envelope.body.get("data")
     logger.info("event %s from %s", name, session.node_id, extra={"node_id": session.node_id, "event": name, "data": data})
     if name == "dropped_events" and isinstance(data, dict) and isinstance(data.get("count"), int):
-        await database_sync_to_async(state.record_dropped_events)(session.node_id, data["count"])
+        try:
+            await database_sync_to_async(state.record_dropped_events)(session.node_id, data["count"])
+        except DatabaseError:  # not stored, so not acked: the device sends it again
+            logger.exception("dropped_events of %s not stored", session.node_id)
+            await session.send_frame("error", {"code": "unavailable", "reason": "event not stored; resend later", "ref": envelope.id})
+            return
     await session.send_frame("ack", {"ref": envelope.id})
 
 
