@@ -357,8 +357,12 @@ async def phase_state(a: argparse.Namespace, k: int, start: Callable[[], Awaitab
         full = {"temperature": round(temperature[0], 2), "setpoint": 21.0, "mode": "auto"}
         return dict(list(full.items())[: a.values])
 
+    last_ts: dict[Device, int] = {}
+
     def send(device: Device) -> None:
-        message_id = device.send("state", {"values": values(), "ts": now_ms()})
+        # Each report its own ts, as the agent does: the hub stores one sample per (capability, ts).
+        ts = last_ts[device] = max(now_ms(), last_ts.get(device, 0) + 1)
+        message_id = device.send("state", {"values": values(), "ts": ts})
         if a.latency:
             sent_at[device][message_id] = time.perf_counter()
         st["sent"] += 1

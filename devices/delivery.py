@@ -50,22 +50,41 @@ def _own(node_id: str, command_id: Any) -> Command | None:
         return None
 
 
-def mark_delivered(node_id: str, command_id: Any) -> str | None:
-    """`ack`: pending → delivered. Returns why it was refused, or None."""
+class AnswerRefused(Exception):
+    """A device's `ack` or `result` the outbox does not take: `code` and `reason` go back
+    to the device in an `error` frame and into the audit log."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def mark_delivered(node_id: str, command_id: Any) -> None:
+    """`ack`: pending → delivered, once; raises AnswerRefused otherwise (unknown command, or
+    a second ack of a command already acknowledged or completed)."""
     command = _own(node_id, command_id)
     if command is None:
-        return f"no command {command_id!r} for this device"
-    Command.objects.filter(pk=command.pk, status=CommandStatus.PENDING).update(status=CommandStatus.DELIVERED, delivered_at=timezone.now())
-    return None
+        raise AnswerRefused("bad_ack", f"no command {command_id!r} for this device")
+    # Claimed with a conditional update: of two acks racing, exactly one moves the row.
+    if Command.objects.filter(pk=command.pk, status=CommandStatus.PENDING).update(status=CommandStatus.DELIVERED, delivered_at=timezone.now()):
+        return
+    status = Command.objects.filter(pk=command.pk).values_list("status", flat=True).first()
+    if status == CommandStatus.DELIVERED:
+        raise AnswerRefused("duplicate_ack", f"command {command.pk} was already acknowledged")
+    if status in (CommandStatus.SUCCEEDED, CommandStatus.FAILED):
+        raise AnswerRefused("duplicate_ack", f"command {command.pk} already completed ({status}); ack ignored")
+    raise AnswerRefused("bad_ack", f"command {command.pk} is {status}; it takes no ack")
 
 
-def record_result(node_id: str, command_id: Any, outcome: Any, value: Any, reason: Any) -> str | None:
-    """`result`: delivered/pending → succeeded or failed, once. Returns why it was refused, or None."""
+def record_result(node_id: str, command_id: Any, outcome: Any, value: Any, reason: Any) -> None:
+    """`result`: delivered/pending → succeeded or failed, once; raises AnswerRefused otherwise.
+    A second result never changes the stored one."""
     if outcome not in ("ok", "error"):
-        return "result status must be 'ok' or 'error'"
+        raise AnswerRefused("bad_result", "result status must be 'ok' or 'error'")
     command = _own(node_id, command_id)
     if command is None:
-        return f"no command {command_id!r} for this device"
+        raise AnswerRefused("bad_result", f"no command {command_id!r} for this device")
     status = CommandStatus.SUCCEEDED if outcome == "ok" else CommandStatus.FAILED
     result = {"value": value, "reason": str(reason)[:500] if reason else ""}
     now = timezone.now()
@@ -75,7 +94,11 @@ def record_result(node_id: str, command_id: Any, outcome: Any, value: Any, reaso
         )
         if updated:
             transaction.on_commit(lambda: events.command_finished(str(command.pk), status, result))
-    return None
+            return
+        stored = Command.objects.filter(pk=command.pk).values_list("status", flat=True).first()
+    if stored in (CommandStatus.SUCCEEDED, CommandStatus.FAILED):
+        raise AnswerRefused("duplicate_result", f"command {command.pk} already has a result ({stored}); the stored result is kept")
+    # Expired or rejected before the device answered: kept as it was (as before), not refused.
 
 
 def inactive_serials(serials: list[str]) -> dict[str, str]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from audit.models import ActorType, Decision
@@ -170,16 +171,18 @@ async def on_hello(session: DeviceConsumer, envelope: Envelope) -> None:
 
 
 async def on_ack(session: DeviceConsumer, envelope: Envelope) -> None:
-    problem = await database_sync_to_async(delivery.mark_delivered)(session.node_id, envelope.body.get("id"))
-    if problem:
-        raise ProtocolError("bad_ack", problem)
+    try:
+        await database_sync_to_async(delivery.mark_delivered)(session.node_id, envelope.body.get("id"))
+    except delivery.AnswerRefused as exc:
+        raise ProtocolError(exc.code, exc.reason) from None
 
 
 async def on_result(session: DeviceConsumer, envelope: Envelope) -> None:
     body = envelope.body
-    problem = await database_sync_to_async(delivery.record_result)(session.node_id, body.get("id"), body.get("status"), body.get("value"), body.get("reason"))
-    if problem:
-        raise ProtocolError("bad_result", problem)
+    try:
+        await database_sync_to_async(delivery.record_result)(session.node_id, body.get("id"), body.get("status"), body.get("value"), body.get("reason"))
+    except delivery.AnswerRefused as exc:
+        raise ProtocolError(exc.code, exc.reason) from None
 
 
 async def on_state(session: DeviceConsumer, envelope: Envelope) -> None:
@@ -222,7 +225,12 @@ async def on_event(session: DeviceConsumer, envelope: Envelope) -> None:
     data = envelope.body.get("data")
     logger.info("event %s from %s", name, session.node_id, extra={"node_id": session.node_id, "event": name, "data": data})
     if name == "dropped_events" and isinstance(data, dict) and isinstance(data.get("count"), int):
-        await database_sync_to_async(state.record_dropped_events)(session.node_id, data["count"])
+        try:
+            await database_sync_to_async(state.record_dropped_events)(session.node_id, data["count"])
+        except DatabaseError:  # not stored, so not acked: the device sends it again
+            logger.exception("dropped_events of %s not stored", session.node_id)
+            await session.send_frame("error", {"code": "unavailable", "reason": "event not stored; resend later", "ref": envelope.id})
+            return
     await session.send_frame("ack", {"ref": envelope.id})
 
 

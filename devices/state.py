@@ -68,25 +68,33 @@ def _sample(device_id: int, name: str, value: Any, ts: datetime) -> SampleRow:
 
 
 def insert_samples(rows: list[SampleRow]) -> None:
-    """COPY on PostgreSQL, one `executemany` on SQLite, through Django's connection: the
-    ORM's bulk_create builds a model and prepares every field of every row, several times
-    the cost of the INSERT itself on the hot path of every report."""
+    """Insert through Django's connection, skipping any (device, capability, ts) already
+    stored: a report the device resends (lost ack, `unavailable`) is stored once. One
+    `unnest` INSERT on PostgreSQL, one `executemany` on SQLite: the ORM's bulk_create
+    builds a model and prepares every field of every row, several times the cost of the
+    INSERT itself on the hot path of every report (COPY has no ON CONFLICT)."""
     if not rows:
         return
     ops = connection.ops
+    table = ops.quote_name(TelemetrySample._meta.db_table)
     columns = ", ".join(ops.quote_name(c) for c in ("device_id", "capability", "ts", "value", "text"))
-    if connection.vendor == "postgresql":  # COPY: several times executemany's rows per second
-        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {ops.quote_name(TelemetrySample._meta.db_table)} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+    if connection.vendor == "postgresql":
+        sql = (
+            f"INSERT INTO {table} ({columns}) "  # noqa: S608  # names from the model, values as parameters
+            "SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::timestamptz[], %s::float8[], %s::varchar[]) "
+            "ON CONFLICT DO NOTHING"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
         return
-    sql = f"INSERT INTO {ops.quote_name(TelemetrySample._meta.db_table)} ({columns}) VALUES (%s, %s, %s, %s, %s)"  # noqa: S608  # names from the model, values as parameters
+    sql = f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"  # noqa: S608  # names from the model, values as parameters
     with connection.cursor() as cursor:
         cursor.executemany(sql, [(d, c, ops.adapt_datetimefield_value(ts), v, t) for d, c, ts, v, t in rows])
 
 
 def apply_reports(reports: Iterable[StateReport], now: datetime | None = None) -> int:
-    """Apply a batch in one transaction; returns the number of samples written.
+    """Apply a batch in one transaction; returns the number of samples offered (a resent
+    report's samples are skipped by `insert_samples`, not counted apart).
 
     Callers validated the values; the batch is all or nothing, so an acknowledged
     report is always a committed one.

@@ -192,7 +192,8 @@ else:
                 # with "database is locked" half-way through a transaction.
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
                 "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
+                # Seconds a write waits for the lock before "database is locked".
+                "timeout": float(env("MESHHUB_SQLITE_TIMEOUT_S", "20")),
             },
             "TEST": {"NAME": DATA_DIR / "test-meshhub.sqlite3"},
             # Kept open per thread: the gateway's database threads would otherwise open a

@@ -226,7 +226,8 @@ def test_reports_sent_back_to_back_are_each_acked_after_commit(raw: RawDevice) -
     """Several reports in flight from one device: every one is acked, and only once stored."""
     from devices.models import TelemetrySample
 
-    frames = [raw.frame("state", {"values": {"temperature": 10 + i}}) for i in range(40)]
+    base = int(time.time() * 1000)  # one sample per (capability, ts): each report its own time
+    frames = [raw.frame("state", {"values": {"temperature": 10 + i}, "ts": base - 40 + i}) for i in range(40)]
     for frame in frames:
         raw.send(frame)
     acked = set()

@@ -199,8 +199,11 @@ class TelemetrySample(models.Model):
 
     class Meta:
         ordering = ["-ts"]
-        indexes = [
-            models.Index(fields=["device", "capability", "ts"], name="telemetry_range_idx"),
+        constraints = [
+            # One value per capability per measurement: a report the device resends (its
+            # ack was lost, or the hub answered `unavailable`) is stored once. The unique
+            # index also serves the range queries (device, capability, ts).
+            models.UniqueConstraint(fields=["device", "capability", "ts"], name="telemetry_sample_unique"),
         ]
 
     def __str__(self) -> str:

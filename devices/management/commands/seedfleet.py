@@ -17,7 +17,7 @@ What it makes (deterministic for a given `--seed`):
 
 Seeded devices are not enrolled (no certificate; `metadata.enrolled` is false) and cannot
 connect; they are rows for the pages. Rows go in with bulk inserts (telemetry through
-`devices.state.insert_samples`: COPY on PostgreSQL, executemany on SQLite) in one
+`devices.state.insert_samples`: unnest INSERT on PostgreSQL, executemany on SQLite) in one
 transaction, with one `fleet.seed` audit event for the whole run. On PostgreSQL the tables
 are ANALYZEd afterwards, as autovacuum would soon do, so the planner sees the new rows.
 """

@@ -47,11 +47,26 @@ class Agent:
         self.acked_reports = 0
         self.sessions = 0
         self.executed = 0
-        # Reports taken while disconnected: bounded, oldest dropped first and counted.
-        self.offline = []
+        # Every report measured waits here until the hub acks it (by `ref` = the id of the
+        # frame that carried it); `ref` is None while it is not in flight. Bounded: at most
+        # `offline_max` waiting (the oldest waiting one is dropped first and counted) plus
+        # `in_flight_max` sent and not yet acknowledged.
+        self.outbox = []
         self.offline_max = 100
+        self.in_flight_max = 8
+        self.measured = 0
+        self.refused_reports = 0
+        self.unavailable = 0
+        self.last_ts = 0
         self.dropped_events = 0
         self.reported_dropped = 0
+        self.dropped_ref = None
+        self.dropped_sent = 0
+        # After `unavailable` (the hub could not store a report) resend only after a backoff.
+        self.resend_at = 0
+        self.resend_backoff_s = 0.5
+        self.resend_backoff_max_s = 30.0
+        self._resend_delay_s = 0.0
         self.was_reset = None
         self.pending_key = None
         self.renewed = 0
@@ -163,23 +178,97 @@ class Agent:
             raise
         self.sessions += 1
         self.log("session open", self.node_id)
-        self.flush_offline(conn)
+        self.send_reports(conn)
         return conn, buffer
 
-    def queue_offline(self, values, ts):
-        if len(self.offline) >= self.offline_max:
-            self.offline.pop(0)
-            self.dropped_events += 1
-        self.offline.append({"values": values, "ts": ts})
+    # --- reports: kept until acknowledged ------------------------------------------------
 
-    def flush_offline(self, conn):
-        """Send what was measured while disconnected, then the drop counter if it grew."""
-        while self.offline:
-            self.send(conn, "state", self.offline[0])
-            self.offline.pop(0)
-        if self.dropped_events != self.reported_dropped:
-            self.send(conn, "event", {"name": "dropped_events", "data": {"count": self.dropped_events}})
-            self.reported_dropped = self.dropped_events
+    def measure(self, values, ts):
+        """A report to deliver: kept until its ack; the oldest waiting one goes when full."""
+        # Distinct times: the hub stores one value per capability and `ts` (a resend is the same report).
+        ts = max(ts, self.last_ts + 1)
+        self.last_ts = ts
+        self.measured += 1
+        self.outbox.append({"values": values, "ts": ts, "ref": None})
+        # Reports back from flight (`unavailable`, a lost session) count as waiting again.
+        waiting = [i for i in range(len(self.outbox)) if self.outbox[i]["ref"] is None]
+        extra = len(waiting) - self.offline_max
+        while extra > 0:  # one in flight may already be stored: not dropped
+            self.dropped(self.outbox.pop(waiting[0]))
+            waiting = [i for i in range(len(self.outbox)) if self.outbox[i]["ref"] is None]
+            extra -= 1
+
+    def dropped(self, report):
+        """Called for each report the full buffer dropped (a test hooks it)."""
+        self.dropped_events += 1
+
+    def queue_offline(self, values, ts):
+        self.measure(values, ts)
+
+    def send_reports(self, conn):
+        """Send waiting reports, oldest first, up to `in_flight_max` unacknowledged; each
+        send is a new frame with the report's own `ts` and values. Then the drop counter."""
+        if self.port.now_ms() >= self.resend_at:
+            in_flight = 0
+            for report in self.outbox:
+                if report["ref"] is not None:
+                    in_flight += 1
+            for report in self.outbox:
+                if in_flight >= self.in_flight_max:
+                    break
+                if report["ref"] is None:
+                    report["ref"] = self.send(conn, "state", {"values": report["values"], "ts": report["ts"]})
+                    in_flight += 1
+        # The drop counter, one event at a time, counted as told only once acknowledged.
+        if self.dropped_events != self.reported_dropped and self.dropped_ref is None and self.port.now_ms() >= self.resend_at:
+            self.dropped_sent = self.dropped_events
+            self.dropped_ref = self.send(conn, "event", {"name": "dropped_events", "data": {"count": self.dropped_sent}})
+
+    def report_acked(self, ref):
+        if ref is not None and ref == self.dropped_ref:
+            self.reported_dropped = self.dropped_sent
+            self.dropped_ref = None
+            return True
+        for i in range(len(self.outbox)):
+            if self.outbox[i]["ref"] == ref:
+                del self.outbox[i]
+                self.acked_reports += 1
+                self._resend_delay_s = 0.0
+                return True
+        return False
+
+    def report_unavailable(self, ref):
+        """The hub could not store it: it waits again, and resending waits a backoff."""
+        if ref is not None and ref == self.dropped_ref:
+            self.dropped_ref = None
+        for report in self.outbox:
+            if report["ref"] == ref:
+                report["ref"] = None
+                now = self.port.now_ms()
+                self.unavailable += 1
+                if now >= self.resend_at:  # the first answer of a round of sends sets the next wait
+                    self._resend_delay_s = min(max(self._resend_delay_s * 2, self.resend_backoff_s), self.resend_backoff_max_s)
+                    self.resend_at = now + int(self._resend_delay_s * 1000)
+                return True
+        return False
+
+    def report_refused(self, ref):
+        """The hub refused the report itself (bad_state: it will never take it): not resent."""
+        if ref is not None and ref == self.dropped_ref:
+            self.dropped_ref = None
+        for i in range(len(self.outbox)):
+            if self.outbox[i]["ref"] == ref:
+                del self.outbox[i]
+                self.refused_reports += 1
+                return True
+        return False
+
+    def session_lost(self):
+        """Unacknowledged reports of a session that ended wait to be sent again."""
+        for report in self.outbox:
+            report["ref"] = None
+        self.dropped_ref = None
+        self.resend_at = 0
 
     def serve(self, conn, buffer, should_stop):
         """Report, ping and listen until the hub closes the session or we are told to stop."""
@@ -191,8 +280,9 @@ class Agent:
             if now >= next_report:
                 values = self.hardware.tick((now - last) / 1000.0)
                 last = now
-                self.send(conn, "state", {"values": values, "ts": now + self.clock_offset_ms})
+                self.measure(values, now + self.clock_offset_ms)
                 next_report = now + int(self.report_s * 1000)
+            self.send_reports(conn)
             if now >= next_ping:
                 self.send(conn, "ping", {})
                 next_ping = now + int(self.heartbeat_s * 1000)
@@ -206,7 +296,7 @@ class Agent:
         kind = message.get("type")
         body = message.get("body") or {}
         if kind == "ack":
-            self.acked_reports += 1
+            self.report_acked(body.get("ref"))
         elif kind == "command":
             self.on_command(conn, message)
         elif kind == "reset":
@@ -225,6 +315,10 @@ class Agent:
         elif kind == "error":
             self.last_error = "%s: %s" % (body.get("code"), body.get("reason"))
             self.log("hub error", self.last_error)
+            if body.get("code") in ("unavailable", "rate_limited"):
+                self.report_unavailable(body.get("ref"))
+            else:
+                self.report_refused(body.get("ref"))
             if body.get("code") == "revoked":
                 raise SessionRefused("revoked", body.get("reason", ""))
 
@@ -263,7 +357,8 @@ class Agent:
             result["reason"] = outcome[2]
         self.send(conn, "result", result)
         if outcome[0] == "ok" and body.get("action") in ("set", "toggle"):
-            self.send(conn, "state", {"values": {body["capability"]: outcome[1]}, "ts": self.hub_now()})
+            self.measure({body["capability"]: outcome[1]}, self.hub_now())
+            self.send_reports(conn)
 
     def execute(self, body):
         """(status, value, reason) for one command against the virtual hardware."""
@@ -306,6 +401,7 @@ class Agent:
                 finally:
                     conn.close()
                     self.token = None
+                    self.session_lost()
                 if self.was_reset:
                     return  # no identity left: enroll again
             if should_stop():
