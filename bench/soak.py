@@ -27,7 +27,8 @@ and are given time to empty their buffers, and the books are read from the datab
 (directly, not through the proxy):
 
 - reports: per device, reports measured by the agent = reports stored (distinct `ts`) +
-  reports dropped by the agent's bounded buffer (+ still unacknowledged, which should be 0);
+  reports dropped by the agent's bounded buffer + reports the hub refused as invalid
+  (+ still unacknowledged at the end, which should be 0);
 - commands: every command answered 201 is executed exactly once by its device (or is in a
   terminal state the hub explains: expired, failed), none twice;
 - PLC writes: completed once;
@@ -106,7 +107,8 @@ def agent_books(agent: Agent) -> dict[str, int]:
     return {
         "measured": int(getattr(agent, "measured", 0)),
         "dropped": int(getattr(agent, "dropped_events", 0)),
-        "unacked": len(getattr(agent, "outbox", getattr(agent, "offline", []))),
+        "refused": int(getattr(agent, "refused_reports", 0)),
+        "unacked": len(getattr(agent, "outbox", [])),
     }
 
 
@@ -474,7 +476,7 @@ def books(agents: list[SoakAgent], sent: list[dict[str, Any]], plc_sent: list[st
         )
         statuses = dict(conn.execute("SELECT id::text, status FROM devices_command").fetchall())
         gaps = conn.execute("SELECT count(*) FROM audit_auditevent WHERE action LIKE 'audit.%%'").fetchone()
-    measured = dropped = unacked = stored_total = 0
+    measured = dropped = refused_total = unacked = stored_total = 0
     unbalanced = []
     for agent in agents:
         own = agent_books(agent)
@@ -483,7 +485,8 @@ def books(agents: list[SoakAgent], sent: list[dict[str, Any]], plc_sent: list[st
         dropped += own["dropped"]
         unacked += own["unacked"]
         stored_total += got
-        if own["measured"] != got + own["dropped"] + own["unacked"]:
+        refused_total += own["refused"]
+        if own["measured"] != got + own["dropped"] + own["refused"] + own["unacked"]:
             unbalanced.append({"node_id": agent.node_id, **own, "stored": got})
     executions = Counter(cid for agent in agents for cid in agent.executed_ids)
     sent_ids = [c["id"] for c in sent]
@@ -495,6 +498,7 @@ def books(agents: list[SoakAgent], sent: list[dict[str, Any]], plc_sent: list[st
         "reports_measured": measured,
         "reports_stored": stored_total,
         "reports_dropped_by_agents": dropped,
+        "reports_refused_by_hub": refused_total,
         "reports_unacked_at_end": unacked,
         "reports_unbalanced_devices": len(unbalanced),
         "reports_unbalanced_examples": unbalanced[:5],
