@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
+import subprocess
+import sys
 from datetime import timedelta
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -138,11 +142,27 @@ def test_ensureadmin_creates_one_admin_with_a_private_generated_password() -> No
     assert get_user_model().objects.filter(is_superuser=True).count() == 1
 
 
-def test_the_secret_key_file_is_private() -> None:
-    path = settings.DATA_DIR / "secret_key"
-    if path.exists():  # absent only when MESHHUB_SECRET_KEY is set
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert settings.DEBUG is False
+def fresh_install_settings(data_dir: Path, **extra_env: str) -> dict[str, object]:
+    """The real settings module loaded in a new process with the environment of a fresh
+    install: no MESHHUB_* but the data dir, no database or Redis URL. In-process settings
+    prove nothing here: pytest-django forces DEBUG off whatever the default is."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MESHHUB_", "DJANGO_")) and k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(MESHHUB_DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="hub.settings", **extra_env)
+    code = "import json, django; django.setup(); from django.conf import settings as s; print(json.dumps({'DEBUG': s.DEBUG}))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_fresh_install_runs_with_debug_off_and_a_private_secret_key_file(tmp_path: Path) -> None:
+    data_dir = tmp_path / "fresh"
+    loaded = fresh_install_settings(data_dir)
+    assert loaded["DEBUG"] is False
+    path = data_dir / "secret_key"
+    assert path.is_file(), "a fresh install generates its secret key into the data dir"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert fresh_install_settings(data_dir, MESHHUB_DEBUG="1")["DEBUG"] is True, "the probe sees the real setting"
 
 
 def test_the_admin_login_page_and_api_docs_render_offline() -> None:

@@ -63,6 +63,19 @@ def mesh_context(files: identity.PkiFiles) -> ssl.SSLContext:
     return context
 
 
+def refuse_resumed(ssl_object: Any) -> bool:
+    """True when the handshake resumed a session: the gateway then closes without serving.
+
+    Tickets are off (TLS 1.3 and 1.2), but TLS 1.2 session-ID resumption is not: CPython
+    sets a session id context and OpenSSL keeps a server-side session cache per context,
+    and Python's ssl has no SSL_CTX_set_session_cache_mode. A resumed handshake skips the
+    certificate and CRL checks (the peer certificate comes from the cached session), so
+    the only guarantee the stdlib offers is to look at `session_reused` after the
+    handshake and refuse: every session starts with a full handshake, checked against the
+    current CRL. Devices lose nothing (a full P-256 handshake is what they do anyway)."""
+    return bool(getattr(ssl_object, "session_reused", False))
+
+
 class AuditBatcher:
     """Gateway decisions are many and small: collect them and append in batches.
 
@@ -498,6 +511,12 @@ class MeshGateway:
             sock.close()
             detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             self.deny(f"unknown@{peer}", "mesh.handshake", f"TLS handshake refused: {detail}", peer=peer)
+            return None, reader
+        ssl_object = transport.get_extra_info("ssl_object")
+        if refuse_resumed(ssl_object):
+            node_id, serial = peer_identity(ssl_object)
+            transport.abort()
+            self.deny(node_id or f"unknown@{peer}", "mesh.handshake", "TLS session resumption refused: a full handshake is required", peer=peer, serial=serial)
             return None, reader
         return asyncio.StreamWriter(transport, protocol, reader, loop), reader  # type: ignore[arg-type]
 
