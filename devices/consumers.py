@@ -22,13 +22,15 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from audit.models import ActorType, Decision
 from audit.services import Actor, record
 from devices import delivery, identity, state
 from devices.session import frames
-from hub import messages
+from hub import messages, outages
 from hub.mesh.protocol import ProtocolError, ReplayWindow, check_device_type, check_node, parse_envelope, signing_payload
 
 logger = logging.getLogger("meshhub.consumer")
@@ -54,8 +56,67 @@ def _went_offline(node_id: str) -> None:
     state.set_presence(node_id, False)
 
 
+LAYER_RETRY_MIN_S = 0.5
+LAYER_RETRY_MAX_S = 10.0
+
+
 class DeviceConsumer(AsyncConsumer):
     """Scope: {"type": "mesh", "node_id", "cert_serial", "peer"} from the gateway."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """AsyncConsumer's loop, except that the channel layer is not the session's lifeline.
+
+        The layer only carries nudges (`command.pending`), revocations, resets and takeovers;
+        all of them have a fallback in the gateway's sweep. Channels ends a consumer whose
+        channel receive raises, so with Redis away every device session ended and no device
+        could connect until it was back, although the database (which is all that reports and
+        commands need) was up. Here a failing receive waits and tries again, and the session's
+        group membership is renewed once the layer answers."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        self._layer_lost = False
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            sources.append(self._layer_receive)
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+
+    async def _layer_receive(self) -> dict[str, Any]:
+        delay = LAYER_RETRY_MIN_S
+        while True:
+            try:
+                message: dict[str, Any] = await self.channel_layer.receive(self.channel_name)
+            except Exception as exc:
+                if outages.unavailable(exc) is None:
+                    raise  # a bug, not an outage
+                outages.report_failure(exc, f"channel receive of device session {self.scope.get('node_id')}")
+                self._layer_lost = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LAYER_RETRY_MAX_S)
+                if hasattr(self, "group"):
+                    await self._join_group()
+                continue
+            return message
+
+    async def _join_group(self) -> None:
+        """Join node.<id>; with the layer away the session goes on (the sweep delivers what a
+        nudge would have) and the next successful receive joins again."""
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+        except Exception as exc:
+            if outages.unavailable(exc) is None:
+                raise
+            outages.report_failure(exc, f"group_add of device session {self.node_id}")
+            self._layer_lost = True
+        else:
+            if self._layer_lost:
+                self._layer_lost = False
+                outages.report_success(outages.CHANNEL_LAYER)
+                await self.deliver_pending()  # a nudge may have been lost meanwhile
 
     async def mesh_connect(self, message: dict[str, Any]) -> None:
         self.node_id: str = self.scope["node_id"]
@@ -72,7 +133,7 @@ class DeviceConsumer(AsyncConsumer):
         # flight (acks come after commit, in any order), up to MESH_STATE_IN_FLIGHT.
         self.storing: set[asyncio.Task[None]] = set()
         if self.channel_layer is not None:
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            await self._join_group()
             # One session per node across gateways: an older session elsewhere ends itself.
             # (On this gateway the server already replaced it; this reaches the others.)
             try:

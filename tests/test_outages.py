@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -384,3 +385,65 @@ def test_a_gateway_alone_rides_out_a_database_outage(tmp_path: Path, settings: A
     assert re.search(r'"msg": "database available again', log), log[-6000:]
     hub_lines = [json.loads(line) for line in log.splitlines() if line.startswith('{"ts"') and '"logger": "meshhub' in line]
     assert [line for line in hub_lines if "exc" in line] == [], "no traceback from the hub's own code"
+
+
+@pytest.mark.slow
+def test_devices_keep_reporting_and_reconnect_while_redis_is_away(tmp_path: Path, settings: Any, alice: Any) -> None:
+    """Redis only carries nudges, revocations and takeovers, each with a fallback in the
+    gateway's sweep; reports and commands need the database alone. So with Redis cut (the
+    database up) a device's session goes on, a device whose link drops gets a new session,
+    its reports are acked and stored, and a command reaches it through the sweep. (Before,
+    Channels ended every device session on the first failed channel receive, and no session
+    could start until Redis was back.)"""
+    if settings.EMBEDDED:
+        pytest.skip("needs Redis to cut; the embedded mode has none")
+    db_settings = connection.settings_dict
+    redis_url = urlparse(os.environ["REDIS_URL"])
+    _, token = make_token_client(alice, ["read-status", "command"])
+    api = {"Authorization": f"Token {token}", "Accept": "application/json"}
+    stop = threading.Event()
+    with (
+        TcpProxy(str(db_settings["HOST"] or "127.0.0.1"), int(db_settings["PORT"] or 5432)) as db,
+        TcpProxy(redis_url.hostname or "127.0.0.1", redis_url.port or 6379) as redis,
+    ):
+        hub = Hub(tmp_path, db, redis, redis_url.path.strip("/") or "0", backlog_max=1000)
+        thread = None
+        try:
+            with TcpProxy("127.0.0.1", hub.mesh_port) as link:
+                agent = enrolled_agent(hub.enroll_port, link.port, "sensor-1", "thermostat", tmp_path)
+                agent.report_s = 0.05
+                thread = threading.Thread(target=agent.run, args=(stop.is_set,), daemon=True)
+                thread.start()
+                wait_for(lambda: agent.acked_reports >= 10, timeout_s=60)
+
+                redis.cut()
+                wait_for(lambda: "channel_layer" in hub.health()[1].get("down", []), timeout_s=30, interval_s=0.5)
+                sessions, acked = agent.sessions, agent.acked_reports
+                wait_for(lambda: agent.acked_reports >= acked + 20, timeout_s=60)
+                assert agent.sessions == sessions, f"the session ended with Redis away: {agent.last_error}"
+
+                assert link.reset_one(random.Random(14)), "the device's link was open"
+                wait_for(lambda: agent.sessions > sessions and agent.token is not None, timeout_s=60)
+                acked = agent.acked_reports
+                wait_for(lambda: agent.acked_reports >= acked + 20, timeout_s=60)
+
+                status, _, text = hub.get("/api/v1/devices/sensor-1/commands/", api, {"action": "set", "capability": "setpoint", "value": 21.5})
+                assert status == 201, text
+                command_id = json.loads(text)["id"]
+                wait_for(lambda: Command.objects.get(id=command_id).status == CommandStatus.SUCCEEDED, timeout_s=60)
+                assert agent.hardware.values["setpoint"] == 21.5
+                assert "channel_layer" in hub.health()[1].get("down", []), "Redis was away all along"
+
+                redis.restore()
+                wait_for(lambda: hub.health()[0] == 200, timeout_s=60, interval_s=0.5)
+                status, _, text = hub.get("/api/v1/devices/sensor-1/commands/", api, {"action": "set", "capability": "setpoint", "value": 22.5})
+                assert status == 201, text
+                command_id = json.loads(text)["id"]
+                wait_for(lambda: Command.objects.get(id=command_id).status == CommandStatus.SUCCEEDED, timeout_s=60)
+                assert hub.proc.poll() is None, "the hub was not restarted"
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(15)
+            hub.stop()
+    assert_every_acked_report_stored(agent, hub.log())
