@@ -116,7 +116,12 @@ class DeviceConsumer(AsyncConsumer):
             if self._layer_lost:
                 self._layer_lost = False
                 outages.report_success(outages.CHANNEL_LAYER)
-                await self.deliver_pending()  # a nudge may have been lost meanwhile
+                try:
+                    await self.deliver_pending()  # a nudge may have been lost meanwhile
+                except Exception as exc:
+                    if outages.unavailable(exc) is None:
+                        raise
+                    outages.report_failure(exc, f"delivery to device session {self.node_id}")  # the sweep tries again
 
     async def mesh_connect(self, message: dict[str, Any]) -> None:
         self.node_id: str = self.scope["node_id"]
