@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                     if status == 201:
                         sent.append({"id": answer["id"], "node_id": agent.node_id})
                     else:
-                        refused[f"{status} {answer.get('code') or answer.get('detail') or answer.get('error', '')}"[:80]] += 1
+                        refused[f"{status} {answer.get('reason') or answer.get('detail') or answer.get('error', '')}"[:120]] += 1
                 if time.monotonic() >= next_plc:
                     next_plc += 5
                     status, answer = api.post(
