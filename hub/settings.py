@@ -242,12 +242,18 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
+# A task whose worker process died (SIGKILL, OOM) goes back to the queue instead of being
+# acknowledged as failed; every task is safe to run twice (docs/operations.md, "Worker loss").
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep the JSON log format of LOGGING
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 WORKER_HEARTBEAT_S = 30.0  # hub.tasks.heartbeat: proves worker + beat; /system/ says "starting" until the first is due
+# A PLC write's claim: how long a run may take before the sweep hands the command to another.
+PLC_WRITE_LEASE_S = float(env("MESHHUB_PLC_WRITE_LEASE_S", "30"))
+PLC_COMMAND_SWEEP_S = float(env("MESHHUB_PLC_COMMAND_SWEEP_S", "10"))
 CELERY_BEAT_SCHEDULE = {
     "expire-commands": {"task": "devices.tasks.expire_commands", "schedule": 5.0},
     "worker-heartbeat": {"task": "hub.tasks.heartbeat", "schedule": WORKER_HEARTBEAT_S},
@@ -256,6 +262,7 @@ CELERY_BEAT_SCHEDULE = {
     "cleanup-provisioning": {"task": "devices.tasks.cleanup_provisioning", "schedule": 3600.0},
     "presence-watchdog": {"task": "devices.tasks.presence_watchdog", "schedule": 15.0},
     "prune-idempotency-keys": {"task": "hub.tasks.prune_idempotency_keys", "schedule": 3600.0},
+    "sweep-plc-commands": {"task": "industrial.tasks.sweep_commands", "schedule": PLC_COMMAND_SWEEP_S},
     # Signs each finished UTC day once; hourly so a restarted hub catches up soon after.
     "audit-snapshot": {"task": "audit.tasks.snapshot_audit", "schedule": 3600.0},
 }

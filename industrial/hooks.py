@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+logger = logging.getLogger("meshhub.industrial")
 
 PLC_DEVICE_TYPE = "plc"
 
@@ -13,7 +16,10 @@ def queue_plc_command(command_id: str, node_id: str, device_type: str) -> None:
         return
     from industrial.tasks import execute_command
 
-    execute_command.delay(command_id)
+    try:
+        execute_command.delay(command_id)
+    except Exception:  # the broker is away: the row is the outbox, and the sweep queues it
+        logger.exception("could not queue PLC command %s; the PLC command sweep queues it again", command_id, extra={"command_id": command_id})
 
 
 def unschedule_deleted_bridge(sender: Any, instance: Any, **kwargs: Any) -> None:

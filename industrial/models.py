@@ -142,3 +142,22 @@ class ModbusPoint(models.Model):
     @property
     def effective_word_order(self) -> str:
         return self.word_order or self.bridge.word_order
+
+
+class PlcWriteClaim(models.Model):
+    """A worker's claim on one PLC command, written before anything touches the wire.
+
+    A worker can be killed between claiming a command and recording its result. The claim
+    says what a re-run must do: `wanted` is None while nothing was decided (never
+    written: start over), else the value that was (maybe) written, fixed once so that a
+    re-run of a `toggle` writes the same target instead of flipping twice. `lease_until`
+    keeps a second run away while the first may still be working; once it has passed,
+    the sweep hands the command to a worker again."""
+
+    command = models.OneToOneField("devices.Command", on_delete=models.CASCADE, related_name="plc_claim")
+    wanted = models.JSONField(null=True, blank=True)
+    lease_until = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=1)
+
+    def __str__(self) -> str:
+        return f"claim on {self.command_id} until {self.lease_until.isoformat()}"

@@ -19,3 +19,9 @@ def poll_bridge(bridge_id: int) -> dict[str, Any]:
 def execute_command(command_id: str) -> str:
     """A command for a PLC, queued when its outbox row commits; only a pending one is carried out."""
     return writes.execute_command(command_id)
+
+
+@shared_task(name="industrial.tasks.sweep_commands", ignore_result=True)
+def sweep_commands() -> int:
+    """Beat: PLC commands whose task was lost (failed enqueue, killed worker) are queued again."""
+    return writes.sweep_commands()

@@ -10,9 +10,14 @@ the value. Each decision is audited; a confirmed value also goes down the state 
 
 from __future__ import annotations
 
+import logging
 import math
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.models import ActorType, Decision
@@ -21,10 +26,11 @@ from devices import delivery, state
 from devices.models import Command, CommandAction, CommandStatus
 from industrial import codec
 from industrial.client import PlcError, client_for
-from industrial.models import ModbusBridge, ModbusPoint
+from industrial.models import ModbusBridge, ModbusPoint, PlcWriteClaim
 from industrial.polling import decode_point, point_width
 
 HUB = Actor(ActorType.SYSTEM, "modbus")
+logger = logging.getLogger("meshhub.industrial")
 
 
 class WriteRefused(Exception):
@@ -41,20 +47,43 @@ def _confirmed(point: ModbusPoint, wanted: Any, got: Any) -> bool:
     return math.isclose(float(wanted), float(got), rel_tol=1e-6, abs_tol=max(step, 1e-9))
 
 
+def _claim(command: Command, now: datetime) -> PlcWriteClaim | None:
+    """Take the command for this run: a pending one (the first run), or one whose earlier
+    run's lease has passed (a worker killed mid-write). None when another run holds it."""
+    lease_until = now + timedelta(seconds=settings.PLC_WRITE_LEASE_S)
+    with transaction.atomic():
+        if Command.objects.filter(pk=command.pk, status=CommandStatus.PENDING).update(status=CommandStatus.DELIVERED, delivered_at=now):
+            return PlcWriteClaim.objects.create(command=command, lease_until=lease_until)
+        taken = PlcWriteClaim.objects.filter(command=command, lease_until__lt=now, command__status=CommandStatus.DELIVERED).update(
+            lease_until=lease_until, attempts=F("attempts") + 1
+        )
+        if taken:
+            claim = PlcWriteClaim.objects.get(command=command)
+            logger.warning(
+                "PLC command %s taken over from a run that did not finish (attempt %d)",
+                command.pk,
+                claim.attempts,
+                extra={"command_id": str(command.pk), "wanted": claim.wanted},
+            )
+            return claim
+    return None
+
+
 def execute_command(command_id: str) -> str:
-    """Carry out one pending command for a PLC (idempotent: only a pending one is taken)."""
+    """Carry out one PLC command, at most once on the wire per decided value: safe to run
+    twice, and after a worker died in the middle (see PlcWriteClaim)."""
     command = Command.objects.select_related("device").filter(pk=command_id).first()
     if command is None:
         return "no such command"
     now = timezone.now()
     if command.expires_at <= now:
         return "expired"
-    # Claim it: pending → delivered once, so a second worker never writes it again.
-    if not Command.objects.filter(pk=command.pk, status=CommandStatus.PENDING).update(status=CommandStatus.DELIVERED, delivered_at=now):
+    claim = _claim(command, now)
+    if claim is None:
         return "not pending"
     node_id = command.device.node_id
     try:
-        value = _carry_out(command)
+        value = _carry_out(command, claim)
     except (WriteRefused, PlcError) as error:
         refused = isinstance(error, WriteRefused)
         record(
@@ -71,6 +100,32 @@ def execute_command(command_id: str) -> str:
         return f"failed: {error.reason}"
     delivery.record_result(node_id, str(command.pk), "ok", value, None)
     return "succeeded"
+
+
+def sweep_commands() -> int:
+    """Hand open PLC commands to a worker again: pending ones whose task never ran (the
+    enqueue failed, or the worker and its unacknowledged message were lost) and claimed
+    ones whose run's lease passed. Runs from beat; `execute_command` decides, so queuing a
+    command twice is harmless. Returns how many were queued."""
+    from industrial.tasks import execute_command as task
+
+    now = timezone.now()
+    quiet_since = now - timedelta(seconds=settings.PLC_WRITE_LEASE_S)
+    open_commands = Command.objects.filter(device__device_type="plc", expires_at__gt=now)
+    stale = open_commands.filter(
+        Q(status=CommandStatus.PENDING, created_at__lt=quiet_since) | Q(status=CommandStatus.DELIVERED, plc_claim__lease_until__lt=now)
+    ).values_list("pk", flat=True)[:500]
+    queued = 0
+    for pk in stale:
+        try:
+            task.delay(str(pk))
+        except Exception:  # the broker is away: the next sweep tries again
+            logger.exception("could not queue PLC command %s; the next sweep retries", pk)
+            continue
+        queued += 1
+    if queued:
+        logger.info("PLC command sweep queued %d commands again", queued, extra={"queued": queued})
+    return queued
 
 
 def allow_list_refusal(node_id: str, point: ModbusPoint | None, capability: str, action: str, value: Any) -> str | None:
@@ -93,7 +148,7 @@ def allow_list_refusal(node_id: str, point: ModbusPoint | None, capability: str,
     return None
 
 
-def _carry_out(command: Command) -> Any:
+def _carry_out(command: Command, claim: PlcWriteClaim) -> Any:
     bridge = ModbusBridge.objects.get(device_id=command.device_id)
     point = bridge.points.filter(capability=command.capability).first()
     refusal = allow_list_refusal(command.device.node_id, point, command.capability, command.action, command.value)
@@ -104,11 +159,25 @@ def _carry_out(command: Command) -> Any:
     width = point_width(point)
     if command.action == CommandAction.GET:
         return decode_point(point, client.read(point.register, point.address, width))
-    if command.action == CommandAction.TOGGLE:
+    wanted: Any
+    if claim.wanted is not None:
+        # An earlier run decided (and maybe wrote) this value before it died: if the PLC
+        # holds it, the write happened; either way the target stays the same.
+        wanted = claim.wanted["value"]
+        try:
+            held = decode_point(point, client.read(point.register, point.address, width))
+        except codec.CodecError:
+            held = None
+        if held is not None and _confirmed(point, wanted, held):
+            return _confirmed_write(command, point, bridge, wanted, held, words=None)
+    elif command.action == CommandAction.TOGGLE:
         current = decode_point(point, client.read(point.register, point.address, width))
-        wanted: Any = not current
+        wanted = not current
     else:
         wanted = command.value
+    if claim.wanted is None:
+        # Decided before the wire: a run after a crash writes this, not its own decision.
+        PlcWriteClaim.objects.filter(pk=claim.pk).update(wanted={"value": wanted})
     try:
         words = codec.encode(
             wanted,
@@ -127,6 +196,11 @@ def _carry_out(command: Command) -> Any:
         raise PlcError(f"read-back after writing {point.capability}: {error.reason}", connection_lost=False) from None
     if not _confirmed(point, wanted, got):
         raise PlcError(f"read-back after writing {point.capability} gives {got!r}, not {wanted!r}", connection_lost=False)
+    return _confirmed_write(command, point, bridge, wanted, got, words=words)
+
+
+def _confirmed_write(command: Command, point: ModbusPoint, bridge: ModbusBridge, wanted: Any, got: Any, *, words: list[int] | None) -> Any:
+    """The PLC holds the value: audit the write, and report the value down the state path."""
     record(
         HUB,
         "modbus.write",
@@ -141,6 +215,7 @@ def _carry_out(command: Command) -> Any:
             "register": point.register,
             "address": point.address,
             "raw": words,
+            "written_by": "this run" if words is not None else "an earlier run that did not finish (read back)",
         },
     )
     now = timezone.now()

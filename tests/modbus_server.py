@@ -103,6 +103,8 @@ class ModbusTestServer:
             "input": [0] * input_registers,
         }
         self._failures: tuple[_Failure, ...] = ()
+        self._holds: tuple[tuple[RegisterType, int, int, asyncio.Event], ...] = ()
+        self.held_writes = 0  # write requests that reached a hold (and waited there)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: ModbusTcpServer | None = None
@@ -196,6 +198,23 @@ class ModbusTestServer:
     def clear_failures(self) -> None:
         self._failures = ()
 
+    def hold_writes(self, register_type: RegisterType, address: int, count: int = 1) -> None:
+        """Keep write requests touching the range waiting (unanswered, not applied) until
+        `release_writes()`: a PLC write in flight, for a test that kills its writer."""
+        self._check_range(register_type, address, count)
+        first, end = address, address + count
+        if register_type in _BIT_TABLES:
+            first, end = first // 16 * 16, (end + 15) // 16 * 16
+        self._holds = (*self._holds, (register_type, first, end, asyncio.Event()))
+
+    def release_writes(self) -> None:
+        """Let every held write go on (each is then applied, as a PLC applies a request whose
+        client has gone away) and hold no more."""
+        holds, self._holds = self._holds, ()
+        assert self._loop is not None
+        for *_, event in holds:
+            self._loop.call_soon_threadsafe(event.set)
+
     # ----------------------------------------------------------------- internals
 
     def _add_failure(self, table: RegisterType, address: int, count: int, code: int, *, on_read: bool, on_write: bool) -> None:
@@ -210,7 +229,17 @@ class ModbusTestServer:
         self, function_code: int, start_address: int, address: int, count: int, registers: list[int], set_values: list[int] | list[bool] | None
     ) -> ExcCodes | None:
         """The simulator's per-request hook: return an exception code to fail the request."""
-        if _HELPER_CALL.get() or not self._failures or (table := _TABLE_OF_FC.get(function_code)) is None:
+        if _HELPER_CALL.get() or (table := _TABLE_OF_FC.get(function_code)) is None:
+            return None
+        if self._holds and set_values is not None:
+            first = address // 16 * 16 if table in _BIT_TABLES else address
+            end = first + count * 16 if table in _BIT_TABLES else address + count
+            for held_table, held_first, held_end, released in self._holds:
+                if held_table == table and first < held_end and held_first < end:
+                    self.held_writes += 1
+                    await released.wait()
+                    break
+        if not self._failures:
             return None
         # Classify by what the request does: fc 5/6 read their value back after writing it
         # (pymodbus/pdu/register_message.py:223, bit_message.py:109), which is not a read request.
