@@ -272,6 +272,7 @@ class MeshGateway:
         self._sweeper: asyncio.Task[None] | None = None
         self._stamper: asyncio.Task[None] | None = None
         self.started_at = timezone.now()
+        self._closing = False  # set by close(): loops that outlive errors stop retrying
 
     @property
     def heartbeat_name(self) -> str:
@@ -320,7 +321,7 @@ class MeshGateway:
             return
         backoff = RELOAD_LISTENER_BACKOFF_S
         missed = False
-        while True:
+        while not self._closing:
             channel = ""
             try:
                 # The default prefix: channels-redis serves every process-local channel of one prefix
@@ -424,12 +425,14 @@ class MeshGateway:
         close_old_connections()
         Heartbeat.objects.filter(name=self.heartbeat_name).delete()
 
-    async def _cancel_sessions(self) -> None:
-        """Cancel every session task, and again while any is left: a cancellation can be lost
-        inside channels-redis's blocking receive (a BRPOP loop whose timeout swallowed it;
-        seen as a shutdown that hung for ever, about one in six runs on Redis), and cancelling
-        the session again reaches the receive task it waits on."""
-        pending = set(self._tasks)
+    @staticmethod
+    async def _cancel(tasks: set[asyncio.Task[None]], what: str) -> None:
+        """Cancel the tasks, and again while any is left: a cancellation can be lost inside
+        channels-redis's blocking receive (a BRPOP loop whose timeout swallowed it; seen as a
+        shutdown that hung for ever, about one in six runs on Redis), and a loop that outlives
+        a channel-layer error (the reload listener, a session's receive) would then go on.
+        Cancelling again reaches the receive it waits on; after the last round we go on."""
+        pending = set(tasks)
         for _ in range(SHUTDOWN_CANCEL_ROUNDS):
             if not pending:
                 return
@@ -437,13 +440,15 @@ class MeshGateway:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=SHUTDOWN_CANCEL_WAIT_S)
         if pending:
-            logger.warning("%d sessions did not stop on shutdown", len(pending))
+            logger.warning("%d %s did not stop on shutdown", len(pending), what)
+
+    async def _cancel_sessions(self) -> None:
+        await self._cancel(set(self._tasks), "sessions")
 
     async def close(self) -> None:
-        for background in (self._acceptor, self._reloader, self._sweeper, self._stamper):
-            if background is not None:
-                background.cancel()
-                await asyncio.gather(background, return_exceptions=True)
+        self._closing = True
+        background = {task for task in (self._acceptor, self._reloader, self._sweeper, self._stamper) if task is not None}
+        await self._cancel(background, "background tasks")
         if self.listener is not None:
             self.listener.close()
         for conn in list(self.sessions.values()):
