@@ -33,6 +33,9 @@ from hub.scopes import Scope
 from hub.serializers import ServiceCheckedField, StrictBodySerializer, first_error
 
 MAX_BATCH = 500
+TELEMETRY_MAX_RAW_DAYS = 366  # raw samples come RAW_LIMIT at a time anyway
+TELEMETRY_MAX_BUCKETED_DAYS = 3660  # ten years of daily rollups
+TELEMETRY_MAX_BUCKETS = 50_000  # per capability: beyond it, ask for wider buckets
 
 
 class CapabilitySerializer(serializers.ModelSerializer):
@@ -290,7 +293,12 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
             OpenApiParameter("capability", str, description="Only this capability"),
             OpenApiParameter("start", OpenApiTypes.DATETIME, description="Inclusive; default end − 24 h"),
             OpenApiParameter("end", OpenApiTypes.DATETIME, description="Exclusive; default now"),
-            OpenApiParameter("bucket", int, description="Bucket width in seconds (60–86400); omitted = raw samples"),
+            OpenApiParameter(
+                "bucket",
+                int,
+                description="Bucket width in seconds (60–86400); omitted = raw samples. A range reaching back past the raw window "
+                "is answered in whole hours (past the hourly window, whole days): the response's bucket_s says which.",
+            ),
             OpenApiParameter("format", str, enum=["json", "csv"]),
         ],
         responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR},
@@ -303,8 +311,6 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
         start = parse_when(params.get("start"), "start") or end - timedelta(hours=24)
         if start >= end:
             raise serializers.ValidationError({"start": "start must be before end"})
-        if end - start > timedelta(days=366):
-            raise serializers.ValidationError({"start": "range is limited to 366 days"})
         capability = params.get("capability") or None
         if capability and not device.capabilities.filter(name=capability).exists():
             raise serializers.ValidationError({"capability": f"device '{device.node_id}' has no capability '{capability}'"})
@@ -316,19 +322,44 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
                 raise serializers.ValidationError({"bucket": "bucket must be a whole number of seconds"}) from None
             if not 60 <= bucket_s <= 86400:
                 raise serializers.ValidationError({"bucket": "bucket must be between 60 and 86400 seconds"})
+        longest = TELEMETRY_MAX_BUCKETED_DAYS if bucket_s else TELEMETRY_MAX_RAW_DAYS
+        if end - start > timedelta(days=longest):
+            why = "in buckets" if bucket_s else "of raw samples; ask with bucket for longer ranges"
+            raise serializers.ValidationError({"start": f"range is limited to {longest} days {why}"})
         query = TelemetryQuery(device, start, end, capability, bucket_s)
+        if bucket_s and (end - start).total_seconds() / query.effective_bucket_s() > TELEMETRY_MAX_BUCKETS:
+            raise serializers.ValidationError(
+                {"bucket": f"this range in {bucket_s} s buckets is more than {TELEMETRY_MAX_BUCKETS:,} buckets: ask for wider ones"}
+            )
+        retention = query.retention()
         as_csv = request.accepted_renderer.format == "csv"
         if bucket_s:
             buckets = query.buckets()
             if as_csv:
-                rows = [[b["ts"].isoformat(), b["capability"], b["avg"], b["min"], b["max"], b["count"]] for b in buckets]
-                return Response({"columns": ["bucket_start", "capability", "avg", "min", "max", "count"], "rows": rows}, headers=self._csv_headers(device))
-            return Response({"node_id": device.node_id, "start": start, "end": end, "bucket_s": bucket_s, "buckets": buckets})
+                rows = [[b["ts"].isoformat(), b["capability"], b["avg"], b["min"], b["max"], b["count"], b["resolution"]] for b in buckets]
+                return Response(
+                    {"columns": ["bucket_start", "capability", "avg", "min", "max", "count", "resolution"], "rows": rows}, headers=self._csv_headers(device)
+                )
+            return Response(
+                {
+                    "node_id": device.node_id,
+                    "start": start,
+                    "end": end,
+                    "bucket_s": query.effective_bucket_s(),
+                    "requested_bucket_s": bucket_s,
+                    "retention": retention,
+                    "buckets": buckets,
+                }
+            )
         samples, truncated = query.raw()
         if as_csv:
             rows = [[s["ts"].isoformat(), s["capability"], s["value"]] for s in samples]
             return Response({"columns": ["ts", "capability", "value"], "rows": rows}, headers=self._csv_headers(device))
-        return Response({"node_id": device.node_id, "start": start, "end": end, "samples": samples, "truncated": truncated})
+        body = {"node_id": device.node_id, "start": start, "end": end, "samples": samples, "truncated": truncated, "retention": retention}
+        raw_from = retention["raw_from"]
+        if raw_from is not None and start < raw_from:
+            body["note"] = f"raw samples are kept from {raw_from.isoformat()} on; older telemetry is in hourly and daily rollups: ask with bucket"
+        return Response(body)
 
     def _identity_call(self, request: Request, operation: Any) -> Response:
         try:

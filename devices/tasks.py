@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from devices import identity, services, state
+from devices import identity, retention, services, state
 
 
 @shared_task(name="devices.tasks.expire_commands", autoretry_for=(Exception,), retry_backoff=True, max_retries=3)
@@ -42,3 +42,10 @@ def cleanup_provisioning() -> dict[str, int]:
 def presence_watchdog() -> list[str]:
     """Devices silent for 3 heartbeats go offline, even if their gateway died."""
     return state.mark_silent_offline(3 * settings.MESH_HEARTBEAT_S)
+
+
+@shared_task(name="devices.tasks.apply_telemetry_retention", ignore_result=True)
+def apply_telemetry_retention() -> dict[str, object]:
+    """Raw samples into hourly rollups, hourly into daily, old daily deleted, in short
+    batches; then the size of every table, for the system page. Safe to run twice."""
+    return retention.run_and_record()

@@ -117,6 +117,16 @@ COMMAND_MAX_TTL_S = 24 * 3600
 # How long an API Idempotency-Key answers with its first response (hub.idempotency); beat
 # prunes older keys and they may be used again.
 IDEMPOTENCY_KEY_TTL_S = int(env("MESHHUB_IDEMPOTENCY_KEY_TTL_S", str(24 * 3600)))
+# Telemetry retention (devices/retention.py): raw samples for RAW_DAYS, then folded into
+# hourly rollups kept HOURLY_DAYS, folded into daily rollups kept DAILY_DAYS (0: forever).
+# Each beat run moves at most RETENTION_BATCH rows per transaction, for at most
+# RETENTION_BUDGET_S seconds; the rest waits for the next run.
+TELEMETRY_RAW_DAYS = int(env("MESHHUB_TELEMETRY_RAW_DAYS", "7"))
+TELEMETRY_HOURLY_DAYS = int(env("MESHHUB_TELEMETRY_HOURLY_DAYS", "90"))
+TELEMETRY_DAILY_DAYS = int(env("MESHHUB_TELEMETRY_DAILY_DAYS", "1830"))
+TELEMETRY_RETENTION_S = float(env("MESHHUB_TELEMETRY_RETENTION_S", "300"))
+TELEMETRY_RETENTION_BATCH = int(env("MESHHUB_TELEMETRY_RETENTION_BATCH", "5000"))
+TELEMETRY_RETENTION_BUDGET_S = float(env("MESHHUB_TELEMETRY_RETENTION_BUDGET_S", "120"))
 
 INSTALLED_APPS = [
     "daphne",
@@ -265,6 +275,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-plc-commands": {"task": "industrial.tasks.sweep_commands", "schedule": PLC_COMMAND_SWEEP_S},
     # Signs each finished UTC day once; hourly so a restarted hub catches up soon after.
     "audit-snapshot": {"task": "audit.tasks.snapshot_audit", "schedule": 3600.0},
+    "telemetry-retention": {"task": "devices.tasks.apply_telemetry_retention", "schedule": TELEMETRY_RETENTION_S},
 }
 
 # --- auth, i18n, static -----------------------------------------------------------------

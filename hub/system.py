@@ -32,6 +32,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django_celery_beat.models import PeriodicTask
 
+from devices import retention
 from devices.consumers import HUB_VERSION
 from devices.models import Device, DeviceStatus
 from hub.models import Heartbeat
@@ -196,6 +197,26 @@ def versions() -> list[tuple[str, str]]:
     return found
 
 
+def telemetry_storage(now: datetime) -> dict[str, Any]:
+    """The retention policy, and what the last retention run did and measured (table sizes
+    are measured there, not here: on SQLite that reads the whole database file)."""
+    policy = retention.Policy.from_settings()
+    row = Heartbeat.objects.filter(name=retention.HEARTBEAT_NAME).first()
+    details = dict(row.details) if row else {}
+    report = details.get("report") or {}
+    tables = details.get("tables") or []
+    overdue = row is None or now - row.at > timedelta(seconds=3 * settings.TELEMETRY_RETENTION_S + policy.budget_s)
+    return {
+        "policy": policy,
+        "every_s": int(settings.TELEMETRY_RETENTION_S),
+        "ran_at": row.at if row else None,
+        "report": report,
+        "tables": tables,
+        "total_bytes": sum(int(t.get("bytes", 0)) for t in tables),
+        "overdue": overdue,
+    }
+
+
 def probe(name: str, fn: Any, *args: Any) -> tuple[Any, str]:
     """Run one probe; its failure becomes text on the page."""
     try:
@@ -221,6 +242,8 @@ def status() -> dict[str, Any]:
     problems.append(problem)
     redis, problem = probe("redis", redis_version)
     problems.append(problem)
+    storage, problem = probe("storage", telemetry_storage, now)
+    problems.append(problem)
     live_gateways = [g for g in gateway_rows or [] if g.ok]
     return {
         "now": now,
@@ -237,6 +260,7 @@ def status() -> dict[str, Any]:
         "redis": redis,
         "channel_layer": str(settings.CHANNEL_LAYERS["default"]["BACKEND"]).rsplit(".", 1)[-1],
         "versions": versions(),
+        "storage": storage,
         "ports": {"mesh": settings.MESH_PORT, "enroll": settings.ENROLL_PORT, "public_host": settings.PUBLIC_HOST},
         "problems": [p for p in problems if p],
     }

@@ -7,10 +7,12 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from devices.models import Command, Device, DeviceStatus, TelemetrySample
+from devices.retention import floor_to
 from tests.factories import DeviceFactory, GroupFactory, dimmer, relay, thermostat
 
 pytestmark = pytest.mark.django_db
@@ -125,16 +127,18 @@ def test_it_returns_raw_telemetry_for_a_range(bob_api: APIClient) -> None:
 
 def test_it_downsamples_telemetry_into_buckets(bob_api: APIClient) -> None:
     device = thermostat("sensor-1")
-    start = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    start = floor_to(timezone.now() - timedelta(hours=2), 3600)  # within the raw window: any bucket width
     _samples(device, start, [20.0, 22.0, 24.0, 26.0, 10.0, 30.0])  # 30 s apart: three 60 s buckets
     params = {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat(), "bucket": 60}
     body = bob_api.get("/api/v1/devices/sensor-1/telemetry/", params).json()
-    buckets = [(b["ts"], b["avg"], b["min"], b["max"], b["count"]) for b in body["buckets"]]
+    buckets = [(b["ts"], b["avg"], b["min"], b["max"], b["count"], b["resolution"]) for b in body["buckets"]]
+    minute = [(start + timedelta(minutes=k)).isoformat().replace("+00:00", "Z") for k in range(3)]
     assert buckets == [
-        ("2026-11-24T12:00:00Z", 21.0, 20.0, 22.0, 2),
-        ("2026-11-24T12:01:00Z", 25.0, 24.0, 26.0, 2),
-        ("2026-11-24T12:02:00Z", 20.0, 10.0, 30.0, 2),
+        (minute[0], 21.0, 20.0, 22.0, 2, "raw"),
+        (minute[1], 25.0, 24.0, 26.0, 2, "raw"),
+        (minute[2], 20.0, 10.0, 30.0, 2, "raw"),
     ]
+    assert (body["bucket_s"], body["requested_bucket_s"]) == (60, 60)
 
 
 def test_it_exports_telemetry_as_csv(bob_api: APIClient) -> None:

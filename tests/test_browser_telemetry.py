@@ -19,6 +19,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from devices import retention
 from devices.state import StateReport, apply_reports
 from tests.browser import LiveHub, browser_fixture, chromium_fixture, live_hub_fixture, login, page_fixture, screenshot  # noqa: F401
 from tests.factories import DeviceFactory, thermostat
@@ -26,8 +27,8 @@ from tests.test_browser_pages import enrolled, user_with_role
 from tests.test_gateway import RunningAgent
 
 CHART = "section[data-telemetry] [data-chart]"
-RANGES_S = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
-BUCKETS_S = {"1h": None, "24h": 120, "7d": 900, "30d": 3600}  # what chart.js asks the API for
+RANGES_S = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, "90d": 90 * 86400, "1y": 365 * 86400}
+BUCKETS_S = {"1h": None, "24h": 120, "7d": 900, "30d": 3600, "90d": 21600, "1y": 86400}  # what chart.js asks the API for
 TIME_ZONE = "Asia/Tokyo"  # UTC+9 all year: a chart drawn in UTC would be nine hours off
 
 
@@ -38,13 +39,13 @@ def temperature_at(ts: datetime) -> float:
 
 def report_history(node_id: str) -> list[datetime]:
     """A day of temperature every 10 minutes, then every 3 hours back to a week, and one
-    sample 20 days old, through the state path the gateway uses. No sample lies within
+    sample 20 days old and one 100 days old, through the state path the gateway uses. No sample lies within
     5 minutes of a range boundary, so the expected point counts do not depend on when the
     browser asks."""
     now = timezone.now()
     ages = [timedelta(minutes=5 + 10 * k) for k in range(144)]  # 5 min … 23 h 55 min
     ages += [timedelta(hours=27 + 3 * k) for k in range(47)]  # 27 h … 165 h (6 d 21 h)
-    ages.append(timedelta(days=20))
+    ages += [timedelta(days=20), timedelta(days=100)]  # past the raw window; past the hourly one
     times = sorted(now - age for age in ages)
     reports = [StateReport(node_id, {"temperature": temperature_at(ts)}, ts) for ts in times]
     # In a thread: the test's own thread has playwright's loop marked running, and the
@@ -108,6 +109,22 @@ def test_alice_charts_telemetry_changes_range_downloads_csv_and_sees_live_values
         request = choose_range(page, range_name)
         assert bucket in request.url
         assert page.locator(CHART).get_attribute("data-points") == str(expected_points(times, range_name))
+
+    # Retention rolls the 20-day-old sample into an hourly rollup and the 100-day-old one into
+    # a daily one (default policy: raw 7 days, hourly 90): the long ranges read them, say so,
+    # and show the same points.
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(in_thread, retention.apply).result().raw_rolled_up == 2
+    for range_name, sources, words in (
+        ("30d", "hour", "from hourly rollups"),
+        ("90d", "hour", "from hourly rollups"),
+        ("1y", "hour,day", "from daily rollups"),
+    ):
+        choose_range(page, range_name)
+        assert (chart.get_attribute("data-sources"), chart.get_attribute("data-bucket")) == (sources, str(BUCKETS_S[range_name]))
+        assert chart.get_attribute("data-points") == str(expected_points(times, range_name))
+        assert words in page.locator("[data-chart-note]").inner_text()
+    screenshot(page, "device-telemetry-1y")
     request = choose_range(page, "1h")
     assert "bucket" not in request.url  # raw samples
     assert chart.get_attribute("data-points") == str(expected_points(times, "1h")) == "6"
@@ -135,7 +152,7 @@ def test_alice_charts_telemetry_changes_range_downloads_csv_and_sees_live_values
     with page.expect_download() as download:
         page.click("section[data-telemetry] a[data-csv]")
     buckets = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
-    assert len(buckets) == expected_points(times, "7d") and sum(int(b["count"]) for b in buckets) == len(times) - 1  # all but the 20-day-old one
+    assert len(buckets) == expected_points(times, "7d") and sum(int(b["count"]) for b in buckets) == len(times) - 2  # all but the 20- and 100-day-old ones
 
     # A capability without samples: the empty state, and no chart.
     page.select_option("select[data-series]", "setpoint")

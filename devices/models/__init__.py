@@ -1,5 +1,5 @@
-"""Registry models (devices, capabilities, groups, commands, telemetry) and identity models
-(CA, hub keys, certificates, enrollments), split by concept."""
+"""Registry models (devices, capabilities, groups, commands), telemetry (samples and rollups)
+and identity models (CA, hub keys, certificates, enrollments), split by concept."""
 
 from devices.models.identity import (
     RESET_KINDS,
@@ -24,15 +24,16 @@ from devices.models.registry import (
     Device,
     DeviceStatus,
     Group,
-    TelemetrySample,
     ValueType,
     node_id_validator,
 )
+from devices.models.telemetry import RESOLUTION_SECONDS, Resolution, TelemetryRollup, TelemetrySample
 
 __all__ = [
     "NODE_ID_PATTERN",
     "OPEN_COMMAND_STATUSES",
     "RESET_KINDS",
+    "RESOLUTION_SECONDS",
     "Capability",
     "CapabilityKind",
     "Certificate",
@@ -49,7 +50,9 @@ __all__ = [
     "Group",
     "HubKey",
     "HubKeyKind",
+    "Resolution",
     "RevocationKind",
+    "TelemetryRollup",
     "TelemetrySample",
     "ValueType",
     "node_id_validator",

@@ -1,4 +1,4 @@
-"""The device registry: devices, what they can do, their groups, the command outbox, telemetry."""
+"""The device registry: devices, what they can do, their groups, the command outbox."""
 
 from __future__ import annotations
 
@@ -186,29 +186,3 @@ class Command(models.Model):
 
     def is_expired_at(self, when: datetime) -> bool:
         return self.is_open and self.expires_at <= when
-
-
-class TelemetrySample(models.Model):
-    """One reported value. Numbers (and booleans as 0/1) in `value`, text in `text`."""
-
-    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="telemetry")
-    capability = models.CharField(max_length=64)
-    ts = models.DateTimeField()
-    value = models.FloatField(null=True, blank=True)
-    text = models.CharField(max_length=256, blank=True)
-
-    class Meta:
-        ordering = ["-ts"]
-        constraints = [
-            # One value per capability per measurement: a report the device resends (its
-            # ack was lost, or the hub answered `unavailable`) is stored once. The unique
-            # index also serves the range queries (device, capability, ts).
-            models.UniqueConstraint(fields=["device", "capability", "ts"], name="telemetry_sample_unique"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.device_id}:{self.capability}@{self.ts.isoformat()}"
-
-    @property
-    def display_value(self) -> float | str | None:
-        return self.text if self.text else self.value

@@ -10,11 +10,15 @@
 
   // Long ranges come as buckets computed by the database (avg/min/max per bucket), sized so a
   // series stays near 720 points; 1 h asks for raw samples (720 at the agents' default 5 s).
+  // A range older than the hub keeps raw samples is answered from its hourly or daily
+  // rollups, in buckets at least that wide: the answer's bucket_s says which, and the note too.
   const RANGES = {
     "1h": { seconds: 3600, bucket: null },
     "24h": { seconds: 86400, bucket: 120 },
     "7d": { seconds: 7 * 86400, bucket: 900 },
     "30d": { seconds: 30 * 86400, bucket: 3600 },
+    "90d": { seconds: 90 * 86400, bucket: 21600 },
+    "1y": { seconds: 365 * 86400, bucket: 86400 },
   };
   const MAX_POINTS = 1000; // more raw samples than this (a fast reporter): ask again in buckets
   const FALLBACK_BUCKET = 60;
@@ -31,7 +35,7 @@
   const when = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
 
   // x in unix seconds; a null y between two points far apart breaks the line over the gap.
-  const view = { range: "24h", capability: "", unit: "", bucket: null, start: 0, end: 0, gap: Infinity, xs: [], avg: [], min: [], max: [], count: [] };
+  const view = { range: "24h", capability: "", unit: "", bucket: null, start: 0, end: 0, gap: Infinity, sources: [], retention: {}, xs: [], avg: [], min: [], max: [], count: [] };
   let plot = null;
   let loading = false;
   let pending = []; // live values that arrived while a fetch was in flight
@@ -80,8 +84,12 @@
   }
 
   function fill(body) {
+    if (body.bucket_s) view.bucket = body.bucket_s; // widened to whole rollups past the raw window
+    const buckets = view.bucket ? body.buckets.filter((b) => b.capability === view.capability) : [];
+    view.sources = ["hour", "day"].filter((r) => buckets.some((b) => b.resolution === r));
+    view.retention = body.retention || {};
     const rows = view.bucket
-      ? body.buckets.filter((b) => b.capability === view.capability).map((b) => [Date.parse(b.ts) / 1000, b.avg, b.min, b.max, b.count])
+      ? buckets.map((b) => [Date.parse(b.ts) / 1000, b.avg, b.min, b.max, b.count])
       : body.samples.filter((s) => s.capability === view.capability && typeof s.value === "number").map((s) => [Date.parse(s.ts) / 1000, s.value, s.value, s.value, 1]);
     const steps = rows.slice(1).map((row, i) => row[0] - rows[i][0]);
     view.gap = Math.max(5 * (median(steps) || view.bucket || 60), 300, view.bucket ? 2 * view.bucket : 0);
@@ -101,7 +109,17 @@
   }
 
   function duration(seconds) {
+    if (seconds % 86400 === 0) return seconds === 86400 ? "day" : seconds / 86400 + " days";
     return seconds % 3600 === 0 ? seconds / 3600 + " h" : seconds / 60 + " min";
+  }
+
+  // Which stretch of the chart comes from rollups rather than raw samples.
+  function provenance() {
+    const day = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
+    const parts = [];
+    if (view.sources.includes("hour") && view.retention.raw_from) parts.push("before " + day.format(new Date(view.retention.raw_from)) + " from hourly rollups");
+    if (view.sources.includes("day") && view.retention.hourly_from) parts.push("before " + day.format(new Date(view.retention.hourly_from)) + " from daily rollups");
+    return parts.length ? " Older values: " + parts.join(", ") + "." : "";
   }
 
   function rgba(hex, alpha) {
@@ -174,7 +192,7 @@
   function render(rebuild) {
     const points = view.avg.filter((v) => v !== null).length;
     const last = lastValue();
-    Object.assign(chartEl.dataset, { points: String(points), range: view.range, capability: view.capability, mode: view.bucket ? "bucket" : "raw", bucket: String(view.bucket || ""), last: last === null ? "" : String(last) });
+    Object.assign(chartEl.dataset, { points: String(points), range: view.range, capability: view.capability, mode: view.bucket ? "bucket" : "raw", bucket: String(view.bucket || ""), sources: view.sources.join(","), last: last === null ? "" : String(last) });
     if (!points) {
       if (plot) plot.destroy();
       plot = null;
@@ -196,7 +214,7 @@
     chartEl.setAttribute("role", "img");
     chartEl.setAttribute("aria-label", view.capability + ", last " + view.range + ": " + points + " points" + (last === null ? "" : ", latest " + number.format(last) + (view.unit ? " " + view.unit : "")));
     noteEl.classList.remove("error");
-    noteEl.textContent = (view.bucket ? "Average per " + duration(view.bucket) + "; the band spans min to max." : "Raw samples.") + " Times in " + timeZone + ".";
+    noteEl.textContent = (view.bucket ? "Average per " + duration(view.bucket) + "; the band spans min to max." + provenance() : "Raw samples.") + " Times in " + timeZone + ".";
   }
 
   async function load() {
