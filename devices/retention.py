@@ -137,6 +137,7 @@ class RunReport:
     hourly_folded: int = 0  # hourly rollups folded into daily ones
     daily_deleted: int = 0  # daily rollups past the daily window
     batches: int = 0
+    longest_batch_s: float = 0.0  # the longest a batch held the write lock
     seconds: float = 0.0
     finished: bool = False  # False: the time budget ran out with rows still to move
     cutoffs: dict[str, str | None] = field(default_factory=dict)
@@ -243,7 +244,9 @@ def _stage(step: Callable[[datetime, int], Moved], cutoff: datetime | None, poli
     or the time is up. Returns what moved in all, and whether the stage finished."""
     total = Moved(0)
     while cutoff is not None:
+        began = time.monotonic()
         moved = step(cutoff, policy.batch)
+        report.longest_batch_s = round(max(report.longest_batch_s, time.monotonic() - began), 4)
         report.batches += 1
         total = Moved(total.rows + moved.rows, total.text + moved.text)
         if moved.rows < policy.batch:
@@ -277,7 +280,16 @@ def apply(policy: Policy | None = None, now: datetime | None = None) -> RunRepor
     report.seconds = round(time.monotonic() - began, 3)
     if not finished:
         log.warning("telemetry retention stopped at its %g s budget with rows still to move; the next run goes on", policy.budget_s)
-    log.info("telemetry retention: %s", report.as_dict(), extra={"retention": report.as_dict()})
+    log.info(
+        "telemetry retention: %d samples rolled up, %d text samples deleted, %d hourly rollups folded, %d daily deleted, in %d batches, %.1f s",
+        report.raw_rolled_up,
+        report.raw_text_deleted,
+        report.hourly_folded,
+        report.daily_deleted,
+        report.batches,
+        report.seconds,
+        extra={"retention": report.as_dict()},
+    )
     return report
 
 

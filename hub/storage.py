@@ -13,6 +13,8 @@ from typing import Any
 
 from django.db import connection
 
+FREE_PAGES = "(free pages in the SQLite file)"
+
 
 @dataclass(frozen=True)
 class TableSize:
@@ -41,6 +43,12 @@ def table_sizes() -> list[TableSize]:
                 "FROM dbstat d LEFT JOIN sqlite_master m ON m.name = d.name GROUP BY 1"
             )
             found = [TableSize(name, int(size), int(rows)) for name, size, rows in cursor.fetchall()]
+            # Deleted rows free pages inside the file, which new rows reuse before it grows;
+            # only VACUUM gives them back to the file system.
+            cursor.execute("PRAGMA freelist_count")
+            free_pages = int(cursor.fetchone()[0])
+            cursor.execute("PRAGMA page_size")
+            found.append(TableSize(FREE_PAGES, free_pages * int(cursor.fetchone()[0]), None))
         else:
             return []
     return sorted(found, key=lambda t: (-t.bytes, t.name))
