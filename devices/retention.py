@@ -59,14 +59,19 @@ class Policy:
     budget_s: float = 120.0
 
     @classmethod
-    def from_settings(cls) -> Policy:
-        policy = cls(
+    def configured(cls) -> Policy:
+        """The policy in the settings, unchecked (the `meshhub.E001` system check reports it)."""
+        return cls(
             settings.TELEMETRY_RAW_DAYS,
             settings.TELEMETRY_HOURLY_DAYS,
             settings.TELEMETRY_DAILY_DAYS,
             settings.TELEMETRY_RETENTION_BATCH,
             settings.TELEMETRY_RETENTION_BUDGET_S,
         )
+
+    @classmethod
+    def from_settings(cls) -> Policy:
+        policy = cls.configured()
         problems = policy.problems()
         if problems:
             raise ImproperlyConfigured("telemetry retention: " + "; ".join(problems))

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.core import checks
 from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -262,3 +263,9 @@ def test_zero_keeps_a_tier_forever() -> None:
     assert Policy(7, 90, 0).daily_from(NOW) is None
     assert Policy(7, 90, 1830).raw_from(NOW) == datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
     assert Policy(7, 90, 1830).hourly_from(NOW) == datetime(2026, 9, 6, 0, 0, tzinfo=UTC)
+
+
+def test_a_policy_that_cannot_work_stops_the_hub_at_start(settings: Any) -> None:
+    settings.TELEMETRY_RAW_DAYS, settings.TELEMETRY_HOURLY_DAYS = 30, 7
+    errors = [e for e in checks.run_checks() if e.id == "meshhub.E001"]
+    assert [e.msg for e in errors] == ["MESHHUB_TELEMETRY_HOURLY_DAYS (7) must not be shorter than MESHHUB_TELEMETRY_RAW_DAYS (30)"]
