@@ -170,6 +170,7 @@ def test_alice_enrolls_a_real_agent_from_the_page_then_revokes_it(live_hub: Live
 
 def test_every_page_for_a_screenshot_with_a_fleet(live_hub: LiveHub, page: Any, django_user_model: Any, modbus_server: Any) -> None:
     """Groups, industrial and system (the other pages are shot by the flows above), filled in."""
+    from devices import retention
     from devices.models import Group
     from industrial import config, polling
     from industrial.models import ModbusBridge
@@ -217,8 +218,10 @@ def test_every_page_for_a_screenshot_with_a_fleet(live_hub: LiveHub, page: Any, 
     page.wait_for_selector("[data-outcomes]")
     assert "Sent to 2 of 3 members" in page.locator("[data-outcomes] h2").inner_text()
     screenshot(page, "group-command")
+    retention.run_and_record()  # what beat does every 5 minutes: the disk use of each table
     page.goto(live_hub.url + "/system/")
     page.wait_for_selector("[data-gateway]")  # the live hub's own gateway stamped its row
+    assert page.locator("[data-storage] tr[data-table=devices_telemetrysample]").count() == 1
     screenshot(page, "system")
     page.goto(live_hub.url + "/audit/snapshots/")
     screenshot(page, "audit-snapshots")
