@@ -6,6 +6,7 @@ from `manage.py createenrollment --json` (a JSON list in `--enrollments FILE`), 
 hub cannot tell them from hardware. No Django here.
 
     python -m firmware.simulate --devices 10 --enrollments codes.json --state-root ./fleet
+    python -m firmware.simulate make-image --version 1.2.0 --behaviour healthy --size 65536 --out fw.img
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import sys
 import threading
@@ -20,6 +22,7 @@ from typing import Any
 
 from firmware.agent import port
 from firmware.agent.core import enroll as core_enroll
+from firmware.agent.core import image as core_image
 from firmware.agent.core.agent import Agent
 from firmware.agent.core.framing import FrameError
 from firmware.agent.hardware import VirtualHardware
@@ -98,8 +101,39 @@ def run_device(index: int, state_dir: str, ticket: dict[str, Any] | None, args: 
     agent.run(stop.is_set)
 
 
+def make_image(argv: list[str]) -> int:
+    """`make-image`: a simulated firmware image (firmware/agent/core/image.py) of exactly
+    --size bytes. The padding is pseudo-random from the version and behaviour, so two
+    images differ in hash even at one size, and is written in pieces (any size, flat memory)."""
+    parser = argparse.ArgumentParser(prog="python -m firmware.simulate make-image", description="write a simulated firmware image")
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--behaviour", required=True, choices=core_image.BEHAVIOURS)
+    parser.add_argument("--size", type=int, required=True, help="total bytes, header included")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    try:
+        header = core_image.header_line(args.version, args.behaviour)
+    except core_image.ImageError as exc:
+        parser.error(str(exc))
+    if args.size < len(header):
+        parser.error(f"--size must be at least {len(header)} bytes (the header)")
+    rng = random.Random(f"{args.version}/{args.behaviour}/{args.size}")
+    left = args.size - len(header)
+    with open(args.out, "wb") as out:
+        out.write(header)
+        while left:
+            piece = min(left, 1 << 16)
+            out.write(rng.randbytes(piece))
+            left -= piece
+    print(f"wrote {args.out}: {args.size:,} bytes, version {args.version}, behaviour {args.behaviour}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m firmware.simulate", description="run a fleet of simulated meshhub devices")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["make-image"]:
+        return make_image(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m firmware.simulate", description="run a fleet of simulated meshhub devices (or: make-image --help)")
     parser.add_argument("--devices", type=int, required=True, help="how many devices")
     parser.add_argument("--state-root", default="./fleet", help="one state directory per device under here")
     parser.add_argument("--enrollments", help="JSON list of createenrollment --json objects, for devices not enrolled yet")
