@@ -303,22 +303,9 @@ class Disconnected:
 
 
 Event = (
-    Offer
-    | Accepted
-    | Rejected
-    | ChunkAcked
-    | Verified
-    | Installing
-    | Rebooting
-    | FailureReported
-    | Booted
-    | HealthBeacon
-    | Completed
-    | Timeout
-    | Abort
-    | RollbackReported
-    | Disconnected
-)
+    Offer | Accepted | Rejected | ChunkAcked | Verified | Installing | Rebooting | FailureReported | Booted | HealthBeacon
+    | Completed | Timeout | Abort | RollbackReported | Disconnected
+)  # fmt: skip
 
 
 # --- actions --------------------------------------------------------------------------
