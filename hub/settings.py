@@ -246,6 +246,10 @@ else:
         # Exchange tables; kombu's default is "control" relative to the working directory.
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # kombu's default (1 s) is also how long the worker sleeps whenever it may not take a
+        # message yet (prefetch 1, acks late): it then takes about one message a second, so a
+        # backlog of expired bridge polls left by a killed or stalled worker never drained.
+        "polling_interval": 0.05,
     }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

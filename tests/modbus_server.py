@@ -105,6 +105,8 @@ class ModbusTestServer:
         self._failures: tuple[_Failure, ...] = ()
         self._holds: tuple[tuple[RegisterType, int, int, asyncio.Event], ...] = ()
         self.held_writes = 0  # write requests that reached a hold (and waited there)
+        self._read_holds: tuple[tuple[RegisterType, int, int, asyncio.Event], ...] = ()
+        self.held_reads = 0  # read requests that reached a hold
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: ModbusTcpServer | None = None
@@ -215,6 +217,22 @@ class ModbusTestServer:
         for *_, event in holds:
             self._loop.call_soon_threadsafe(event.set)
 
+    def hold_reads(self, register_type: RegisterType, address: int, count: int = 1) -> None:
+        """Keep read requests touching the range unanswered until `release_reads()`: a poll
+        in flight, for a test that kills its poller."""
+        self._check_range(register_type, address, count)
+        first, end = address, address + count
+        if register_type in _BIT_TABLES:
+            first, end = first // 16 * 16, (end + 15) // 16 * 16
+        self._read_holds = (*self._read_holds, (register_type, first, end, asyncio.Event()))
+
+    def release_reads(self) -> None:
+        """Answer every held read and hold no more."""
+        holds, self._read_holds = self._read_holds, ()
+        assert self._loop is not None
+        for *_, event in holds:
+            self._loop.call_soon_threadsafe(event.set)
+
     # ----------------------------------------------------------------- internals
 
     def _add_failure(self, table: RegisterType, address: int, count: int, code: int, *, on_read: bool, on_write: bool) -> None:
@@ -231,12 +249,16 @@ class ModbusTestServer:
         """The simulator's per-request hook: return an exception code to fail the request."""
         if _HELPER_CALL.get() or (table := _TABLE_OF_FC.get(function_code)) is None:
             return None
-        if self._holds and set_values is not None:
+        holds = self._holds if set_values is not None else self._read_holds if function_code in _READ_FCS else ()
+        if holds:
             first = address // 16 * 16 if table in _BIT_TABLES else address
             end = first + count * 16 if table in _BIT_TABLES else address + count
-            for held_table, held_first, held_end, released in self._holds:
+            for held_table, held_first, held_end, released in holds:
                 if held_table == table and first < held_end and held_first < end:
-                    self.held_writes += 1
+                    if set_values is not None:
+                        self.held_writes += 1
+                    else:
+                        self.held_reads += 1
                     await released.wait()
                     break
         if not self._failures:

@@ -22,7 +22,7 @@ import pytest
 from audit.models import AuditEvent
 from audit.services import Actor
 from devices import services
-from devices.models import Command, CommandStatus
+from devices.models import Command, CommandStatus, Device
 from industrial import config
 from tests.mesh_helpers import wait_for
 from tests.modbus_server import ModbusTestServer, modbus_server_fixture  # noqa: F401
@@ -156,3 +156,46 @@ def test_a_pending_plc_command_whose_task_was_lost_is_swept(modbus_server: Modbu
     workers.append(Worker(tmp_path, "sweeper"))
     wait_for(lambda: Command.objects.get(pk=command.pk).status == CommandStatus.SUCCEEDED, timeout_s=90)
     assert modbus_server.get_holding(10) == [1234]
+
+
+def test_a_worker_killed_mid_poll_leaves_polling_that_resumes(modbus_server: ModbusTestServer, workers: list[Worker], tmp_path: Path) -> None:
+    """The poll's lease is what a killed poller leaves behind: it must expire on its own
+    (a flag would stop that PLC's polling for good), and the next worker's polls store
+    values again."""
+    from industrial.models import ModbusBridge
+
+    config.import_document(
+        Actor("user", "root"),
+        {
+            "bridges": [
+                {
+                    "node_id": "plc-line-1", "host": "127.0.0.1", "port": modbus_server.port, "unit_id": 1,
+                    "timeout_s": 1.0, "retries": 0, "poll_interval_s": 1,
+                    "points": [{"capability": "speed", "register": "holding", "address": 10, "data_type": "u16"}],
+                }
+            ]
+        },
+    )  # fmt: skip
+    modbus_server.set_holding(10, [111])
+    modbus_server.hold_reads("holding", 10)
+
+    workers.append(Worker(tmp_path, "poller"))
+    try:
+        wait_for(lambda: modbus_server.held_reads >= 1, timeout_s=60)
+    except AssertionError:
+        raise AssertionError(f"no poll reached the PLC; worker log:\n{workers[0].log()[-4000:]}") from None
+    bridge = ModbusBridge.objects.get(device__node_id="plc-line-1")
+    assert bridge.lease_until is not None, "the poll in flight holds the bridge's lease"
+    workers[0].kill()
+    modbus_server.release_reads()  # the dead poller's read is answered to nobody
+    assert ModbusBridge.objects.get(pk=bridge.pk).lease_until == bridge.lease_until  # left behind by the killed poll
+    assert Device.objects.get(node_id="plc-line-1").reported.get("speed") is None
+
+    modbus_server.set_holding(10, [222])
+    workers.append(Worker(tmp_path, "next-poller"))
+    try:
+        wait_for(lambda: Device.objects.get(node_id="plc-line-1").reported.get("speed") == 222, timeout_s=90)
+    except AssertionError:
+        raise AssertionError(f"polling did not resume; worker log:\n{workers[1].log()[-4000:]}") from None
+    after = ModbusBridge.objects.get(pk=bridge.pk)
+    assert after.last_ok_at is not None and after.last_ok_at >= bridge.lease_until, "the next poll ran once the dead poll's lease had passed"
