@@ -102,6 +102,24 @@ class SigningKey(models.Model):
         return f"{self.get_kind_display()} ({self.created_at:%Y-%m-%d})"
 
 
+class TrustedReleaseKey(models.Model):
+    """A release-signing public key the hub accepts besides its own (`manage.py ota
+    trust-key`): an off-hub key that signs in CI, say. Devices enrolled from then on are
+    given it with the hub's own release key."""
+
+    key_id = models.CharField(max_length=64, unique=True)
+    public = models.TextField(help_text="Raw Ed25519 public key, base64.")
+    name = models.CharField(max_length=100, blank=True)
+    added_by = models.CharField(max_length=200)
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["added_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'release key'} {self.key_id}"
+
+
 class IdempotencyKey(models.Model):
     """A client's `Idempotency-Key` for a command request and the first answer it got
     (hub.idempotency). Written in the same transaction as the command(s), so a retry racing

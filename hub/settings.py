@@ -8,6 +8,7 @@ The table of variables lives in README.md; keep both in step.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -301,9 +302,16 @@ STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Release images (ota/releases.py) go through Django's storage API under the alias
+# "firmware": the data dir by default; for scale-out another backend (django-storages' S3
+# backend, say, once installed) with its options as JSON.
+FIRMWARE_STORAGE_BACKEND = env("MESHHUB_FIRMWARE_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
+FIRMWARE_STORAGE_OPTIONS = json.loads(env("MESHHUB_FIRMWARE_STORAGE_OPTIONS") or "null") or {"location": str(DATA_DIR / "firmware")}
+OTA_MAX_IMAGE_BYTES = int(env("MESHHUB_OTA_MAX_IMAGE_BYTES", str(64 * 1024 * 1024)))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "firmware": {"BACKEND": FIRMWARE_STORAGE_BACKEND, "OPTIONS": FIRMWARE_STORAGE_OPTIONS},
 }
 # Serve straight from the finders too, so a missed collectstatic never breaks the admin.
 WHITENOISE_USE_FINDERS = True

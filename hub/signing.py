@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from hub.models import SigningKey, SigningKeyKind
+from hub.models import SigningKey, SigningKeyKind, TrustedReleaseKey
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -113,6 +113,15 @@ def signing_key(kind: str = SigningKeyKind.HUB_SIGNING) -> ed25519.Ed25519Privat
 
 def public_key_b64(kind: str) -> str:
     return ensure_signing_key(kind).public
+
+
+def release_public_keys() -> list[str]:
+    """Every release-signing public key the hub accepts, base64: its own (the current one
+    first, then rotated-out ones, whose releases still verify) and the trusted off-hub ones
+    (`manage.py ota trust-key`). Devices get this list at enrollment."""
+    ensure_signing_key(SigningKeyKind.RELEASE_SIGNING)
+    own = SigningKey.objects.filter(kind=SigningKeyKind.RELEASE_SIGNING).order_by("-active", "-created_at").values_list("public", flat=True)
+    return list(dict.fromkeys([*own, *TrustedReleaseKey.objects.values_list("public", flat=True)]))
 
 
 def holds_signing_key(public: str) -> bool:

@@ -11,6 +11,7 @@ from devices import urls as devices_urls
 from hub import views
 from hub.pages import operator_page
 from industrial import urls as industrial_urls
+from ota import urls as ota_urls
 
 handler500 = "hub.views.server_error"
 
@@ -28,6 +29,7 @@ urlpatterns = [
     path("api/v1/", include(industrial_urls.api_urlpatterns)),
     path("api/v1/", include(devices_urls.api_urlpatterns)),
     path("api/v1/", include(audit_urls.api_urlpatterns)),
+    path("api/v1/", include(ota_urls.api_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

@@ -38,11 +38,13 @@ SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,48}[a-z0-9])?$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z$")
 CODES = ("untrusted_key", "bad_signature", "hash_mismatch", "size_mismatch", "expired", "rollback", "incompatible", "mix_and_match", "malformed")
+# Refusals of the hub's upload path beyond the manifest's own (added to §9.1's list, not renamed).
+UPLOAD_CODES = ("duplicate", "too_large", "storage")
 
 
 class ManifestRefused(Exception):
     def __init__(self, code: str, field: str, reason: str) -> None:
-        assert code in CODES, code
+        assert code in CODES or code in UPLOAD_CODES, code
         super().__init__(f"{code}: {field}: {reason}")
         self.code = code
         self.field = field

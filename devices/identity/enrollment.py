@@ -26,7 +26,7 @@ from devices.identity.errors import IdentityError
 from devices.models import Certificate, CertificateStatus, Device, DeviceStatus, Enrollment, EnrollmentStatus, node_id_validator
 from hub.models import SigningKeyKind
 from hub.scopes import Scope
-from hub.signing import public_key_b64
+from hub.signing import public_key_b64, release_public_keys
 
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 CODE_LENGTH = 12  # 60 bits
@@ -153,6 +153,7 @@ class EnrollmentResult:
             "ca_chain": [ca.cert_pem for ca in trusted_cas()],
             "hub_signing_key": public_key_b64(SigningKeyKind.HUB_SIGNING),
             "release_key": public_key_b64(SigningKeyKind.RELEASE_SIGNING),
+            "release_keys": release_public_keys(),
             "mesh_host": settings.PUBLIC_HOST,
             "mesh_port": settings.MESH_PORT,
         }
