@@ -30,7 +30,10 @@ URL = "/api/v1/ota/releases/"
 @pytest.fixture(autouse=True)
 def _own_firmware_storage(settings: Any, tmp_path: Path) -> None:
     """Each test its own firmware storage, so "nothing stored" is checked on it alone."""
-    settings.STORAGES = {**settings.STORAGES, "firmware": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "fw")}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "firmware": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "fw")}},
+    }
 
 
 @pytest.fixture
