@@ -30,7 +30,7 @@ DEVICE_TYPES = frozenset(
 HUB_TYPES = frozenset(
     {
         "welcome", "session", "command", "ack", "ping", "pong", "cert.renew", "cert.issued", "ota.offer", "ota.chunk",
-        "ota.abort", "ota.rollback", "reset", "error",
+        "ota.abort", "ota.rollback", "ota.clear", "reset", "error",
     }
 )  # fmt: skip
 HUB_ONLY_TYPES = HUB_TYPES - DEVICE_TYPES

@@ -5,7 +5,7 @@ The port provides verify_ed25519(public_key_b64, message_bytes, signature_b64) -
 
 import json
 
-SIGNED_TYPES = ("reset", "ota.abort", "ota.rollback")
+SIGNED_TYPES = ("reset", "ota.offer", "ota.abort", "ota.rollback", "ota.clear")
 
 
 def signing_payload(frame, node_id):
