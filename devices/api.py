@@ -22,6 +22,7 @@ from rest_framework.response import Response
 
 from audit.models import Decision
 from devices import identity, services
+from devices.details import details
 from devices.identity_api import CertificateSerializer, FactoryResetTicketSerializer, ReasonSerializer, TokenSerializer
 from devices.models import Capability, Command, CommandAction, CommandStatus, Device, DeviceStatus, Group
 from devices.telemetry import TelemetryQuery
@@ -59,6 +60,10 @@ class DeviceSerializer(DeviceListSerializer):
 
     class Meta(DeviceListSerializer.Meta):
         fields = [*DeviceListSerializer.Meta.fields, "metadata", "capabilities", "groups", "created_at", "updated_at"]
+
+    def to_representation(self, instance: Device) -> dict[str, Any]:
+        """Plus the sections apps registered (devices.details): `firmware` from the OTA app."""
+        return {**super().to_representation(instance), **details.for_device(instance)}
 
 
 class CommandSerializer(serializers.ModelSerializer):

@@ -29,6 +29,7 @@ from django.conf import settings
 from audit.models import ActorType, Decision
 from audit.services import Actor, record
 from devices import delivery, identity, state
+from devices.session import extensions as session_extensions
 from devices.session import frames
 from hub import messages, outages
 from hub.mesh.protocol import ProtocolError, ReplayWindow, check_device_type, check_node, parse_envelope, signing_payload
@@ -137,6 +138,7 @@ class DeviceConsumer(AsyncConsumer):
         # State reports waiting for their batch to commit: a device may have several in
         # flight (acks come after commit, in any order), up to MESH_STATE_IN_FLIGHT.
         self.storing: set[asyncio.Task[None]] = set()
+        self.extensions = session_extensions.build(self)
         if self.channel_layer is not None:
             await self._join_group()
             # One session per node across gateways: an older session elsewhere ends itself.
@@ -155,6 +157,11 @@ class DeviceConsumer(AsyncConsumer):
         if storing:  # reports still in a batch would mark the device online again after this
             await asyncio.wait(storing, timeout=10)
         try:
+            for extension in getattr(self, "extensions", {}).values():
+                try:
+                    await extension.on_closed()
+                except Exception:  # one app's failure must not keep the device online
+                    logger.exception("session extension on_closed failed for %s", self.node_id)
             if getattr(self, "established", False) and not message.get("replaced") and not getattr(self, "replaced", False):
                 await _went_offline(self.node_id)
         finally:
@@ -219,6 +226,22 @@ class DeviceConsumer(AsyncConsumer):
         self.scopes = frozenset(frames.scopes() if scopes is None else scopes)
         await self.send_frame("session", {"token": self.session_token, "scopes": sorted(self.scopes), "heartbeat_s": settings.MESH_HEARTBEAT_S}, ref=ref)
         self.established = True
+        for extension in self.extensions.values():
+            await extension.on_established()
+
+    async def send_signed_frame(self, kind: str, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        """A frame signed with the hub signing key over {type, id, issued_at, node_id, body}
+        (ota.*, reset): the device acts on it only with a valid signature."""
+        frame = self.envelope(kind, body, **extra)
+        frame["sig"] = await database_sync_to_async(_sign)(signing_payload(frame, self.node_id))
+        await self.send({"type": "mesh.send", "frame": frame})
+        return frame
+
+    async def app_message(self, message: dict[str, Any]) -> None:
+        """Group message for an app's session extension (hub.messages.app_message)."""
+        extension = self.extensions.get(message.get("app", ""))
+        if extension is not None and self.established:
+            await extension.on_message(message["event"], message.get("data") or {})
 
     async def deliver_pending(self) -> None:
         """Send what the outbox holds for this node and this session has not sent yet."""
@@ -240,9 +263,7 @@ class DeviceConsumer(AsyncConsumer):
 
     async def session_reset(self, message: dict[str, Any]) -> None:
         """Group message from provision.reset / factory_reset: tell the device, signed, then end."""
-        frame = self.envelope("reset", {"kind": message["kind"]})
-        frame["sig"] = await database_sync_to_async(_sign)(signing_payload(frame, self.node_id))
-        await self.send({"type": "mesh.send", "frame": frame})
+        await self.send_signed_frame("reset", {"kind": message["kind"]})
         await self.send({"type": "mesh.close", "reason": f"device reset ({message['kind']})"})
 
     async def session_takeover(self, message: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Frame handlers that apps register: the one way a device frame type gets handled.
+"""Frame handlers and session extensions that apps register: the one way a device frame
+type gets handled, and the one way an app keeps something per session.
 
 An app registers, in its `AppConfig.ready()`, each device→hub frame type it handles,
 the device scope that frame needs, and an async handler. The device session
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -79,3 +80,41 @@ class FrameRegistry:
 
 
 frames = FrameRegistry()
+
+
+class SessionExtension(Protocol):
+    """What an app keeps per device session (OTA: the transfer in progress). The session
+    calls it when it is established, for each `app.message` to its app on the node's group
+    (hub.messages.app_message), and when it ends; frame handlers reach it through
+    `session.extensions[app]`."""
+
+    async def on_established(self) -> None: ...
+
+    async def on_message(self, event: str, data: dict[str, Any]) -> None: ...
+
+    async def on_closed(self) -> None: ...
+
+
+ExtensionFactory = Callable[["DeviceConsumer"], SessionExtension]
+
+
+class ExtensionRegistry:
+    """App name → factory of its per-session extension; registered once in `ready()`."""
+
+    def __init__(self) -> None:
+        self._factories: dict[str, ExtensionFactory] = {}
+
+    def register(self, app: str, factory: ExtensionFactory) -> None:
+        existing = self._factories.get(app)
+        if existing is not None and existing is not factory:
+            raise ImproperlyConfigured(f"{app} registers a second session extension")
+        self._factories[app] = factory
+
+    def unregister(self, app: str) -> None:
+        self._factories.pop(app, None)
+
+    def build(self, session: DeviceConsumer) -> dict[str, SessionExtension]:
+        return {app: factory(session) for app, factory in self._factories.items()}
+
+
+extensions = ExtensionRegistry()

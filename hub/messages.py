@@ -54,6 +54,20 @@ class SessionTakeover(TypedDict):
     peer: str
 
 
+class AppMessage(TypedDict):
+    """For an app's session extension (devices.session.extensions): `app` names it, `event`
+    and `data` are the app's own (ota: {"event": "offer", "data": {"deployment": id}})."""
+
+    type: Literal["app.message"]
+    app: str
+    event: str
+    data: dict[str, Any]
+
+
+def app_message(app: str, event: str, data: dict[str, Any]) -> AppMessage:
+    return {"type": "app.message", "app": app, "event": event, "data": data}
+
+
 def command_pending(command_id: str = "") -> CommandPending:
     return {"type": "command.pending", "command_id": command_id}
 

@@ -281,6 +281,8 @@ CELERY_BEAT_SCHEDULE = {
     # Signs each finished UTC day once; hourly so a restarted hub catches up soon after.
     "audit-snapshot": {"task": "audit.tasks.snapshot_audit", "schedule": 3600.0},
     "telemetry-retention": {"task": "devices.tasks.apply_telemetry_retention", "schedule": TELEMETRY_RETENTION_S},
+    # Timeouts, wave verdicts and offers of every running rollout (events drive them sooner).
+    "drive-rollouts": {"task": "ota.tasks.drive_rollouts", "schedule": float(env("MESHHUB_OTA_DRIVE_S", "5"))},
 }
 
 # --- auth, i18n, static -----------------------------------------------------------------

@@ -26,10 +26,10 @@ urlpatterns = [
     path("", include(industrial_urls)),
     path("system/", operator_page(views.system), name="system-page"),
     path("", include(audit_urls)),
+    path("api/v1/", include(ota_urls.api_urlpatterns)),  # before devices: it adds devices/<id>/ota/… routes
     path("api/v1/", include(industrial_urls.api_urlpatterns)),
     path("api/v1/", include(devices_urls.api_urlpatterns)),
     path("api/v1/", include(audit_urls.api_urlpatterns)),
-    path("api/v1/", include(ota_urls.api_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

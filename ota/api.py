@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, parsers, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from hub.actors import actor_for_request
 from hub.permissions import audit_request
 from hub.scopes import Scope
-from ota import releases, uploads
+from ota import releases, rollouts, uploads
 from ota.manifest import ManifestRefused
-from ota.models import FirmwareRelease
+from ota.models import Deployment, DeploymentState, FirmwareRelease, Rollout
 
 
 class ReleaseSerializer(serializers.ModelSerializer[FirmwareRelease]):
@@ -89,3 +92,111 @@ class ReleaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def _refused(self, request: Request, refused: ManifestRefused) -> Response:
         audit_request(request, self, "deny", Scope.OTA, f"{refused.code}: {refused.reason}")
         return Response(refused.as_dict(), status=status.HTTP_400_BAD_REQUEST)
+
+
+class RolloutSpecSerializer(serializers.Serializer[Any]):
+    release = serializers.IntegerField()
+    targets = serializers.JSONField()
+    waves = serializers.JSONField(required=False, default=lambda: [1, "100%"])  # type: ignore[arg-type,return-value]
+    success_threshold = serializers.FloatField(required=False, default=0.9)
+    min_sample = serializers.IntegerField(required=False, default=1)
+    error_threshold = serializers.FloatField(required=False, default=0.2)
+    max_concurrent = serializers.IntegerField(required=False, default=50)
+    approval = serializers.BooleanField(required=False, default=False)
+    health_beacons = serializers.IntegerField(required=False, default=3)
+    deadline_s = serializers.IntegerField(required=False, default=600)
+    start = serializers.BooleanField(required=False, default=True)
+
+
+class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
+    node_id = serializers.CharField(source="device.node_id", read_only=True)
+
+    class Meta:
+        model = Deployment
+        fields = ["node_id", "wave", "state", "reason", "offset", "beacons", "state_changed_at", "finished_at"]
+
+
+class RolloutSerializer(serializers.ModelSerializer[Rollout]):
+    release_version = serializers.CharField(source="release.version", read_only=True)
+    counts = serializers.SerializerMethodField()
+    deployments = DeploymentSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Rollout
+        fields = [
+            "id", "state", "reason", "release", "release_version", "wave", "waves", "awaiting_approval", "targets", "success_threshold",
+            "min_sample", "error_threshold", "max_concurrent", "approval", "health_beacons", "deadline_s", "counts", "deployments",
+            "created_by", "created_at", "started_at", "finished_at",
+        ]  # fmt: skip
+
+    def get_counts(self, rollout: Rollout) -> dict[str, int]:
+        counts = {state: 0 for state in DeploymentState.values}
+        for deployment in rollout.deployments.all():
+            counts[deployment.state] += 1
+        return counts
+
+
+class RolloutViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Rollouts: a release to a set of devices in waves, gated on health (docs/ota.md)."""
+
+    queryset = Rollout.objects.select_related("release").prefetch_related("deployments__device").order_by("-created_at")
+    serializer_class = RolloutSerializer
+    scope_map = {"list": Scope.READ_STATUS, "retrieve": Scope.READ_STATUS}
+    service_decides = ("create", "pause", "resume", "abort", "approve")
+    audit_target_type = "rollout"
+    filter_backends: list[Any] = []
+
+    @extend_schema(request=RolloutSpecSerializer, responses={201: RolloutSerializer, 400: Refusal})
+    def create(self, request: Request) -> Response:
+        spec = RolloutSpecSerializer(data=request.data)
+        spec.is_valid(raise_exception=True)
+        try:
+            rollout = rollouts.create(actor_for_request(request), rollouts.RolloutSpec(**spec.validated_data))
+        except rollouts.RolloutRefused as refused:
+            return Response(refused.as_dict(), status=refused.status)
+        return Response({"id": rollout.pk, "state": rollout.state}, status=status.HTTP_201_CREATED)
+
+    def _control(self, request: Request, pk: str, action: str) -> Response:
+        try:
+            rollout = rollouts.control(actor_for_request(request), int(pk), action)
+        except rollouts.RolloutRefused as refused:
+            return Response(refused.as_dict(), status=refused.status)
+        return Response({"id": rollout.pk, "state": rollout.state, "reason": rollout.reason, "wave": rollout.wave})
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str) -> Response:
+        return self._control(request, pk, "pause")
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str) -> Response:
+        return self._control(request, pk, "resume")
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def abort(self, request: Request, pk: str) -> Response:
+        return self._control(request, pk, "abort")
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str) -> Response:
+        return self._control(request, pk, "approve")
+
+
+class DeviceControlView(APIView):
+    """`POST /api/v1/devices/{node_id}/ota/rollback/`, `…/ota/clear-pending/` (scope ota),
+    `…/bootguard/clear/` (scope reset): 202 {id} of the signed frame sent to the device."""
+
+    control = ""
+    scope_map = {"POST": Scope.OTA}  # bootguard/clear is mounted with Scope.RESET
+    audit_target_type = "device"
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={202: OpenApiTypes.OBJECT, 409: Refusal})
+    def post(self, request: Request, node_id: str) -> Response:
+        body = request.data if isinstance(request.data, dict) else {}
+        try:
+            frame_id = rollouts.device_control(actor_for_request(request), node_id, self.control, str(body.get("reason", "")))
+        except rollouts.RolloutRefused as refused:
+            return Response(refused.as_dict(), status=refused.status)
+        return Response({"id": frame_id}, status=status.HTTP_202_ACCEPTED)

@@ -109,6 +109,8 @@ class Deployment(models.Model):
     reason = models.CharField(max_length=300, blank=True)
     offset = models.PositiveBigIntegerField(default=0, help_text="Bytes the device acknowledged.")
     beacons = models.PositiveIntegerField(default=0, help_text="Healthy beacons since the new image booted.")
+    complete_received = models.BooleanField(default=False, help_text="A valid signed ota.complete arrived.")
+    holder = models.CharField(max_length=64, blank=True, help_text="The device session that transfers it (its token): only it writes the transfer's progress.")
     state_changed_at = models.DateTimeField(default=timezone.now)
     deadline_at = models.DateTimeField(null=True, blank=True, help_text="When the current step times out.")
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -137,6 +139,7 @@ class DeviceFirmware(models.Model):
     last_boot_reason = models.CharField(max_length=32, blank=True)
     last_boot_at = models.DateTimeField(null=True, blank=True)
     last_rollback_at = models.DateTimeField(null=True, blank=True)
+    last_rollback_reason = models.CharField(max_length=200, blank=True)
     diagnostic = models.JSONField(default=dict, blank=True, help_text="What the boot guard said when it entered safe mode.")
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -22,7 +22,7 @@ INSTALLING = "device is installing firmware"
 
 @pytest.fixture
 def installing() -> Iterator[set[str]]:
-    """A stand-in for the OTA app's guard: devices in the set are mid-update."""
+    """A guard of its own (the OTA app registers the real ones, tested in ota/tests): devices in the set are mid-update."""
     busy: set[str] = set()
     seen: list[CommandRequest] = []
 
@@ -30,9 +30,9 @@ def installing() -> Iterator[set[str]]:
         seen.append(request)
         return Refusal(INSTALLING) if request.device.node_id in busy else None
 
-    guards.register("ota.installing", ota_installing, app="test-ota")
+    guards.register("test.installing", ota_installing, app="test")
     yield busy
-    guards.unregister("ota.installing")
+    guards.unregister("test.installing")
 
 
 def interlock_denies() -> list[AuditEvent]:
@@ -44,10 +44,10 @@ def test_it_refuses_a_command_a_guard_objects_to_with_the_interlock_level(alice_
     installing.add("sensor-1")
     response = alice_api.post("/api/v1/devices/sensor-1/commands/", {"action": "set", "capability": "setpoint", "value": 21.5}, format="json")
     assert response.status_code == 400
-    assert response.json() == {"field": "node_id", "reason": INSTALLING, "level": "interlock", "guard": "ota.installing"}
+    assert response.json() == {"field": "node_id", "reason": INSTALLING, "level": "interlock", "guard": "test.installing"}
     assert not Command.objects.exists(), "nothing is written before the guards have spoken"
     (deny,) = interlock_denies()
-    assert (deny.actor_id.endswith("/alice"), deny.target_id, deny.reason, deny.details["guard"]) == (True, "sensor-1", INSTALLING, "ota.installing")
+    assert (deny.actor_id.endswith("/alice"), deny.target_id, deny.reason, deny.details["guard"]) == (True, "sensor-1", INSTALLING, "test.installing")
     installing.clear()
     assert alice_api.post("/api/v1/devices/sensor-1/commands/", {"action": "set", "capability": "setpoint", "value": 21.5}, format="json").status_code == 201
 
@@ -68,7 +68,7 @@ def test_batches_groups_and_desired_state_ask_the_guards_per_member(alice_api: A
     answer = alice_api.post(f"/api/v1/groups/{group.pk}/command/", {"action": "set", "capability": "on", "value": True}, format="json").json()
     results = {r["node_id"]: r for r in answer["results"]}
     assert results["relay-1"]["ok"]
-    assert results["relay-2"] == {"node_id": "relay-2", "ok": False, "field": "node_id", "level": "interlock", "reason": INSTALLING, "guard": "ota.installing"}
+    assert results["relay-2"] == {"node_id": "relay-2", "ok": False, "field": "node_id", "level": "interlock", "reason": INSTALLING, "guard": "test.installing"}
 
     items = [{"node_id": "relay-1", "action": "toggle", "capability": "on"}, {"node_id": "sensor-1", "action": "get", "capability": "temperature"}]
     batch = alice_api.post("/api/v1/commands/batch/", {"commands": items}, format="json").json()

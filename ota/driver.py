@@ -1,0 +1,153 @@
+"""The rollout driver (Celery: beat every few seconds, and at once when a deployment ends):
+it times out what stopped answering, judges the current wave against the thresholds,
+advances, pauses or completes the rollout, and asks the gateways to offer the release to
+the devices of the current wave that are online, idle and not in safe mode, at most
+`max_concurrent` at a time.
+
+It takes a rollout id and holds the rollout's row lock while it decides, so two drives at
+once (beat and an event) do the same work once; every step is idempotent, so a hub,
+gateway or worker restart mid-rollout goes on from the rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import Actor, Decision, record
+from hub import messages
+from hub.scopes import Scope
+from ota import deployments, waves
+from ota import statemachine as sm
+from ota.models import Deployment, DeploymentState, DeviceFirmware, Rollout, RolloutState
+
+logger = logging.getLogger("meshhub.ota")
+SYSTEM = Actor.system("ota.driver")
+
+
+@dataclass
+class DriveReport:
+    rollout: int
+    state: str = ""
+    timed_out: list[int] = field(default_factory=list)
+    offered: list[str] = field(default_factory=list)
+    verdict: str = ""
+
+
+def send_to_node(node_id: str, event: str, data: dict[str, object]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    async_to_sync(layer.group_send)(messages.node_group(node_id), messages.app_message("ota", event, data))
+
+
+def _outcomes(qs: list[Deployment]) -> list[sm.Outcome | None]:
+    return [sm.outcome(d.state, d.reason) for d in qs]
+
+
+def drive(rollout_id: int) -> DriveReport:
+    report = DriveReport(rollout_id)
+    now = timezone.now()
+    # 1. Timeouts, each under its own row lock (deployments.apply).
+    due = list(Deployment.objects.filter(rollout_id=rollout_id, state__in=deployments.ACTIVE, deadline_at__lte=now).values_list("pk", "device__node_id"))
+    for pk, node_id in due:
+        try:
+            applied = deployments.apply(pk, sm.Timeout(), actor=SYSTEM, now=now)
+        except sm.TransitionRefused:
+            continue
+        report.timed_out.append(pk)
+        if any(isinstance(a, sm.SendAbort) for a in applied.actions):
+            send_to_node(node_id, "abort", {"deployment": pk, "reason": applied.state.reason})
+    with transaction.atomic():
+        rollout = Rollout.objects.select_for_update().select_related("release").get(pk=rollout_id)
+        report.state = rollout.state
+        if rollout.state != RolloutState.RUNNING:
+            return report
+        rows = list(Deployment.objects.filter(rollout=rollout).select_related("device"))
+        current = [d for d in rows if d.wave == rollout.wave]
+        verdict = waves.wave_verdict(
+            waves.Tally.of(_outcomes(current)),
+            waves.Tally.of(_outcomes(rows)),
+            success_threshold=rollout.success_threshold,
+            min_sample=rollout.min_sample,
+            error_threshold=rollout.error_threshold,
+        )
+        report.verdict = f"{verdict.kind}: {verdict.reason}"
+        last_wave = max((d.wave for d in rows), default=0)
+        if verdict.kind == waves.VerdictKind.PAUSE:
+            _set_state(rollout, RolloutState.PAUSED, verdict.reason, now)
+            report.state = rollout.state
+            return report
+        if verdict.kind == waves.VerdictKind.ADVANCE:
+            if rollout.wave >= last_wave:
+                _set_state(rollout, RolloutState.COMPLETED, f"every wave passed: {verdict.reason}", now)
+                report.state = rollout.state
+                return report
+            if rollout.approval and not rollout.awaiting_approval:
+                rollout.awaiting_approval = True
+                rollout.reason = f"wave {rollout.wave + 1} done ({verdict.reason}); waiting for approval of wave {rollout.wave + 2}"
+                rollout.save(update_fields=["awaiting_approval", "reason"])
+                record(
+                    SYSTEM,
+                    "ota.rollout.awaiting_approval",
+                    Decision.ALLOW,
+                    scope=Scope.OTA,
+                    target_type="rollout",
+                    target_id=str(rollout.pk),
+                    reason=rollout.reason,
+                )
+            elif not rollout.awaiting_approval:
+                rollout.wave += 1
+                rollout.reason = f"wave {rollout.wave} passed: {verdict.reason}"
+                rollout.save(update_fields=["wave", "reason"])
+                record(
+                    SYSTEM,
+                    "ota.rollout.wave",
+                    Decision.ALLOW,
+                    scope=Scope.OTA,
+                    target_type="rollout",
+                    target_id=str(rollout.pk),
+                    details={"wave": rollout.wave},
+                )
+                current = [d for d in rows if d.wave <= rollout.wave]
+        # 3. Offers to the current wave (and earlier ones still waiting), within the budget.
+        active = sum(1 for d in rows if d.state in deployments.ACTIVE)
+        budget = waves.offer_budget(rollout.max_concurrent, active)
+        if budget <= 0 or rollout.awaiting_approval:
+            return report
+        queued = [d for d in rows if d.wave <= rollout.wave and d.state == DeploymentState.QUEUED]
+        busy_elsewhere = set(
+            Deployment.objects.filter(device__in=[d.device_id for d in queued], state__in=deployments.ACTIVE)
+            .exclude(rollout=rollout)
+            .values_list("device_id", flat=True)
+        )
+        safe_mode = set(DeviceFirmware.objects.filter(device__in=[d.device_id for d in queued], safe_mode=True).values_list("device_id", flat=True))
+        for deployment in queued:
+            if budget <= 0:
+                break
+            if not deployment.device.online or deployment.device_id in busy_elsewhere or deployment.device_id in safe_mode:
+                continue
+            report.offered.append(deployment.device.node_id)
+            budget -= 1
+    for node_id, pk in [(d.device.node_id, d.pk) for d in queued if d.device.node_id in report.offered]:
+        send_to_node(node_id, "offer", {"deployment": pk})
+    return report
+
+
+def _set_state(rollout: Rollout, state: str, reason: str, now: object) -> None:
+    rollout.state = state
+    rollout.reason = reason[:300]
+    if state in (RolloutState.COMPLETED, RolloutState.ABORTED):
+        rollout.finished_at = timezone.now()
+    rollout.save(update_fields=["state", "reason", "finished_at"])
+    decision = Decision.DENY if state == RolloutState.PAUSED else Decision.ALLOW
+    record(SYSTEM, f"ota.rollout.{state}", decision, scope=Scope.OTA, target_type="rollout", target_id=str(rollout.pk), reason=reason[:500])
+
+
+def running_rollouts() -> list[int]:
+    return list(Rollout.objects.filter(state=RolloutState.RUNNING).values_list("pk", flat=True))

@@ -1,0 +1,280 @@
+"""The transfer of one image to one device, inside its session on the gateway: the OTA
+app's session extension (devices.session.extensions) and the handlers of the frames a
+device answers a transfer with.
+
+The gateway offers when the driver says so (an `app.message` "offer" on the node's group)
+or when a device whose transfer was cut comes back; it then streams the image from the
+firmware storage, `window` chunks ahead of the device's acknowledgements, reading each
+chunk when it is sent (hub memory stays flat whatever the image size and however many
+devices update at once). Every event goes through the state machine; the offset is
+written to the row at most once a second while chunks flow, and at once on every change
+of state, so a restarted gateway resumes from an offset the device really holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from typing import IO, TYPE_CHECKING, Any
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from devices.session import DeviceScope
+from hub.mesh.protocol import Envelope, ProtocolError
+from ota import deployments
+from ota import statemachine as sm
+from ota.models import Deployment, DeploymentState
+from ota.releases import firmware_storage
+
+if TYPE_CHECKING:
+    from devices.consumers import DeviceConsumer
+
+logger = logging.getLogger("meshhub.ota")
+PROGRESS_EVERY_S = 1.0
+
+
+def _int(body: dict[str, Any], name: str) -> int:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError("bad_frame", f"'{name}' must be an integer")
+    return value
+
+
+class OtaSession:
+    """Per device session: the deployment being transferred, its machine state (with the
+    chunks in flight, which only this gateway knows) and the open image."""
+
+    def __init__(self, session: DeviceConsumer) -> None:
+        self.session = session
+        self.deployment_id: int | None = None
+        self.state: sm.DeploymentState | None = None
+        self.image: IO[bytes] | None = None
+        self.saved_at = 0.0
+
+    # --- the session's life -----------------------------------------------------------
+
+    async def on_established(self) -> None:
+        """A device whose transfer was cut (dropped link, gateway restart) gets it offered
+        again at once, from what was acknowledged."""
+        deployment = await database_sync_to_async(_interrupted_for)(self.session.node_id)
+        if deployment is not None:
+            await self.offer(deployment)
+
+    async def on_message(self, event: str, data: dict[str, Any]) -> None:
+        if event == "offer":
+            await self.offer(int(data["deployment"]))
+        elif event == "abort" and data.get("deployment") == self.deployment_id:
+            await self.session.send_signed_frame("ota.abort", {"deployment": self.deployment_id, "reason": str(data.get("reason", ""))[:200]})
+            self._close_image()
+            self.deployment_id, self.state = None, None
+        elif event in ("rollback", "clear"):
+            await self.session.send_signed_frame(f"ota.{event}", {"reason": str(data.get("reason", ""))[:200]}, frame_id=data.get("id"))
+        elif event == "bootguard.clear":
+            await self.session.send_signed_frame("reset", {"kind": "bootguard.clear"}, frame_id=data.get("id"))
+
+    async def on_closed(self) -> None:
+        if self.deployment_id is not None and self.state is not None and self.state.state in (sm.State.OFFERED, sm.State.TRANSFERRING, sm.State.VERIFYING):
+            try:
+                await self._apply(sm.Disconnected())
+            except ProtocolError:  # taken over by a newer session: nothing of ours to undo
+                pass
+        self._close_image()
+
+    # --- offering ---------------------------------------------------------------------
+
+    async def offer(self, deployment_id: int) -> None:
+        if self.deployment_id is not None:
+            return  # one transfer per session; the driver offers the next one later
+        try:
+            applied = await database_sync_to_async(deployments.apply)(deployment_id, sm.Offer(), holder=self.session.session_token)
+        except sm.TransitionRefused as refused:
+            logger.info("offer of deployment %s not made: %s", deployment_id, refused.reason)
+            return
+        except Deployment.DoesNotExist:
+            return
+        if applied.deployment.device.node_id != self.session.node_id:
+            logger.error("deployment %s is not for %s", deployment_id, self.session.node_id)
+            return
+        self.deployment_id, self.state = deployment_id, applied.state
+        release = applied.deployment.rollout.release
+        self.image = await database_sync_to_async(firmware_storage().open)(release.blob, "rb")
+        await self.session.send_signed_frame(
+            "ota.offer",
+            {
+                "deployment": deployment_id,
+                "release": release.pk,
+                "version": release.version,
+                "size": release.size,
+                "sha256": release.sha256,
+                "document": release.document,
+                "chunk_size": applied.state.params.chunk_size,
+                "window": applied.state.params.window,
+                "health_beacons": applied.state.params.health_beacons,
+                "deadline_s": int(applied.state.params.deadline_s),
+                "offset": applied.state.acked_offset,
+            },
+        )
+
+    # --- the device's answers -----------------------------------------------------------
+
+    def _mine(self, body: dict[str, Any]) -> int:
+        deployment = _int(body, "deployment")
+        if deployment != self.deployment_id or self.state is None:
+            raise ProtocolError("unknown_deployment", f"deployment {deployment} is not being transferred in this session")
+        return deployment
+
+    async def accepted(self, body: dict[str, Any]) -> None:
+        self._mine(body)
+        await self._apply(sm.Accepted(_int(body, "resume_offset")))
+
+    async def rejected(self, body: dict[str, Any]) -> None:
+        self._mine(body)
+        code = str(body.get("code", ""))[:40] or "rejected"
+        await self._apply(sm.Rejected(f"{code}: {str(body.get('reason', ''))[:200]}"))
+        self._done()
+
+    async def chunk_acked(self, body: dict[str, Any]) -> None:
+        self._mine(body)
+        await self._apply(sm.ChunkAcked(_int(body, "offset")), progress=True)
+
+    async def verified(self, body: dict[str, Any]) -> None:
+        self._mine(body)
+        await self._apply(sm.Verified(bool(body.get("ok")), str(body.get("reason", ""))[:200]))
+
+    async def status(self, body: dict[str, Any]) -> None:
+        self._mine(body)
+        status = body.get("status")
+        events: dict[Any, sm.Event] = {
+            "installing": sm.Installing(),
+            "rebooting": sm.Rebooting(),
+            "failed": sm.FailureReported(str(body.get("reason", "the device reported a failure"))[:200]),
+        }
+        if status == "aborted":
+            self._done()
+            return
+        if status not in events:
+            raise ProtocolError("bad_frame", f"unknown ota.status {status!r}")
+        await self._apply(events[status])
+        if status in ("rebooting", "failed"):
+            self._done()  # the rest (boot, health, complete) comes in the next session
+
+    # --- the machine and its actions ------------------------------------------------------
+
+    async def _apply(self, event: sm.Event, progress: bool = False) -> None:
+        assert self.deployment_id is not None and self.state is not None
+        now = time.monotonic()
+        if progress:
+            # Chunk acks: the machine runs here, the row gets the offset once a second (and
+            # at once when the state changes, e.g. the last ack moves to verifying).
+            try:
+                result = sm.transition(self.state, event, timezone.now().timestamp())
+            except sm.TransitionRefused as refused:
+                raise ProtocolError("bad_frame", refused.reason) from None
+            if result.state.state == self.state.state:
+                self.state = result.state
+                if now - self.saved_at >= PROGRESS_EVERY_S:
+                    self.saved_at = now
+                    still = await database_sync_to_async(deployments.save_progress)(
+                        self.deployment_id, result.state, expected={self.state.state.value}, holder=self.session.session_token
+                    )
+                    if not still:
+                        await self._lost()
+                        return
+                await self._act(result.actions)
+                return
+            await database_sync_to_async(deployments.save_progress)(
+                self.deployment_id, self.state, expected={self.state.state.value}, holder=self.session.session_token
+            )
+        try:
+            applied = await database_sync_to_async(deployments.apply)(
+                self.deployment_id, event, sent_offset=self.state.sent_offset, holder=self.session.session_token
+            )
+        except sm.TransitionRefused as refused:
+            raise ProtocolError("bad_frame", refused.reason) from None
+        self.state = applied.state
+        self.saved_at = now
+        await self._act(applied.actions)
+        if applied.state.terminal:
+            self._done()
+
+    async def _act(self, actions: tuple[sm.Action, ...]) -> None:
+        for action in actions:
+            if isinstance(action, sm.SendChunk):
+                data = await database_sync_to_async(self._read)(action.offset, action.length)
+                await self.session.send_frame("ota.chunk", {"deployment": self.deployment_id, "offset": action.offset, "data": base64.b64encode(data).decode()})
+            elif isinstance(action, sm.SendAbort):
+                await self.session.send_signed_frame("ota.abort", {"deployment": self.deployment_id, "reason": action.reason[:200]})
+
+    def _read(self, offset: int, length: int) -> bytes:
+        assert self.image is not None
+        self.image.seek(offset)
+        return self.image.read(length)
+
+    async def _lost(self) -> None:
+        """The row moved on without us (timed out, aborted by an operator): stop sending."""
+        await self.session.send_signed_frame("ota.abort", {"deployment": self.deployment_id, "reason": "the deployment ended on the hub"})
+        self._done()
+
+    def _done(self) -> None:
+        self._close_image()
+        self.deployment_id, self.state = None, None
+
+    def _close_image(self) -> None:
+        if self.image is not None:
+            self.image.close()
+            self.image = None
+
+
+def _interrupted_for(node_id: str) -> int | None:
+    """A deployment of this device cut before it verified and now queued again with an
+    offset (or still marked in transfer after a gateway crash), in a running rollout."""
+    deployment = deployments.current_for(node_id, {DeploymentState.OFFERED, DeploymentState.TRANSFERRING, DeploymentState.VERIFYING})
+    if deployment is not None:
+        # The gateway that held it is gone: the machine treats that as a drop.
+        try:
+            deployments.apply(deployment.pk, sm.Disconnected())
+        except sm.TransitionRefused:
+            return None
+        return deployment.pk if deployment.rollout.state == "running" else None
+    queued = deployments.current_for(node_id, {DeploymentState.QUEUED})
+    if queued is not None and queued.offset > 0 and queued.rollout.state == "running":
+        return queued.pk
+    return None
+
+
+def _session_ota(session: DeviceConsumer) -> OtaSession:
+    extension = session.extensions.get("ota")
+    assert isinstance(extension, OtaSession)
+    return extension
+
+
+async def on_accept(session: DeviceConsumer, envelope: Envelope) -> None:
+    await _session_ota(session).accepted(envelope.body)
+
+
+async def on_reject(session: DeviceConsumer, envelope: Envelope) -> None:
+    await _session_ota(session).rejected(envelope.body)
+
+
+async def on_chunk_ack(session: DeviceConsumer, envelope: Envelope) -> None:
+    await _session_ota(session).chunk_acked(envelope.body)
+
+
+async def on_verify(session: DeviceConsumer, envelope: Envelope) -> None:
+    await _session_ota(session).verified(envelope.body)
+
+
+async def on_status(session: DeviceConsumer, envelope: Envelope) -> None:
+    await _session_ota(session).status(envelope.body)
+
+
+FRAMES = {
+    "ota.accept": on_accept,
+    "ota.reject": on_reject,
+    "ota.chunk_ack": on_chunk_ack,
+    "ota.verify": on_verify,
+    "ota.status": on_status,
+}
+SCOPE = DeviceScope.OTA
