@@ -53,7 +53,9 @@ class RolloutSpec:
     start: bool = True
 
 
-def resolve_targets(targets: Any) -> list[Device]:
+def resolve_targets(targets: Any, device_types: list[str]) -> list[Device]:
+    """The devices a rollout reaches: named devices must run the release (refused
+    otherwise); groups, a device type and `all` reach their members that do."""
     if not isinstance(targets, dict):
         raise RolloutRefused("targets", "must be an object with devices, groups, device_type or all")
     unknown = sorted(set(targets) - {"devices", "groups", "device_type", "all"})
@@ -61,27 +63,30 @@ def resolve_targets(targets: Any) -> list[Device]:
         raise RolloutRefused(f"targets.{unknown[0]}", "is not a target kind (devices, groups, device_type, all)")
     found: dict[int, Device] = {}
     provisioned = Device.objects.filter(status=DeviceStatus.PROVISIONED)
+    compatible = provisioned.filter(device_type__in=device_types)
     if targets.get("all") is True:
-        found.update({d.pk: d for d in provisioned})
+        found.update({d.pk: d for d in compatible})
     for i, node_id in enumerate(targets.get("devices") or []):
         device = Device.objects.filter(node_id=node_id).first() if isinstance(node_id, str) else None
         if device is None:
             raise RolloutRefused(f"targets.devices[{i}]", f"no device {node_id!r}")
         if device.status != DeviceStatus.PROVISIONED:
             raise RolloutRefused(f"targets.devices[{i}]", f"device {node_id} is {device.status}")
+        if device.device_type not in device_types:
+            raise RolloutRefused(f"targets.devices[{i}]", f"device {node_id} is a {device.device_type}; the release runs on {', '.join(device_types)}")
         found[device.pk] = device
     for i, name in enumerate(targets.get("groups") or []):
         group = Group.objects.filter(name=name).first() if isinstance(name, str) else None
         if group is None:
             raise RolloutRefused(f"targets.groups[{i}]", f"no group {name!r}")
-        found.update({d.pk: d for d in group.members.filter(status=DeviceStatus.PROVISIONED)})
+        found.update({d.pk: d for d in group.members.filter(status=DeviceStatus.PROVISIONED, device_type__in=device_types)})
     device_type = targets.get("device_type")
     if device_type:
         if not isinstance(device_type, str):
             raise RolloutRefused("targets.device_type", "must be a device type")
-        found.update({d.pk: d for d in provisioned.filter(device_type=device_type)})
+        found.update({d.pk: d for d in compatible.filter(device_type=device_type)})
     if not found:
-        raise RolloutRefused("targets", "selects no provisioned device")
+        raise RolloutRefused("targets", f"selects no provisioned device that runs the release ({', '.join(device_types)})")
     return sorted(found.values(), key=lambda d: d.node_id)
 
 
@@ -99,10 +104,7 @@ def create(actor: Actor, spec: RolloutSpec) -> Rollout:
         raise RolloutRefused("release", f"no release {spec.release}")
     if release.expires_at <= timezone.now():
         raise RolloutRefused("release", f"release {release} expired at {release.expires_at.isoformat()}")
-    devices = resolve_targets(spec.targets)
-    for device in devices:
-        if device.device_type not in release.device_types:
-            raise RolloutRefused("targets", f"device {device.node_id} is a {device.device_type}; release {release} runs on {', '.join(release.device_types)}")
+    devices = resolve_targets(spec.targets, release.device_types)
     try:
         parsed = waves.parse_waves(spec.waves)
     except waves.WaveError as exc:
