@@ -118,3 +118,35 @@ class ExtensionRegistry:
 
 
 extensions = ExtensionRegistry()
+
+
+Sweeper = Callable[[list[str]], dict[str, list[dict[str, Any]]]]
+
+
+class SweepRegistry:
+    """App name → a function the gateway's 1 s sweep calls with its connected node ids; it
+    returns, per node, `app.message`s to hand to that session as if they came over the
+    channel layer. What an app must not lose to a lost nudge (an OTA offer, a signed order
+    to a device) waits in its rows and reaches the session through here."""
+
+    def __init__(self) -> None:
+        self._sweepers: dict[str, Sweeper] = {}
+
+    def register(self, app: str, sweeper: Sweeper) -> None:
+        existing = self._sweepers.get(app)
+        if existing is not None and existing is not sweeper:
+            raise ImproperlyConfigured(f"{app} registers a second sweeper")
+        self._sweepers[app] = sweeper
+
+    def unregister(self, app: str) -> None:
+        self._sweepers.pop(app, None)
+
+    def sweep(self, node_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for sweeper in list(self._sweepers.values()):
+            for node_id, queued in sweeper(node_ids).items():
+                found.setdefault(node_id, []).extend(queued)
+        return found
+
+
+sweepers = SweepRegistry()

@@ -12,7 +12,7 @@ class OtaConfig(AppConfig):
         from devices import events
         from devices.details import details
         from devices.guards import guards
-        from devices.session import DeviceScope, extensions, frames
+        from devices.session import DeviceScope, extensions, frames, sweepers
         from ota import firmware, transfer
         from ota import frames as firmware_frames
         from ota import guards as ota_guards
@@ -20,6 +20,7 @@ class OtaConfig(AppConfig):
         for frame_type, handler in {**transfer.FRAMES, **firmware_frames.FRAMES}.items():
             frames.register(frame_type, DeviceScope.OTA, handler, app="ota")
         extensions.register("ota", transfer.OtaSession)
+        sweepers.register("ota", transfer.waiting_for)
         guards.register("ota.installing", ota_guards.not_while_updating, app="ota")
         guards.register("ota.safe_mode", ota_guards.not_in_safe_mode, app="ota")
         events.on_presence(_device_online)

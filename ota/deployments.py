@@ -70,7 +70,20 @@ def _write(deployment: Deployment, state: sm.DeploymentState, now: datetime) -> 
         deployment.state_changed_at = now
     if state.terminal and deployment.finished_at is None:
         deployment.finished_at = now
-    deployment.save(update_fields=["state", "offset", "beacons", "complete_received", "deadline_at", "reason", "state_changed_at", "finished_at", "holder"])
+    deployment.save(
+        update_fields=[
+            "state",
+            "offset",
+            "beacons",
+            "complete_received",
+            "deadline_at",
+            "reason",
+            "state_changed_at",
+            "finished_at",
+            "holder",
+            "offer_requested_at",
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,7 @@ def apply(
         result = sm.transition(state, event, now.timestamp())
         if isinstance(event, sm.Offer):
             deployment.holder = holder or ""
+            deployment.offer_requested_at = None
         _write(deployment, result.state, now)
         for action in result.actions:
             if isinstance(action, sm.Finalize):

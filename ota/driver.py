@@ -53,6 +53,11 @@ def _outcomes(qs: list[Deployment]) -> list[sm.Outcome | None]:
 def drive(rollout_id: int) -> DriveReport:
     report = DriveReport(rollout_id)
     now = timezone.now()
+    chosen: list[Deployment] = []
+    # A device chosen for an offer that went offline before it got it frees its place.
+    Deployment.objects.filter(rollout_id=rollout_id, state=DeploymentState.QUEUED, offer_requested_at__isnull=False, device__online=False).update(
+        offer_requested_at=None
+    )
     # 1. Timeouts, each under its own row lock (deployments.apply).
     due = list(Deployment.objects.filter(rollout_id=rollout_id, state__in=deployments.ACTIVE, deadline_at__lte=now).values_list("pk", "device__node_id"))
     for pk, node_id in due:
@@ -116,11 +121,11 @@ def drive(rollout_id: int) -> DriveReport:
                 )
                 current = [d for d in rows if d.wave <= rollout.wave]
         # 3. Offers to the current wave (and earlier ones still waiting), within the budget.
-        active = sum(1 for d in rows if d.state in deployments.ACTIVE)
+        active = sum(1 for d in rows if d.state in deployments.ACTIVE or (d.state == DeploymentState.QUEUED and d.offer_requested_at is not None))
         budget = waves.offer_budget(rollout.max_concurrent, active)
         if budget <= 0 or rollout.awaiting_approval:
             return report
-        queued = [d for d in rows if d.wave <= rollout.wave and d.state == DeploymentState.QUEUED]
+        queued = [d for d in rows if d.wave <= rollout.wave and d.state == DeploymentState.QUEUED and d.offer_requested_at is None]
         busy_elsewhere = set(
             Deployment.objects.filter(device__in=[d.device_id for d in queued], state__in=deployments.ACTIVE)
             .exclude(rollout=rollout)
@@ -134,8 +139,12 @@ def drive(rollout_id: int) -> DriveReport:
                 continue
             report.offered.append(deployment.device.node_id)
             budget -= 1
-    for node_id, pk in [(d.device.node_id, d.pk) for d in queued if d.device.node_id in report.offered]:
-        send_to_node(node_id, "offer", {"deployment": pk})
+        chosen = [d for d in queued if d.device.node_id in report.offered]
+        # Kept in the row: the device's gateway offers at its next 1 s sweep even if the nudge
+        # below is lost (Redis away, or the in-process layer of the embedded hub).
+        Deployment.objects.filter(pk__in=[d.pk for d in chosen], offer_requested_at__isnull=True).update(offer_requested_at=now)
+    for deployment in chosen:
+        send_to_node(deployment.device.node_id, "offer", {"deployment": deployment.pk})
     return report
 
 

@@ -110,6 +110,9 @@ class Deployment(models.Model):
     offset = models.PositiveBigIntegerField(default=0, help_text="Bytes the device acknowledged.")
     beacons = models.PositiveIntegerField(default=0, help_text="Healthy beacons since the new image booted.")
     complete_received = models.BooleanField(default=False, help_text="A valid signed ota.complete arrived.")
+    offer_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="The driver chose it for an offer; the device's gateway offers at its next sweep."
+    )
     holder = models.CharField(max_length=64, blank=True, help_text="The device session that transfers it (its token): only it writes the transfer's progress.")
     state_changed_at = models.DateTimeField(default=timezone.now)
     deadline_at = models.DateTimeField(null=True, blank=True, help_text="When the current step times out.")
@@ -141,6 +144,9 @@ class DeviceFirmware(models.Model):
     last_rollback_at = models.DateTimeField(null=True, blank=True)
     last_rollback_reason = models.CharField(max_length=200, blank=True)
     diagnostic = models.JSONField(default=dict, blank=True, help_text="What the boot guard said when it entered safe mode.")
+    pending_order = models.JSONField(
+        null=True, blank=True, help_text="A signed order waiting for the device's session: {id, kind (rollback, clear, bootguard.clear), reason, at}."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

@@ -17,7 +17,7 @@ from devices.models import Device, DeviceStatus, Group
 from hub.scopes import Scope
 from ota import deployments, driver, waves
 from ota import statemachine as sm
-from ota.models import Deployment, DeploymentState, FirmwareRelease, Rollout, RolloutState
+from ota.models import Deployment, DeploymentState, DeviceFirmware, FirmwareRelease, Rollout, RolloutState
 
 
 class RolloutRefused(Exception):
@@ -217,6 +217,11 @@ def device_control(actor: Actor, node_id: str, control_name: str, reason: str = 
         record(actor, action, Decision.DENY, scope=scope, target_type="device", target_id=node_id, reason="the device is offline")
         raise RolloutRefused("node_id", f"device {node_id} is offline: the signed order goes through its live session", status=409)
     frame_id = str(uuid.uuid4())
-    record(actor, action, Decision.ALLOW, scope=scope, target_type="device", target_id=node_id, reason=reason[:200], details={"frame": frame_id})
-    driver.send_to_node(node_id, control_name, {"id": frame_id, "reason": reason[:200] or f"{control_name} by {actor.id}"})
+    order = {"id": frame_id, "kind": control_name, "reason": reason[:200] or f"{control_name} by {actor.id}", "at": timezone.now().isoformat()}
+    with transaction.atomic():
+        firmware, _ = DeviceFirmware.objects.select_for_update().get_or_create(device=device)
+        firmware.pending_order = order  # a newer order replaces one not sent yet
+        firmware.save(update_fields=["pending_order", "updated_at"])
+        record(actor, action, Decision.ALLOW, scope=scope, target_type="device", target_id=node_id, reason=reason[:200], details={"frame": frame_id})
+    driver.send_to_node(node_id, "order", {"id": frame_id})
     return frame_id

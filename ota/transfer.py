@@ -19,13 +19,15 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
+from django.db import transaction
 from django.utils import timezone
 
 from devices.session import DeviceScope
+from hub import messages
 from hub.mesh.protocol import Envelope, ProtocolError
 from ota import deployments
 from ota import statemachine as sm
-from ota.models import Deployment, DeploymentState
+from ota.models import Deployment, DeploymentState, DeviceFirmware
 from ota.releases import firmware_storage
 
 if TYPE_CHECKING:
@@ -67,12 +69,21 @@ class OtaSession:
             await self.offer(int(data["deployment"]))
         elif event == "abort" and data.get("deployment") == self.deployment_id:
             await self.session.send_signed_frame("ota.abort", {"deployment": self.deployment_id, "reason": str(data.get("reason", ""))[:200]})
-            self._close_image()
-            self.deployment_id, self.state = None, None
-        elif event in ("rollback", "clear"):
-            await self.session.send_signed_frame(f"ota.{event}", {"reason": str(data.get("reason", ""))[:200]}, frame_id=data.get("id"))
-        elif event == "bootguard.clear":
-            await self.session.send_signed_frame("reset", {"kind": "bootguard.clear"}, frame_id=data.get("id"))
+            self._done()
+        elif event == "order":
+            await self.send_order(data)
+
+    async def send_order(self, data: dict[str, Any]) -> None:
+        """A signed order an operator gave (rollback, clear, bootguard.clear), once: taken
+        from the device's row, so the nudge and the sweep cannot both send it."""
+        order = await database_sync_to_async(_take_order)(self.session.node_id, str(data.get("id", "")))
+        if order is None:
+            return
+        reason = str(order.get("reason", ""))[:200]
+        if order["kind"] == "bootguard.clear":
+            await self.session.send_signed_frame("reset", {"kind": "bootguard.clear"}, frame_id=order["id"])
+        else:
+            await self.session.send_signed_frame(f"ota.{order['kind']}", {"reason": reason}, frame_id=order["id"])
 
     async def on_closed(self) -> None:
         if self.deployment_id is not None and self.state is not None and self.state.state in (sm.State.OFFERED, sm.State.TRANSFERRING, sm.State.VERIFYING):
@@ -242,6 +253,31 @@ def _interrupted_for(node_id: str) -> int | None:
     if queued is not None and queued.offset > 0 and queued.rollout.state == "running":
         return queued.pk
     return None
+
+
+def _take_order(node_id: str, order_id: str) -> dict[str, Any] | None:
+    with transaction.atomic():
+        firmware = DeviceFirmware.objects.select_for_update().filter(device__node_id=node_id).first()
+        if firmware is None or not firmware.pending_order or firmware.pending_order.get("id") != order_id:
+            return None
+        order = dict(firmware.pending_order)
+        firmware.pending_order = None
+        firmware.save(update_fields=["pending_order", "updated_at"])
+    return order
+
+
+def waiting_for(node_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The gateway's 1 s sweep (devices.session.sweepers): offers the driver chose and
+    orders an operator gave, for the connected devices, in case their nudge was lost."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    offers = Deployment.objects.filter(device__node_id__in=node_ids, state=DeploymentState.QUEUED, offer_requested_at__isnull=False, rollout__state="running")
+    for node_id, pk in offers.values_list("device__node_id", "pk"):
+        found.setdefault(node_id, []).append(dict(messages.app_message("ota", "offer", {"deployment": pk})))
+    orders = DeviceFirmware.objects.filter(device__node_id__in=node_ids, pending_order__isnull=False)
+    for node_id, order in orders.values_list("device__node_id", "pending_order"):
+        if order:
+            found.setdefault(node_id, []).append(dict(messages.app_message("ota", "order", {"id": order.get("id")})))
+    return found
 
 
 def _session_ota(session: DeviceConsumer) -> OtaSession:

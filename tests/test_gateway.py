@@ -95,7 +95,7 @@ def test_enroll_connect_report_and_revoke_end_to_end(listeners: tuple[Any, Any],
         assert body["online"] is True
         assert set(body["reported"]) == {"temperature", "setpoint", "mode"}
         assert {c["name"] for c in body["capabilities"]} == {"temperature", "setpoint", "mode"}
-        assert body["firmware_version"] == "sim-1.0.0"
+        assert body["firmware_version"] == "1.0.0"
         assert TelemetrySample.objects.filter(device__node_id="sensor-1", capability="temperature").count() >= 3
 
         assert admin_api.post("/api/v1/devices/sensor-1/revoke/", {"reason": "stolen"}, format="json").status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from firmware.agent import port
 from firmware.agent.core import enroll as core_enroll
@@ -15,7 +16,7 @@ EXIT_PIN = 3
 EXIT_NETWORK = 4
 
 
-def run_agent(state_dir: str, profile_name: str, report_s: float) -> int:
+def run_agent(state_dir: str, profile_name: str, report_s: float, options: dict[str, Any] | None = None) -> int:
     import signal
     import threading
 
@@ -29,7 +30,9 @@ def run_agent(state_dir: str, profile_name: str, report_s: float) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     try:
-        agent = Agent(port, state_dir, profile, VirtualHardware(profile), report_s=report_s, log=lambda *a: print(*a, file=sys.stderr, flush=True))
+        agent = Agent(
+            port, state_dir, profile, VirtualHardware(profile), report_s=report_s, log=lambda *a: print(*a, file=sys.stderr, flush=True), **(options or {})
+        )
     except (OSError, KeyError, ValueError) as exc:
         print(f"no usable identity in {state_dir} (enroll first): {exc}", file=sys.stderr)
         return 1
@@ -59,10 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--state-dir", required=True)
     run.add_argument("--profile", default="thermostat", help="thermostat, relay, dimmer, door, meter, or a JSON file")
     run.add_argument("--report-s", type=float, default=5.0, help="seconds between state reports")
+    run.add_argument("--clear-bootguard", action="store_true", help="leave safe mode (the seed's local button)")
+    run.add_argument("--retry-delay-s", type=float, default=30.0, help="the boot guard's wait before the 2nd and 3rd retry")
+    run.add_argument("--beacon-s", type=float, default=5.0, help="seconds between health beacons while a new image is on trial")
+    run.add_argument("--boot-faults", type=int, default=0, help="make the next N boots fail (to try the boot guard)")
     args = parser.parse_args(argv)
 
     if args.command == "run":
-        return run_agent(args.state_dir, args.profile, args.report_s)
+        options = {"clear_bootguard": args.clear_bootguard, "retry_delay_s": args.retry_delay_s, "beacon_s": args.beacon_s, "boot_faults": args.boot_faults}
+        return run_agent(args.state_dir, args.profile, args.report_s, options)
     if args.command == "discover":
         from firmware.agent.core.discovery import discover
 

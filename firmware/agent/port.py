@@ -145,6 +145,7 @@ def save_identity(state_dir: str, node_id: str, key_pem: str, body: dict[str, An
         "mesh_port": body["mesh_port"],
         "hub_signing_key": body["hub_signing_key"],
         "release_key": body["release_key"],
+        "release_keys": body.get("release_keys") or [body["release_key"]],
         "enrolled_at_ms": now_ms(),
     }
     _write_private(os.path.join(state_dir, "hub.json"), json.dumps(hub, indent=2))
@@ -275,6 +276,118 @@ def install_renewed(state_dir: str, key_pem: str, body: dict[str, Any], fingerpr
     _write_private(os.path.join(state_dir, "cert.pem"), body["cert"])
     _write_private(os.path.join(state_dir, "ca.pem"), "".join(body["ca_chain"]))
     return None
+
+
+# --- firmware slots and the boot guard's state ------------------------------------------
+# On a real device these are flash partitions and an NVS record; here, files in the state
+# directory: slots/a.img and slots/b.img, boot.json, ota.json (a transfer's progress).
+
+
+def _slot_path(state_dir: str, slot: str) -> str:
+    if slot not in ("a", "b"):
+        raise ValueError(f"no slot {slot!r}")
+    os.makedirs(os.path.join(state_dir, "slots"), mode=0o700, exist_ok=True)
+    return os.path.join(state_dir, "slots", f"{slot}.img")
+
+
+def slot_size(state_dir: str, slot: str) -> int:
+    try:
+        return os.path.getsize(_slot_path(state_dir, slot))
+    except OSError:
+        return 0
+
+
+def slot_append(state_dir: str, slot: str, data: bytes) -> None:
+    with open(_slot_path(state_dir, slot), "ab") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def slot_truncate(state_dir: str, slot: str, size: int) -> None:
+    path = _slot_path(state_dir, slot)
+    with open(path, "ab") as handle:
+        handle.truncate(size)
+
+
+def slot_sha256(state_dir: str, slot: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(_slot_path(state_dir, slot), "rb") as handle:
+            while chunk := handle.read(1 << 16):
+                digest.update(chunk)
+    except OSError:
+        pass
+    return digest.hexdigest()
+
+
+def slot_head(state_dir: str, slot: str, size: int) -> bytes:
+    try:
+        with open(_slot_path(state_dir, slot), "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
+def _load_json(state_dir: str, name: str) -> Any:
+    try:
+        with open(os.path.join(state_dir, name)) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _save_json(state_dir: str, name: str, value: Any) -> None:
+    """Written whole to a temporary file and renamed: a power cut leaves the old or the new."""
+    path = os.path.join(state_dir, name)
+    _write_private(path + ".tmp", json.dumps(value))
+    os.replace(path + ".tmp", path)
+
+
+def load_boot(state_dir: str) -> dict[str, Any] | None:
+    state: dict[str, Any] | None = _load_json(state_dir, "boot.json")
+    return state
+
+
+def save_boot(state_dir: str, state: dict[str, Any]) -> None:
+    _save_json(state_dir, "boot.json", state)
+
+
+def load_transfer(state_dir: str) -> dict[str, Any] | None:
+    meta: dict[str, Any] | None = _load_json(state_dir, "ota.json")
+    return meta
+
+
+def save_transfer(state_dir: str, meta: dict[str, Any] | None) -> None:
+    if meta is None:
+        try:
+            os.remove(os.path.join(state_dir, "ota.json"))
+        except OSError:
+            pass
+        return
+    _save_json(state_dir, "ota.json", meta)
+
+
+def key_id(public_key_b64: str) -> str:
+    import base64
+
+    return hashlib.sha256(base64.b64decode(public_key_b64)).hexdigest()[:16]
+
+
+def b64decode(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text, validate=True)
+
+
+def sign_device(state_dir: str, payload: bytes) -> str:
+    """ECDSA P-256 SHA-256 with the device key (key.pem), DER, base64: `ota.complete`."""
+    import base64
+
+    with open(os.path.join(state_dir, "key.pem"), "rb") as handle:
+        key = serialization.load_pem_private_key(handle.read(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
 
 
 class SkewedPort:

@@ -41,6 +41,7 @@ from audit.models import ActorType, Decision
 from audit.services import Actor, Entry, record_many
 from devices import delivery, events, identity
 from devices.models import Certificate, CertificateStatus, DeviceStatus
+from devices.session import sweepers as session_sweepers
 from hub import messages, outages
 from hub.mesh import framing
 from hub.models import Heartbeat
@@ -368,6 +369,7 @@ class MeshGateway:
                 waiting = await database_sync_to_async(delivery.nodes_with_pending)(list(self.sessions))
                 serials = {conn.serial: node_id for node_id, conn in self.sessions.items()}
                 dead = await database_sync_to_async(delivery.inactive_serials)(list(serials))
+                for_apps = await database_sync_to_async(session_sweepers.sweep)(list(self.sessions))
             except Exception as exc:  # the database is away; the next sweep tries again
                 outages.report_failure(exc, "outbox sweep")
                 continue
@@ -391,6 +393,11 @@ class MeshGateway:
                 conn = self.sessions.get(node_id)
                 if conn is not None and not conn.closing:
                     conn.queue.put_nowait(dict(messages.command_pending()))
+            for node_id, queued in for_apps.items():
+                conn = self.sessions.get(node_id)
+                if conn is not None and not conn.closing:
+                    for message in queued:
+                        conn.queue.put_nowait(dict(message))
 
     def _write_heartbeat(self) -> None:
         # This thread's connection may have died with the database (an outage): drop it if so,

@@ -19,7 +19,7 @@ frame from the hub goes through this session's anti-replay window (core/replay.p
 that clock before it is acted on; a refused one is answered with an `error` frame.
 """
 
-from firmware.agent.core import framing, replay, signing
+from firmware.agent.core import firmware, framing, replay, signing
 
 
 class SessionRefused(Exception):
@@ -30,12 +30,25 @@ class SessionRefused(Exception):
 
 
 class Agent:
-    def __init__(self, port, state_dir, profile, hardware, firmware_version="sim-1.0.0", report_s=5.0, log=None):
+    def __init__(
+        self,
+        port,
+        state_dir,
+        profile,
+        hardware,
+        firmware_version="1.0.0",
+        report_s=5.0,
+        log=None,
+        retry_delay_s=30.0,
+        beacon_s=5.0,
+        boot_faults=0,
+        clear_bootguard=False,
+    ):
         self.port = port
         self.state_dir = state_dir
         self.profile = profile
         self.hardware = hardware
-        self.firmware_version = firmware_version
+        self.base_version = firmware_version  # the image the device came with (slot a)
         self.report_s = report_s
         self.log = log or (lambda *args: None)
         self.hub = port.load_hub(state_dir)
@@ -76,6 +89,11 @@ class Agent:
         self.window = replay.HubWindow()
         self.inbox = []  # hub frames read but not handled yet (several can come in one read)
         self.refused = 0
+        self.fw = firmware.Firmware(self, retry_delay_s=retry_delay_s, beacon_s=beacon_s, boot_faults=boot_faults, clear_bootguard=clear_bootguard)
+
+    @property
+    def firmware_version(self):
+        return self.fw.version
 
     def hub_now(self):
         """Milliseconds on the hub's clock, as far as this device knows it."""
@@ -100,7 +118,9 @@ class Agent:
         return message
 
     def send(self, conn, kind, body):
-        message = self.frame(kind, body)
+        return self.send_message(conn, self.frame(kind, body))
+
+    def send_message(self, conn, message):
         conn.send(framing.encode(message))
         return message["id"]
 
@@ -164,11 +184,9 @@ class Agent:
             self.inbox = []
             welcome = self.read_until(conn, buffer, ("welcome",), 10)
             self.heartbeat_s = (welcome.get("body") or {}).get("heartbeat_s", 30)
-            self.send(
-                conn,
-                "hello",
-                {"firmware_version": self.firmware_version, "slot": "a", "boot": {"reason": "power-on"}, "capabilities": self.profile["capabilities"]},
-            )
+            hello = self.fw.hello()
+            hello["capabilities"] = self.profile["capabilities"]
+            self.send(conn, "hello", hello)
             session = self.read_until(conn, buffer, ("session",), 10)
             self.token = session["body"]["token"]
             self.window.token = self.token
@@ -178,6 +196,7 @@ class Agent:
             raise
         self.sessions += 1
         self.log("session open", self.node_id)
+        self.fw.announce(conn)
         self.send_reports(conn)
         return conn, buffer
 
@@ -280,8 +299,10 @@ class Agent:
             if now >= next_report:
                 values = self.hardware.tick((now - last) / 1000.0)
                 last = now
-                self.measure(values, now + self.clock_offset_ms)
+                if not self.fw.safe_mode:  # safe mode: the control channel and health beacons only
+                    self.measure(values, now + self.clock_offset_ms)
                 next_report = now + int(self.report_s * 1000)
+            self.fw.tick(conn)
             self.send_reports(conn)
             if now >= next_ping:
                 self.send(conn, "ping", {})
@@ -301,6 +322,8 @@ class Agent:
             self.on_command(conn, message)
         elif kind == "reset":
             self.on_reset(conn, message)
+        elif kind in ("ota.offer", "ota.chunk", "ota.abort", "ota.rollback", "ota.clear"):
+            self.fw.handle(conn, message)
         elif kind == "cert.renew":
             # The hub asks for a fresh key: generate it here; only the CSR leaves the device.
             self.pending_key, csr = self.port.new_key_and_csr(self.node_id)
@@ -326,6 +349,8 @@ class Agent:
         """A signed order to forget this identity (provision.reset) or everything (factory_reset)."""
         problem = signing.verify_frame(self.port, message, self.node_id, self.hub["hub_signing_key"])
         body = message.get("body") or {}
+        if problem is None and body.get("kind") == "bootguard.clear":
+            self.fw.clear_bootguard()
         if problem is None and body.get("kind") not in ("provision.reset", "factory_reset"):
             problem = "unknown reset kind %r" % (body.get("kind"),)
         if problem:
@@ -362,6 +387,8 @@ class Agent:
 
     def execute(self, body):
         """(status, value, reason) for one command against the virtual hardware."""
+        if self.fw.safe_mode and body.get("action") != "get":
+            return ("error", None, "device is in safe mode")
         capability = body.get("capability")
         spec = None
         for cap in self.profile["capabilities"]:
@@ -383,27 +410,39 @@ class Agent:
         return ("error", None, "unknown action %r" % (action,))
 
     def run(self, should_stop, max_backoff_s=60.0):
-        """Sessions until stopped, reconnecting with jittered exponential backoff."""
+        """Boot, then sessions until stopped, reconnecting with jittered exponential backoff;
+        a reboot (a new image, a revert, a cleared boot guard) boots again at once."""
         backoff = 1.0
+        self.fw.boot(should_stop)
         while not should_stop():
             try:
-                conn, buffer = self.open_session()
-            except (SessionRefused, OSError, framing.FrameError) as exc:
-                self.last_error = str(exc)
-                self.log("connect failed", self.last_error)
-            else:
-                backoff = 1.0
+                if not self.fw.can_connect():
+                    self.fw.check_trial_deadline()  # raises Reboot once the trial's time is up
+                    self.port.sleep(0.1)
+                    continue
                 try:
-                    self.serve(conn, buffer, should_stop)
+                    conn, buffer = self.open_session()
                 except (SessionRefused, OSError, framing.FrameError) as exc:
                     self.last_error = str(exc)
-                    self.log("session ended", self.last_error)
-                finally:
-                    conn.close()
-                    self.token = None
-                    self.session_lost()
-                if self.was_reset:
-                    return  # no identity left: enroll again
+                    self.log("connect failed", self.last_error)
+                    self.fw.check_trial_deadline()
+                else:
+                    backoff = 1.0
+                    try:
+                        self.serve(conn, buffer, should_stop)
+                    except (SessionRefused, OSError, framing.FrameError) as exc:
+                        self.last_error = str(exc)
+                        self.log("session ended", self.last_error)
+                    finally:
+                        conn.close()
+                        self.token = None
+                        self.session_lost()
+                    if self.was_reset:
+                        return  # no identity left: enroll again
+            except firmware.Reboot as reboot:
+                self.log("rebooting", str(reboot))
+                self.fw.boot(should_stop)
+                continue
             if should_stop():
                 break
             delay = backoff * (0.5 + self.port.random())
