@@ -59,7 +59,8 @@ def to_state(deployment: Deployment, sent_offset: int | None = None) -> sm.Deplo
 
 
 def _write(deployment: Deployment, state: sm.DeploymentState, now: datetime) -> None:
-    changed = deployment.state != state.state.value
+    old_state = deployment.state
+    changed = old_state != state.state.value
     deployment.state = state.state.value
     deployment.offset = state.acked_offset
     deployment.beacons = state.beacons
@@ -68,8 +69,12 @@ def _write(deployment: Deployment, state: sm.DeploymentState, now: datetime) -> 
     deployment.reason = state.reason[:300]
     if changed:
         deployment.state_changed_at = now
+    deployment.progress_at = now
     if state.terminal and deployment.finished_at is None:
         deployment.finished_at = now
+        # Ended on the hub (timeout, abort) while the device held a transfer: it must be told,
+        # by its session now or at the gateway's next sweep (ota/transfer.py waiting_for).
+        deployment.abort_pending = changed and old_state in TRANSFER_STATES and state.state in (sm.State.FAILED, sm.State.ABORTED)
     deployment.save(
         update_fields=[
             "state",
@@ -125,7 +130,9 @@ def save_progress(deployment_id: int, state: sm.DeploymentState, *, expected: se
     """The transfer's offset and deadline, written without an event (throttled by the
     gateway); False when the row left `expected` or `holder` meanwhile (aborted, timed
     out, taken over)."""
-    updated = Deployment.objects.filter(pk=deployment_id, state__in=expected, holder=holder).update(offset=state.acked_offset, deadline_at=_dt(state.deadline))
+    updated = Deployment.objects.filter(pk=deployment_id, state__in=expected, holder=holder).update(
+        offset=state.acked_offset, deadline_at=_dt(state.deadline), progress_at=timezone.now()
+    )
     return updated == 1
 
 
@@ -152,6 +159,29 @@ def _drive_soon(rollout_id: int) -> None:
         drive_rollout.delay(rollout_id)
     except Exception:  # the broker is away: beat's periodic drive picks it up
         logger.warning("could not queue the drive of rollout %s", rollout_id, exc_info=True)
+
+
+def catch_up(deployment_id: int, node_id: str, version: str, actor: Actor) -> None:
+    """A device booted a new image on trial for this deployment, but the hub missed the end
+    of its transfer (the frames of a session that closed as the device rebooted, a gateway
+    that died): the boot proves the device verified and installed it, so the machine is
+    walked to `rebooting`, where the boot frame takes it on."""
+    deployment = Deployment.objects.select_related("rollout__release").filter(pk=deployment_id, device__node_id=node_id).first()
+    if deployment is None or deployment.rollout.release.version != version:
+        return
+    size = deployment.rollout.release.size
+    steps: dict[str, list[sm.Event]] = {
+        DeploymentState.QUEUED: [sm.Offer(), sm.Accepted(size), sm.Verified(True), sm.Rebooting()],
+        DeploymentState.OFFERED: [sm.Accepted(size), sm.Verified(True), sm.Rebooting()],
+        DeploymentState.VERIFYING: [sm.Verified(True), sm.Rebooting()],
+        DeploymentState.INSTALLING: [sm.Rebooting()],
+    }
+    for event in steps.get(deployment.state, []):
+        try:
+            apply(deployment_id, event, actor=actor, sent_offset=size)
+        except sm.TransitionRefused as refused:
+            logger.info("deployment %s could not catch up with the boot of %s: %s", deployment_id, node_id, refused.reason)
+            return
 
 
 def current_for(node_id: str, states: set[Any]) -> Deployment | None:

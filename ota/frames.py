@@ -132,6 +132,8 @@ def record_boot(node_id: str, boot: dict[str, Any]) -> None:
                 reason=f"boot loop: {boot['consecutive_fails']} failed boots",
                 details={"diagnostic": boot["diagnostic"]},
             )
+    if boot["pending"] and boot["deployment"] is not None and boot["reason"] == "ota":
+        deployments.catch_up(boot["deployment"], node_id, boot["version"], actor)
     deployment = deployments.current_for(node_id, {DeploymentState.INSTALLING, DeploymentState.REBOOTING, DeploymentState.HEALTH_CHECK})
     if deployment is None:
         return

@@ -110,11 +110,13 @@ class Deployment(models.Model):
     offset = models.PositiveBigIntegerField(default=0, help_text="Bytes the device acknowledged.")
     beacons = models.PositiveIntegerField(default=0, help_text="Healthy beacons since the new image booted.")
     complete_received = models.BooleanField(default=False, help_text="A valid signed ota.complete arrived.")
+    abort_pending = models.BooleanField(default=False, help_text="It ended on the hub mid-transfer: the device is still to be told (ota.abort).")
     offer_requested_at = models.DateTimeField(
         null=True, blank=True, help_text="The driver chose it for an offer; the device's gateway offers at its next sweep."
     )
     holder = models.CharField(max_length=64, blank=True, help_text="The device session that transfers it (its token): only it writes the transfer's progress.")
     state_changed_at = models.DateTimeField(default=timezone.now)
+    progress_at = models.DateTimeField(default=timezone.now, help_text="Last word from the transfer's session (a state change or saved progress).")
     deadline_at = models.DateTimeField(null=True, blank=True, help_text="When the current step times out.")
     finished_at = models.DateTimeField(null=True, blank=True)
 

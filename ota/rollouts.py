@@ -114,7 +114,7 @@ def create(actor: Actor, spec: RolloutSpec) -> Rollout:
     _number(spec.min_sample, "min_sample", 1, 100_000, integer=True)
     _number(spec.max_concurrent, "max_concurrent", 1, 10_000, integer=True)
     _number(spec.health_beacons, "health_beacons", 0, 100, integer=True)
-    _number(spec.deadline_s, "deadline_s", 30, 7 * 86400, integer=True)
+    _number(spec.deadline_s, "deadline_s", 10, 7 * 86400, integer=True)
     with transaction.atomic():
         rollout = Rollout.objects.create(
             release=release,

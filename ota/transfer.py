@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
@@ -67,11 +68,22 @@ class OtaSession:
     async def on_message(self, event: str, data: dict[str, Any]) -> None:
         if event == "offer":
             await self.offer(int(data["deployment"]))
-        elif event == "abort" and data.get("deployment") == self.deployment_id:
-            await self.session.send_signed_frame("ota.abort", {"deployment": self.deployment_id, "reason": str(data.get("reason", ""))[:200]})
-            self._done()
+        elif event == "resume" and data.get("deployment") != self.deployment_id:
+            deployment = await database_sync_to_async(_interrupted_for)(self.session.node_id)
+            if deployment is not None:
+                await self.offer(deployment)
+        elif event == "abort":
+            await self.tell_abort(int(data["deployment"]), str(data.get("reason", "")))
         elif event == "order":
             await self.send_order(data)
+
+    async def tell_abort(self, deployment_id: int, reason: str) -> None:
+        """The deployment ended on the hub: the device drops what it holds of it, once."""
+        if not await database_sync_to_async(_take_abort)(self.session.node_id, deployment_id):
+            return
+        await self.session.send_signed_frame("ota.abort", {"deployment": deployment_id, "reason": reason[:200] or "the deployment ended on the hub"})
+        if deployment_id == self.deployment_id:
+            self._done()
 
     async def send_order(self, data: dict[str, Any]) -> None:
         """A signed order an operator gave (rollback, clear, bootguard.clear), once: taken
@@ -155,8 +167,10 @@ class OtaSession:
         await self._apply(sm.Verified(bool(body.get("ok")), str(body.get("reason", ""))[:200]))
 
     async def status(self, body: dict[str, Any]) -> None:
-        self._mine(body)
         status = body.get("status")
+        if status == "aborted" and body.get("deployment") != self.deployment_id:
+            return  # the answer to an abort of a deployment this session no longer holds
+        self._mine(body)
         events: dict[Any, sm.Event] = {
             "installing": sm.Installing(),
             "rebooting": sm.Rebooting(),
@@ -215,8 +229,8 @@ class OtaSession:
             if isinstance(action, sm.SendChunk):
                 data = await database_sync_to_async(self._read)(action.offset, action.length)
                 await self.session.send_frame("ota.chunk", {"deployment": self.deployment_id, "offset": action.offset, "data": base64.b64encode(data).decode()})
-            elif isinstance(action, sm.SendAbort):
-                await self.session.send_signed_frame("ota.abort", {"deployment": self.deployment_id, "reason": action.reason[:200]})
+            elif isinstance(action, sm.SendAbort) and self.deployment_id is not None:
+                await self.tell_abort(self.deployment_id, action.reason)
 
     def _read(self, offset: int, length: int) -> bytes:
         assert self.image is not None
@@ -225,8 +239,10 @@ class OtaSession:
 
     async def _lost(self) -> None:
         """The row moved on without us (timed out, aborted by an operator): stop sending."""
-        await self.session.send_signed_frame("ota.abort", {"deployment": self.deployment_id, "reason": "the deployment ended on the hub"})
+        assert self.deployment_id is not None
+        deployment_id = self.deployment_id
         self._done()
+        await self.tell_abort(deployment_id, "the deployment ended on the hub")
 
     def _done(self) -> None:
         self._close_image()
@@ -238,11 +254,19 @@ class OtaSession:
             self.image = None
 
 
+STALE_S = 5.0  # no word from a transfer's session for this long: the session is gone
+
+
 def _interrupted_for(node_id: str) -> int | None:
     """A deployment of this device cut before it verified and now queued again with an
-    offset (or still marked in transfer after a gateway crash), in a running rollout."""
+    offset, or still marked in transfer by a session that is gone (a killed gateway), in a
+    running rollout. A transfer that moved in the last seconds is left alone: the device's
+    previous session may still be handling its last frames (it reconnects as soon as it
+    reboots), and taking over then would undo them."""
     deployment = deployments.current_for(node_id, {DeploymentState.OFFERED, DeploymentState.TRANSFERRING, DeploymentState.VERIFYING})
     if deployment is not None:
+        if (timezone.now() - deployment.progress_at).total_seconds() < STALE_S:
+            return None
         # The gateway that held it is gone: the machine treats that as a drop.
         try:
             deployments.apply(deployment.pk, sm.Disconnected())
@@ -266,6 +290,10 @@ def _take_order(node_id: str, order_id: str) -> dict[str, Any] | None:
     return order
 
 
+def _take_abort(node_id: str, deployment_id: int) -> bool:
+    return Deployment.objects.filter(pk=deployment_id, device__node_id=node_id, abort_pending=True).update(abort_pending=False) == 1
+
+
 def waiting_for(node_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """The gateway's 1 s sweep (devices.session.sweepers): offers the driver chose and
     orders an operator gave, for the connected devices, in case their nudge was lost."""
@@ -273,6 +301,17 @@ def waiting_for(node_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     offers = Deployment.objects.filter(device__node_id__in=node_ids, state=DeploymentState.QUEUED, offer_requested_at__isnull=False, rollout__state="running")
     for node_id, pk in offers.values_list("device__node_id", "pk"):
         found.setdefault(node_id, []).append(dict(messages.app_message("ota", "offer", {"deployment": pk})))
+    stale = Deployment.objects.filter(
+        device__node_id__in=node_ids,
+        state__in=[DeploymentState.OFFERED, DeploymentState.TRANSFERRING, DeploymentState.VERIFYING],
+        progress_at__lt=timezone.now() - timedelta(seconds=STALE_S),
+        rollout__state="running",
+    )
+    for node_id, pk in stale.values_list("device__node_id", "pk"):
+        found.setdefault(node_id, []).append(dict(messages.app_message("ota", "resume", {"deployment": pk})))
+    ended = Deployment.objects.filter(device__node_id__in=node_ids, abort_pending=True)
+    for node_id, pk, reason in ended.values_list("device__node_id", "pk", "reason"):
+        found.setdefault(node_id, []).append(dict(messages.app_message("ota", "abort", {"deployment": pk, "reason": reason})))
     orders = DeviceFirmware.objects.filter(device__node_id__in=node_ids, pending_order__isnull=False)
     for node_id, order in orders.values_list("device__node_id", "pending_order"):
         if order:

@@ -230,8 +230,13 @@ class Firmware:
         try:
             if self.safe_mode:
                 raise update.Rejected("safe_mode", "the device is in safe mode (boot loop); clear its boot guard first")
-            if self.pending or (self.transfer is not None and self.transfer.meta["deployment"] != deployment):
-                raise update.Rejected("busy", "another update is in progress on this device")
+            if self.pending:
+                raise update.Rejected("busy", "a new image is on trial on this device")
+            if self.transfer is not None and self.transfer.meta["deployment"] != deployment:
+                # The hub offers one deployment at a time: a new one means the old one ended
+                # there (its abort may have been lost with the link).
+                self.agent.log("offer of deployment", deployment, "supersedes", self.transfer.meta["deployment"])
+                self.drop_transfer()
             manifest = update.check_offer(
                 self.port,
                 body,

@@ -1,0 +1,249 @@
+"""Firmware updates end to end (issue #15): real agents over real mTLS, real images from
+`firmware.simulate make-image`, real signatures, the gateway streaming from the firmware
+storage, the rollout driver deciding (driven here as beat would, every 0.2 s).
+
+- A bad release of each kind stops itself: the devices of its first wave revert on their
+  own, report `rolled_back` with the reason, and the error threshold pauses the rollout
+  before the next wave. A healthy release then completes on every device.
+- A device that loops at boot enters safe mode, refuses actuation and offers, and leaves it
+  after `bootguard/clear`; a forced rollback returns a device to its previous image.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import close_old_connections
+from rest_framework.test import APIClient
+
+from audit.models import AuditEvent
+from audit.services import Actor
+from conftest import make_token_client
+from devices import identity
+from devices.models import Device
+from firmware import simulate
+from firmware.agent import port as agent_port
+from firmware.agent.core import enroll as agent_enroll
+from firmware.agent.core.agent import Agent
+from firmware.agent.hardware import VirtualHardware
+from firmware.agent.profiles import PROFILES
+from ota import driver, releases
+from ota.models import Deployment, DeviceFirmware, Rollout
+from tests.mesh_helpers import wait_for
+from tests.test_gateway import listeners  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def enroll_device(listeners: Any, node_id: str, state_dir: Path) -> Path:  # noqa: F811
+    """Through the real enrollment port, as a thermostat (the type releases are built for)."""
+    enroll, gateway = listeners
+    ticket = identity.create_enrollment(Actor("user", "alice"), node_id, device_type="thermostat").as_dict()
+    agent_enroll.enroll(agent_port, "127.0.0.1", enroll.port, node_id, ticket["code"], None, ticket["ca_fingerprint"], str(state_dir))
+    hub = json.loads((state_dir / "hub.json").read_text())
+    hub["mesh_port"] = gateway.port  # the test gateway listens on a free port
+    (state_dir / "hub.json").write_text(json.dumps(hub))
+    return state_dir
+
+
+class Fleet:
+    """Simulated thermostats, each a real agent thread with quick beacons and retries."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.agents: dict[str, Agent] = {}
+        self.threads: list[threading.Thread] = []
+
+    def start(self, state_dir: Path, **options: Any) -> Agent:
+        agent = Agent(
+            agent_port,
+            str(state_dir),
+            PROFILES["thermostat"],
+            VirtualHardware(PROFILES["thermostat"], seed=1),
+            report_s=1.0,
+            beacon_s=0.2,
+            retry_delay_s=0.2,
+            **options,
+        )
+        self.agents[agent.node_id] = agent
+        thread = threading.Thread(target=agent.run, args=(self.stop.is_set,), daemon=True, name=agent.node_id)
+        thread.start()
+        self.threads.append(thread)
+        return agent
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(15)
+
+
+@pytest.fixture(autouse=True)
+def _enroll_many(settings: Any) -> None:
+    settings.ENROLL_ATTEMPTS_PER_MINUTE = 100  # twenty devices enroll from one address here
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    running = Fleet()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def ota_api(django_user_model: Any) -> APIClient:
+    user = django_user_model.objects.create_user("olga", password="olga-Pass-123")
+    return make_token_client(user, ["ota", "read-status", "command", "reset"])[0]
+
+
+@pytest.fixture(autouse=True)
+def _own_firmware_storage(settings: Any, tmp_path: Path) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "firmware": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "fw")}},
+    }
+
+
+def publish(tmp_path: Path, version: str, behaviour: str, size: int = 20_000) -> int:
+    """make-image, ota sign, ota upload: the release id."""
+    img = tmp_path / f"{version}.img"
+    assert simulate.main(["make-image", "--version", version, "--behaviour", behaviour, "--size", str(size), "--out", str(img)]) == 0
+    manifest = tmp_path / f"{version}.json"
+    call_command("ota", "sign", "--image", str(img), "--version", version, "--device-type", "thermostat", "--out", str(manifest))
+    with img.open("rb") as handle:
+        return releases.store_release(Actor.system("test"), releases.Upload(manifest.read_bytes(), handle, img.name)).pk
+
+
+def drive_until(rollout_id: int, done: Callable[[Rollout], bool], timeout_s: float = 90) -> Rollout:
+    """What beat does every few seconds, every 0.2 s, until `done`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        close_old_connections()
+        driver.drive(rollout_id)
+        rollout = Rollout.objects.get(pk=rollout_id)
+        if done(rollout):
+            return rollout
+        if time.monotonic() > deadline:
+            states = list(Deployment.objects.filter(rollout_id=rollout_id).values_list("device__node_id", "state", "reason"))
+            raise AssertionError(f"rollout {rollout_id} is {rollout.state} ({rollout.reason}); deployments: {states}")
+        time.sleep(0.2)
+
+
+def start_fleet(listeners: Any, fleet: Fleet, tmp_path: Path, count: int) -> list[str]:  # noqa: F811
+    names = [f"thermo-{i:02d}" for i in range(count)]
+    for name in names:
+        fleet.start(enroll_device(listeners, name, tmp_path / name))
+    wait_for(lambda: Device.objects.filter(node_id__in=names, online=True).count() == count, timeout_s=60)
+    wait_for(lambda: DeviceFirmware.objects.filter(device__node_id__in=names, version="1.0.0").count() == count, timeout_s=30)  # their boot frames
+    return names
+
+
+BAD = {  # kind: (the deployment's reason on the hub, the device's own rollback reason)
+    "crash-at-boot": ("crashed at boot", "crashed at boot"),
+    "fail-health": ("health check failed", "failed its health check"),
+    "no-network": ("", "could not reach the hub by the deadline"),
+}
+
+
+def test_a_bad_release_of_each_kind_stops_itself_and_a_good_one_completes(
+    listeners: Any,  # noqa: F811
+    fleet: Fleet,
+    tmp_path: Path,
+    ota_api: APIClient,
+) -> None:
+    names = start_fleet(listeners, fleet, tmp_path, 20)
+    for n, (behaviour, (words, device_words)) in enumerate(BAD.items()):
+        version = f"1.1.{n}"
+        release_id = publish(tmp_path, version, behaviour)
+        spec = {"release": release_id, "targets": {"device_type": "thermostat"}, "waves": [3, "100%"], "error_threshold": 0.2, "deadline_s": 10}
+        created = ota_api.post("/api/v1/ota/rollouts/", spec, format="json")
+        assert created.status_code == 201, created.content
+        rollout = drive_until(created.json()["id"], lambda r: r.state != "running")
+        assert rollout.state == "paused" and "finished deployments failed" in rollout.reason and "> error threshold 20%" in rollout.reason, rollout.reason
+        # A pause stops new offers (a device of the first wave chosen but not offered yet
+        # stays queued) and lets the deployments already offered finish.
+        drive_until(
+            rollout.pk, lambda r: not Deployment.objects.filter(rollout=r, wave=0).exclude(state__in=["queued", "rolled_back", "failed", "succeeded"]).exists()
+        )
+        first = [d for d in Deployment.objects.filter(rollout=rollout, wave=0).select_related("device") if d.state != "queued"]
+        assert len(first) >= 2 and {d.state for d in first} == {"rolled_back"}, [(d.state, d.reason) for d in first]
+        assert all(words in d.reason for d in first), [d.reason for d in first]
+        assert set(Deployment.objects.filter(rollout=rollout, wave=1).values_list("state", flat=True)) == {"queued"}, "paused before the next wave"
+        for deployment in first:
+            agent = fleet.agents[deployment.device.node_id]
+            wait_for(lambda agent=agent: agent.fw.version == "1.0.0" and agent.fw.slot == "a" and not agent.fw.pending)
+            # The hub learns it from the device's next boot frame (after a no-network revert,
+            # the deployment may have timed out on the hub first).
+            wait_for(lambda d=deployment: DeviceFirmware.objects.filter(device=d.device, version="1.0.0", slot="a", last_boot_reason="rollback").exists())
+            firmware = DeviceFirmware.objects.get(device=deployment.device)
+            assert device_words in firmware.last_rollback_reason, firmware.last_rollback_reason
+        assert ota_api.post(f"/api/v1/ota/rollouts/{rollout.pk}/abort/").json()["state"] == "aborted"
+
+    good = publish(tmp_path, "1.2.0", "healthy")
+    created = ota_api.post("/api/v1/ota/rollouts/", {"release": good, "targets": {"all": True}, "waves": [3, "50%", "100%"]}, format="json").json()
+    rollout = drive_until(created["id"], lambda r: r.state != "running", timeout_s=120)
+    assert rollout.state == "completed", rollout.reason
+    outcomes = list(Deployment.objects.filter(rollout=rollout).values_list("device__node_id", "state", "reason"))
+    failed = [o for o in outcomes if o[1] != "succeeded"]
+    history = {
+        o[0]: list(AuditEvent.objects.filter(target_id=o[0], action__startswith="ota.").order_by("seq").values_list("action", "reason", "details"))
+        for o in failed
+    }
+    assert failed == [] and len(outcomes) == 20, history
+    assert DeviceFirmware.objects.filter(device__node_id__in=names, version="1.2.0", slot="b").count() == 20
+    wait_for(lambda: all(a.fw.version == "1.2.0" and a.fw.state["valid"]["b"] for a in fleet.agents.values()))
+    assert AuditEvent.objects.filter(action="ota.deployment.succeeded", decision="allow").count() == 20
+    body = ota_api.get("/api/v1/devices/thermo-00/").json()
+    assert body["firmware"]["version"] == "1.2.0" and body["firmware"]["previous_version"] == "1.0.0"
+
+
+def test_a_boot_loop_enters_safe_mode_and_bootguard_clear_leaves_it(
+    listeners: Any,  # noqa: F811
+    fleet: Fleet,
+    tmp_path: Path,
+    ota_api: APIClient,
+) -> None:
+    state_dir = enroll_device(listeners, "thermo-00", tmp_path / "thermo-00")
+    agent = fleet.start(state_dir, boot_faults=4)  # the confirmed image fails its next four boots
+    wait_for(lambda: DeviceFirmware.objects.filter(device__node_id="thermo-00", safe_mode=True).exists(), timeout_s=60)
+    firmware = DeviceFirmware.objects.get(device__node_id="thermo-00")
+    assert firmware.diagnostic["failures_in_10_min"] == 4 and "crashed at boot" in firmware.diagnostic["last_error"]
+    assert AuditEvent.objects.filter(action="ota.safe_mode", decision="deny", target_id="thermo-00").exists()
+    refused = ota_api.post("/api/v1/devices/thermo-00/commands/", {"action": "set", "capability": "setpoint", "value": 21}, format="json")
+    assert refused.status_code == 400 and refused.json()["guard"] == "ota.safe_mode"
+    release_id = publish(tmp_path, "1.2.0", "healthy")
+    created = ota_api.post("/api/v1/ota/rollouts/", {"release": release_id, "targets": {"devices": ["thermo-00"]}, "waves": ["100%"]}, format="json").json()
+    assert driver.drive(created["id"]).offered == [], "no offer to a device in safe mode"
+
+    assert ota_api.post("/api/v1/devices/thermo-00/bootguard/clear/", {"reason": "fixed the power supply"}, format="json").status_code == 202
+    wait_for(lambda: not DeviceFirmware.objects.get(device__node_id="thermo-00").safe_mode, timeout_s=30)
+    assert not agent.fw.safe_mode and agent.fw.state["consecutive_fails"] == 0
+    assert ota_api.post("/api/v1/devices/thermo-00/commands/", {"action": "set", "capability": "setpoint", "value": 21}, format="json").status_code == 201
+    rollout = drive_until(created["id"], lambda r: r.state != "running")
+    assert rollout.state == "completed"
+
+
+def test_a_forced_rollback_returns_the_device_to_its_previous_image(
+    listeners: Any,  # noqa: F811
+    fleet: Fleet,
+    tmp_path: Path,
+    ota_api: APIClient,
+) -> None:
+    start_fleet(listeners, fleet, tmp_path, 1)
+    created = ota_api.post(
+        "/api/v1/ota/rollouts/", {"release": publish(tmp_path, "1.2.0", "healthy"), "targets": {"all": True}, "waves": ["100%"]}, format="json"
+    ).json()
+    assert drive_until(created["id"], lambda r: r.state != "running").state == "completed"
+    sent = ota_api.post("/api/v1/devices/thermo-00/ota/rollback/", {"reason": "customer complaint"}, format="json")
+    assert sent.status_code == 202
+    acknowledged = time.monotonic()
+    wait_for(lambda: DeviceFirmware.objects.filter(device__node_id="thermo-00", version="1.0.0", slot="a", last_boot_reason="rollback").exists(), timeout_s=90)
+    assert time.monotonic() - acknowledged < 90
+    assert "customer complaint" in DeviceFirmware.objects.get(device__node_id="thermo-00").last_rollback_reason
+    assert json.loads((tmp_path / "thermo-00" / "boot.json").read_text())["active"] == "a"
