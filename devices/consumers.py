@@ -232,8 +232,15 @@ class DeviceConsumer(AsyncConsumer):
     async def send_signed_frame(self, kind: str, body: dict[str, Any], **extra: Any) -> dict[str, Any]:
         """A frame signed with the hub signing key over {type, id, issued_at, node_id, body}
         (ota.*, reset): the device acts on it only with a valid signature."""
-        frame = self.envelope(kind, body, **extra)
-        frame["sig"] = await database_sync_to_async(_sign)(signing_payload(frame, self.node_id))
+        # Signed first, numbered after: the signature covers type, id, issued_at and body (not
+        # seq), and awaiting it must not let a later frame overtake this one's seq (the device
+        # refuses a seq below one it accepted).
+        frame_id = extra.pop("frame_id", None) or str(uuid.uuid4())
+        subject = {"type": kind, "id": frame_id, "issued_at": now_ms(), "body": body}
+        signature = await database_sync_to_async(_sign)(signing_payload(subject, self.node_id))
+        frame = self.envelope(kind, body, frame_id=frame_id, **extra)
+        frame["issued_at"] = subject["issued_at"]
+        frame["sig"] = signature
         await self.send({"type": "mesh.send", "frame": frame})
         return frame
 

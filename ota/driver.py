@@ -90,10 +90,17 @@ def drive(rollout_id: int) -> DriveReport:
             return report
         if verdict.kind == waves.VerdictKind.ADVANCE:
             if rollout.wave >= last_wave:
-                _set_state(rollout, RolloutState.COMPLETED, f"every wave passed: {verdict.reason}", now)
-                report.state = rollout.state
-                return report
-            if rollout.approval and not rollout.awaiting_approval:
+                # Complete once nothing is in flight and no online device still waits for
+                # its offer (a device that stays offline is left queued, and said so).
+                unfinished = sum(1 for d in rows if d.state in deployments.ACTIVE or (d.state == DeploymentState.QUEUED and d.device.online))
+                if not unfinished:
+                    never = sum(1 for d in rows if d.state == DeploymentState.QUEUED)
+                    reason = f"every wave passed: {verdict.reason}" + (f"; {never} never offered (offline)" if never else "")
+                    _set_state(rollout, RolloutState.COMPLETED, reason, now)
+                    report.state = rollout.state
+                    return report
+                report.verdict += f"; completes when {unfinished} more finish"
+            elif rollout.approval and not rollout.awaiting_approval:
                 rollout.awaiting_approval = True
                 rollout.reason = f"wave {rollout.wave + 1} done ({verdict.reason}); waiting for approval of wave {rollout.wave + 2}"
                 rollout.save(update_fields=["awaiting_approval", "reason"])
@@ -106,7 +113,7 @@ def drive(rollout_id: int) -> DriveReport:
                     target_id=str(rollout.pk),
                     reason=rollout.reason,
                 )
-            elif not rollout.awaiting_approval:
+            elif not rollout.awaiting_approval:  # the next wave
                 rollout.wave += 1
                 rollout.reason = f"wave {rollout.wave} passed: {verdict.reason}"
                 rollout.save(update_fields=["wave", "reason"])
