@@ -21,15 +21,18 @@ def nul_refusal(request: HttpRequest) -> HttpResponse | None:
 
     PostgreSQL's text and jsonb cannot hold NUL, so one in a page's search box, a revocation
     reason or a URL segment reached the database as a 500 there (and passed on SQLite).
-    The path and the query string are checked for every request; form bodies for all but
-    the API, which takes JSON only (415 otherwise) and validates it field by field, and
-    whose body DRF must still be able to read."""
+    The path and the query string are checked for every request; urlencoded form bodies for
+    all but the API, which takes JSON only (415 otherwise) and validates it field by field,
+    and whose body DRF must still be able to read."""
     api = request.path.startswith("/api/")
     where = field = ""
     if "\x00" in request.path_info:
         where, field = "the URL path", "path"
     else:
-        sources = [("query", request.GET)] if api else [("query", request.GET), ("form", request.POST)]
+        # A multipart body (a firmware upload) is left to its view: parsing it here would read
+        # the upload before the view could bound it (ota/uploads.py); its fields are files.
+        form = not api and request.content_type != "multipart/form-data"
+        sources = [("query", request.GET), ("form", request.POST)] if form else [("query", request.GET)]
         for source, params in sources:
             key = _key_holding_nul(params)
             if key is not None:

@@ -24,6 +24,7 @@ urlpatterns = [
     path("", operator_page(views.overview), name="overview"),
     path("", include(devices_urls)),
     path("", include(industrial_urls)),
+    path("", include(ota_urls)),
     path("system/", operator_page(views.system), name="system-page"),
     path("", include(audit_urls)),
     path("api/v1/", include(ota_urls.api_urlpatterns)),  # before devices: it adds devices/<id>/ota/… routes

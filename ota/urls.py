@@ -1,11 +1,13 @@
-"""The firmware API (and, later, pages); `hub/urls.py` mounts `api_urlpatterns` under `api/v1/`."""
+"""The firmware pages and API; `hub/urls.py` mounts `urlpatterns` at the root and `api_urlpatterns` under `api/v1/`."""
 
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
+from hub.pages import operator_page
 from hub.routers import api_router
 from hub.scopes import Scope
+from ota import views
 from ota.api import DeviceControlView, ReleaseViewSet, RolloutViewSet
 
 router = api_router()
@@ -19,4 +21,11 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path(NODE + "ota/clear-pending/", DeviceControlView.as_view(control="clear"), name="ota-device-clear-pending"),
     path(NODE + "bootguard/clear/", DeviceControlView.as_view(control="bootguard.clear", scope_map={"POST": Scope.RESET}), name="ota-device-bootguard-clear"),
 ]
-urlpatterns: list[URLPattern | URLResolver] = []
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("firmware/", operator_page(views.firmware_page), name="firmware-page"),
+    path("firmware/upload/", operator_page(views.release_upload), name="firmware-page-upload"),
+    path("rollouts/", operator_page(views.rollout_list), name="rollouts-page"),
+    path("rollouts/new/", operator_page(views.rollout_create), name="rollouts-page-create"),
+    path("rollouts/<int:pk>/", operator_page(views.rollout_detail), name="rollout-page"),
+    path("rollouts/<int:pk>/<str:action>/", operator_page(views.rollout_control), name="rollout-page-control"),
+]

@@ -11,6 +11,7 @@ storage, the rollout driver deciding (driven here as beat would, every 0.2 s).
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -247,3 +248,57 @@ def test_a_forced_rollback_returns_the_device_to_its_previous_image(
     assert time.monotonic() - acknowledged < 90
     assert "customer complaint" in DeviceFirmware.objects.get(device__node_id="thermo-00").last_rollback_reason
     assert json.loads((tmp_path / "thermo-00" / "boot.json").read_text())["active"] == "a"
+
+
+def test_a_forged_or_replayed_ota_complete_is_refused_and_audited(
+    listeners: Any,  # noqa: F811
+    tmp_path: Path,
+    ota_api: APIClient,
+) -> None:
+    """A raw session in the device's name (its real certificate and key) in the health check
+    of a deployment: an ota.complete signed by another key, for another deployment, or sent
+    again after it finalized is refused with `bad_complete` and a deny; the valid one counts."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ota import deployments
+    from ota import statemachine as sm
+    from ota.frames import complete_payload
+    from tests.test_gateway import RawDevice
+
+    state_dir = enroll_device(listeners, "thermo-00", tmp_path / "thermo-00")
+    device = RawDevice(state_dir, listeners[1].port)
+    device.hello()
+    release_id = publish(tmp_path, "1.2.0", "healthy")
+    created = ota_api.post(
+        "/api/v1/ota/rollouts/", {"release": release_id, "targets": {"all": True}, "waves": ["100%"], "health_beacons": 1}, format="json"
+    ).json()
+    deployment = Deployment.objects.get(rollout_id=created["id"])
+    size = deployment.rollout.release.size
+    for event in (sm.Offer(), sm.Accepted(0), sm.ChunkAcked(size), sm.Verified(True), sm.Rebooting(), sm.Booted("b", "1.2.0", "ota"), sm.HealthBeacon(True)):
+        deployments.apply(deployment.pk, event, sent_offset=size)
+    device_key = serialization.load_pem_private_key((state_dir / "key.pem").read_bytes(), password=None)
+    assert isinstance(device_key, ec.EllipticCurvePrivateKey)
+
+    def complete(key: ec.EllipticCurvePrivateKey, deployment_id: int) -> dict[str, Any]:
+        body = {"deployment": deployment_id, "version": "1.2.0", "slot": "b", "beacons": 1}
+        frame = device.frame("ota.complete", body)
+        signature = key.sign(complete_payload("thermo-00", body, frame["issued_at"]), ec.ECDSA(hashes.SHA256()))
+        body["signature"] = base64.b64encode(signature).decode()
+        return frame
+
+    device.send(complete(ec.generate_private_key(ec.SECP256R1()), deployment.pk))  # forged: not the device's key
+    assert device.error()["code"] == "bad_complete"
+    device.send(complete(device_key, deployment.pk + 1000))  # the device's key, another deployment
+    assert device.error()["code"] == "bad_complete"
+    assert Deployment.objects.get(pk=deployment.pk).state == "health_check"
+    good = complete(device_key, deployment.pk)
+    device.send(good)
+    wait_for(lambda: Deployment.objects.get(pk=deployment.pk).state == "succeeded")
+    device.send(good)  # the same frame again: the session's anti-replay window
+    assert device.error()["code"] in ("replayed_seq", "nonce_reused")
+    device.send(complete(device_key, deployment.pk))  # a fresh frame, valid signature, after the end
+    assert device.error()["code"] == "bad_complete"
+    denies = list(AuditEvent.objects.filter(action="ota.complete", decision="deny").order_by("seq").values_list("reason", flat=True))
+    assert len(denies) == 3 and "signature is not the device key's" in denies[0] and "not in its health check" in denies[2], denies
+    device.sock.close()
