@@ -163,16 +163,21 @@ def _drive_soon(rollout_id: int) -> None:
 
 def catch_up(deployment_id: int, node_id: str, version: str, actor: Actor) -> None:
     """A device booted a new image on trial for this deployment, but the hub missed the end
-    of its transfer (the frames of a session that closed as the device rebooted, a gateway
-    that died): the boot proves the device verified and installed it, so the machine is
-    walked to `rebooting`, where the boot frame takes it on."""
+    of its transfer (the last frames of a session that closed as the device rebooted, still
+    being handled, or a gateway that died, or a session that took the transfer over): the
+    boot proves the device holds, verified and installed the image (and it will sign its
+    `ota.complete` with its own key), so the machine is walked to `rebooting`, where the
+    boot frame takes it on."""
     deployment = Deployment.objects.select_related("rollout__release").filter(pk=deployment_id, device__node_id=node_id).first()
     if deployment is None or deployment.rollout.release.version != version:
         return
     size = deployment.rollout.release.size
+    done: list[sm.Event] = [sm.ChunkAcked(size)] if deployment.offset < size else []
+    done += [sm.Verified(True), sm.Rebooting()]
     steps: dict[str, list[sm.Event]] = {
-        DeploymentState.QUEUED: [sm.Offer(), sm.Accepted(size), sm.Verified(True), sm.Rebooting()],
-        DeploymentState.OFFERED: [sm.Accepted(size), sm.Verified(True), sm.Rebooting()],
+        DeploymentState.QUEUED: [sm.Offer(), sm.Accepted(deployment.offset), *done],
+        DeploymentState.OFFERED: [sm.Accepted(deployment.offset), *done],
+        DeploymentState.TRANSFERRING: done,
         DeploymentState.VERIFYING: [sm.Verified(True), sm.Rebooting()],
         DeploymentState.INSTALLING: [sm.Rebooting()],
     }

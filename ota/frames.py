@@ -84,9 +84,13 @@ def parse_boot(body: dict[str, Any]) -> dict[str, Any]:
     diagnostic = body.get("diagnostic")
     if diagnostic is not None and (not isinstance(diagnostic, dict) or len(json.dumps(diagnostic)) > 2000):
         raise ProtocolError("bad_frame", "'diagnostic' must be an object of at most 2,000 bytes")
+    epoch = body.get("boot_epoch", 0)
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ProtocolError("bad_frame", "'boot_epoch' must be a count")
     return {
         "slot": slot,
         "version": _text(body, "version"),
+        "boot_epoch": epoch,
         "reason": reason,
         "consecutive_fails": fails,
         "safe_mode": bool(body.get("safe_mode", False)),
@@ -104,6 +108,13 @@ def record_boot(node_id: str, boot: dict[str, Any]) -> None:
     with transaction.atomic():
         device = Device.objects.get(node_id=node_id)
         firmware, _ = DeviceFirmware.objects.select_for_update().get_or_create(device=device)
+        if boot["boot_epoch"] < firmware.boot_epoch:
+            # From a session that ended before the device booted again, handled late (two
+            # sessions of one device run side by side for a moment): the newer boot stands.
+            logger.info("boot frame of %s for boot %s after boot %s: ignored", node_id, boot["boot_epoch"], firmware.boot_epoch)
+            return
+        firmware.boot_epoch = boot["boot_epoch"]
+        firmware.pending_deployment = boot["deployment"] if boot["pending"] else None
         entered_safe_mode = boot["safe_mode"] and not firmware.safe_mode
         firmware.version = boot["version"]
         firmware.slot = boot["slot"]

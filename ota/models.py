@@ -143,6 +143,10 @@ class DeviceFirmware(models.Model):
     consecutive_fails = models.PositiveIntegerField(default=0)
     last_boot_reason = models.CharField(max_length=32, blank=True)
     last_boot_at = models.DateTimeField(null=True, blank=True)
+    pending_deployment = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The deployment whose image the device runs on trial, from its boot frame."
+    )
+    boot_epoch = models.PositiveIntegerField(default=0, help_text="The device's boot count as of its last boot frame: an older one arriving late is ignored.")
     last_rollback_at = models.DateTimeField(null=True, blank=True)
     last_rollback_reason = models.CharField(max_length=200, blank=True)
     diagnostic = models.JSONField(default=dict, blank=True, help_text="What the boot guard said when it entered safe mode.")

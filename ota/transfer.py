@@ -59,11 +59,10 @@ class OtaSession:
     # --- the session's life -----------------------------------------------------------
 
     async def on_established(self) -> None:
-        """A device whose transfer was cut (dropped link, gateway restart) gets it offered
-        again at once, from what was acknowledged."""
-        deployment = await database_sync_to_async(_interrupted_for)(self.session.node_id)
-        if deployment is not None:
-            await self.offer(deployment)
+        """A device whose transfer was cut while the hub recorded it in transfer gets it
+        offered again by the gateway's sweep (`resume`, once the transfer has been silent
+        for STALE_S): by then the device's boot frame has said whether it is running that
+        image on trial already, and the previous session has handled its last frames."""
 
     async def on_message(self, event: str, data: dict[str, Any]) -> None:
         if event == "offer":
@@ -109,7 +108,15 @@ class OtaSession:
 
     async def offer(self, deployment_id: int) -> None:
         if self.deployment_id is not None:
-            return  # one transfer per session; the driver offers the next one later
+            # One transfer per session; the one held may have moved on without this session
+            # (the device's boot frame caught it up, an operator aborted it).
+            held = self.deployment_id
+            still = await database_sync_to_async(
+                Deployment.objects.filter(pk=held, holder=self.session.session_token, state__in=list(deployments.TRANSFER_STATES)).exists
+            )()
+            if still:
+                return
+            self._done()
         try:
             applied = await database_sync_to_async(deployments.apply)(deployment_id, sm.Offer(), holder=self.session.session_token)
         except sm.TransitionRefused as refused:
@@ -262,11 +269,14 @@ def _interrupted_for(node_id: str) -> int | None:
     offset, or still marked in transfer by a session that is gone (a killed gateway), in a
     running rollout. A transfer that moved in the last seconds is left alone: the device's
     previous session may still be handling its last frames (it reconnects as soon as it
-    reboots), and taking over then would undo them."""
+    reboots), and taking over then would undo them; so is one the device already runs on
+    trial."""
     deployment = deployments.current_for(node_id, {DeploymentState.OFFERED, DeploymentState.TRANSFERRING, DeploymentState.VERIFYING})
     if deployment is not None:
         if (timezone.now() - deployment.progress_at).total_seconds() < STALE_S:
             return None
+        if DeviceFirmware.objects.filter(device__node_id=node_id, pending_deployment=deployment.pk).exists():
+            return None  # the device runs it on trial: its boot frame catches the hub up
         # The gateway that held it is gone: the machine treats that as a drop.
         try:
             deployments.apply(deployment.pk, sm.Disconnected())

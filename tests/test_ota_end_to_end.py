@@ -197,7 +197,7 @@ def test_a_bad_release_of_each_kind_stops_itself_and_a_good_one_completes(
         for o in failed
     }
     assert failed == [] and len(outcomes) == 20, history
-    assert DeviceFirmware.objects.filter(device__node_id__in=names, version="1.2.0", slot="b").count() == 20
+    wait_for(lambda: DeviceFirmware.objects.filter(device__node_id__in=names, version="1.2.0", slot="b").count() == 20)
     wait_for(lambda: all(a.fw.version == "1.2.0" and a.fw.state["valid"]["b"] for a in fleet.agents.values()))
     assert AuditEvent.objects.filter(action="ota.deployment.succeeded", decision="allow").count() == 20
     body = ota_api.get("/api/v1/devices/thermo-00/").json()

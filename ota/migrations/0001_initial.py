@@ -25,6 +25,8 @@ class Migration(migrations.Migration):
                 ('consecutive_fails', models.PositiveIntegerField(default=0)),
                 ('last_boot_reason', models.CharField(blank=True, max_length=32)),
                 ('last_boot_at', models.DateTimeField(blank=True, null=True)),
+                ('pending_deployment', models.PositiveBigIntegerField(blank=True, help_text='The deployment whose image the device runs on trial, from its boot frame.', null=True)),
+                ('boot_epoch', models.PositiveIntegerField(default=0, help_text="The device's boot count as of its last boot frame: an older one arriving late is ignored.")),
                 ('last_rollback_at', models.DateTimeField(blank=True, null=True)),
                 ('last_rollback_reason', models.CharField(blank=True, max_length=200)),
                 ('diagnostic', models.JSONField(blank=True, default=dict, help_text='What the boot guard said when it entered safe mode.')),

@@ -131,6 +131,7 @@ class Firmware:
             {
                 "slot": self.slot,
                 "version": self.version,
+                "boot_epoch": self.state["boot_epoch"],
                 "reason": self.state["boot_reason"],
                 "consecutive_fails": self.state["consecutive_fails"],
                 "safe_mode": self.state["safe_mode"],
@@ -227,6 +228,12 @@ class Firmware:
 
     def on_offer(self, conn, body):
         deployment = body.get("deployment")
+        if self.pending and deployment is not None and deployment == self.state["deployment"]:
+            # The hub lost the end of this transfer: the image runs on trial already. The
+            # boot frame again tells it so (and it catches up); nothing to accept or refuse.
+            self.boot_sent_epoch = -1
+            self.announce(conn)
+            return
         try:
             if self.safe_mode:
                 raise update.Rejected("safe_mode", "the device is in safe mode (boot loop); clear its boot guard first")
