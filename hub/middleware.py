@@ -14,6 +14,8 @@ from django.utils.deprecation import MiddlewareMixin
 from hub import outages
 
 RETRY_AFTER_S = 5
+# Paths whose view bounds the upload it reads (apps add theirs in ready()): not parsed here.
+BOUNDED_UPLOAD_PATHS: set[str] = set()
 
 
 def nul_refusal(request: HttpRequest) -> HttpResponse | None:
@@ -21,17 +23,17 @@ def nul_refusal(request: HttpRequest) -> HttpResponse | None:
 
     PostgreSQL's text and jsonb cannot hold NUL, so one in a page's search box, a revocation
     reason or a URL segment reached the database as a 500 there (and passed on SQLite).
-    The path and the query string are checked for every request; urlencoded form bodies for
-    all but the API, which takes JSON only (415 otherwise) and validates it field by field,
-    and whose body DRF must still be able to read."""
+    The path and the query string are checked for every request; form bodies for all but
+    the API, which takes JSON only (415 otherwise) and validates it field by field, and
+    whose body DRF must still be able to read, and the bounded uploads."""
     api = request.path.startswith("/api/")
     where = field = ""
     if "\x00" in request.path_info:
         where, field = "the URL path", "path"
     else:
-        # A multipart body (a firmware upload) is left to its view: parsing it here would read
-        # the upload before the view could bound it (ota/uploads.py); its fields are files.
-        form = not api and request.content_type != "multipart/form-data"
+        # A bounded upload (a firmware image) is left to its view: parsing it here would read
+        # the body before the view could bound it (ota/uploads.py); its fields are files.
+        form = not api and request.path_info not in BOUNDED_UPLOAD_PATHS
         sources = [("query", request.GET), ("form", request.POST)] if form else [("query", request.GET)]
         for source, params in sources:
             key = _key_holding_nul(params)

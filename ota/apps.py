@@ -25,6 +25,9 @@ class OtaConfig(AppConfig):
         guards.register("ota.safe_mode", ota_guards.not_in_safe_mode, app="ota")
         events.on_presence(_device_online)
         details.register("firmware", firmware.section)
+        from hub.middleware import BOUNDED_UPLOAD_PATHS
+
+        BOUNDED_UPLOAD_PATHS.add("/firmware/upload/")  # ota/urls.py: firmware-page-upload
 
 
 def _device_online(node_id: str, online: bool) -> None:

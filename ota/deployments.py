@@ -156,7 +156,8 @@ def _drive_soon(rollout_id: int) -> None:
     from ota.tasks import drive_rollout
 
     try:
-        drive_rollout.delay(rollout_id)
+        # A drive not picked up within a minute is stale (beat drives every few seconds anyway).
+        drive_rollout.apply_async((rollout_id,), expires=60)
     except Exception:  # the broker is away: beat's periodic drive picks it up
         logger.warning("could not queue the drive of rollout %s", rollout_id, exc_info=True)
 

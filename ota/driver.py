@@ -69,7 +69,9 @@ def drive(rollout_id: int) -> DriveReport:
         if any(isinstance(a, sm.SendAbort) for a in applied.actions):
             send_to_node(node_id, "abort", {"deployment": pk, "reason": applied.state.reason})
     with transaction.atomic():
-        rollout = Rollout.objects.select_for_update().select_related("release").get(pk=rollout_id)
+        rollout = Rollout.objects.select_for_update().select_related("release").filter(pk=rollout_id).first()
+        if rollout is None:
+            return report  # deleted meanwhile
         report.state = rollout.state
         if rollout.state != RolloutState.RUNNING:
             return report

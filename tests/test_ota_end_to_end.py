@@ -181,7 +181,11 @@ def test_a_bad_release_of_each_kind_stops_itself_and_a_good_one_completes(
             wait_for(lambda agent=agent: agent.fw.version == "1.0.0" and agent.fw.slot == "a" and not agent.fw.pending)
             # The hub learns it from the device's next boot frame (after a no-network revert,
             # the deployment may have timed out on the hub first).
-            wait_for(lambda d=deployment: DeviceFirmware.objects.filter(device=d.device, version="1.0.0", slot="a", last_boot_reason="rollback").exists())
+            wait_for(
+                lambda d=deployment, words=device_words: DeviceFirmware.objects.filter(
+                    device=d.device, version="1.0.0", slot="a", last_boot_reason="rollback", last_rollback_reason__contains=words
+                ).exists()
+            )
             firmware = DeviceFirmware.objects.get(device=deployment.device)
             assert device_words in firmware.last_rollback_reason, firmware.last_rollback_reason
         assert ota_api.post(f"/api/v1/ota/rollouts/{rollout.pk}/abort/").json()["state"] == "aborted"
