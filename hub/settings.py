@@ -97,6 +97,12 @@ MESH_HANDSHAKE_TIMEOUT_S = float(env("MESHHUB_MESH_HANDSHAKE_TIMEOUT_S", "10"))
 MESH_MAX_FRAME = 64 * 1024
 MESH_FRAMES_PER_S = float(env("MESHHUB_MESH_FRAMES_PER_S", "50"))
 MESH_FRAME_BURST = float(env("MESHHUB_MESH_FRAME_BURST", "200"))
+# What a frame type costs in the rate limit (default 1). A firmware transfer makes the
+# device answer every 4 KiB chunk: at full link speed that is hundreds of acks a second,
+# paced by the hub's own window (it sends no more chunks than are acknowledged), so they
+# must not starve the device's budget and stall the transfer. Flooding acks still hits
+# the limit, at 20 per frame of budget.
+MESH_FRAME_COSTS: dict[str, float] = {"ota.chunk_ack": 0.05}
 MESH_MAX_OUTBOUND_BYTES = 256 * 1024
 MESH_CLOCK_SKEW_S = int(env("MESHHUB_CLOCK_SKEW_S", "300"))
 MESH_STATE_BATCH = 500

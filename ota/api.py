@@ -53,6 +53,7 @@ class ReleaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     serializer_class = ReleaseSerializer
     scope_map = {"list": Scope.READ_STATUS, "retrieve": Scope.READ_STATUS, "create": Scope.OTA}
     audit_target_type = "release"
+    lookup_value_regex = r"[0-9]+"
     filter_backends: list[Any] = []
 
     def initialize_request(self, request: Any, *args: Any, **kwargs: Any) -> Request:
@@ -144,6 +145,7 @@ class RolloutViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     scope_map = {"list": Scope.READ_STATUS, "retrieve": Scope.READ_STATUS}
     service_decides = ("create", "pause", "resume", "abort", "approve")
     audit_target_type = "rollout"
+    lookup_value_regex = r"[0-9]+"
     filter_backends: list[Any] = []
 
     @extend_schema(request=RolloutSpecSerializer, responses={201: RolloutSerializer, 400: Refusal})

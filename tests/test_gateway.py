@@ -412,6 +412,28 @@ def test_a_flooding_device_is_rate_limited_and_others_are_unaffected(settings: A
     assert AuditEvent.objects.filter(action="mesh.frame", decision="deny", target_id="sensor-1", details__code="rate_limited").exists()
 
 
+def test_chunk_acks_cost_a_twentieth_of_a_frame_so_a_transfer_is_not_throttled(settings: Any, tmp_path: Path) -> None:
+    # A firmware transfer is answered chunk by chunk: at the full rate the acks alone would
+    # exceed the device's budget and stall the transfer (MESH_FRAME_COSTS).
+    settings.MESH_FRAMES_PER_S = 1
+    settings.MESH_FRAME_BURST = 20
+    with running_device_listeners() as listeners:
+        device = RawDevice(enroll_device(listeners, "sensor-1", tmp_path / "sensor-1"), listeners[1].port)
+        device.hello()
+        for offset in range(300):  # 15 frames of budget
+            device.send(device.frame("ota.chunk_ack", {"deployment": 1, "offset": offset * 4096}))
+        device.send(device.frame("ping", {}))
+        answers = [device.read()]
+        while answers[-1]["type"] != "pong":
+            answers.append(device.read())
+        assert not [a for a in answers if a["type"] == "error" and a["body"]["code"] == "rate_limited"], answers[:3]
+        for _ in range(30):  # full-price frames still hit the limit
+            device.send(device.frame("ping", {}))
+        while not (answers[-1]["type"] == "error" and answers[-1]["body"]["code"] == "rate_limited"):
+            answers.append(device.read())
+        device.sock.close()
+
+
 def test_an_expired_certificate_is_refused_at_the_handshake(listeners: tuple[Any, Any], tmp_path: Path) -> None:
     import datetime as dt
 

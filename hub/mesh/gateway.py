@@ -197,12 +197,12 @@ class TokenBucket:
         self.tokens = burst
         self.updated = time.monotonic()
 
-    def take(self) -> bool:
+    def take(self, cost: float = 1.0) -> bool:
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
 
@@ -606,7 +606,7 @@ class MeshGateway:
             except (OSError, ssl.SSLError) as exc:
                 conn.close_reason = f"connection lost: {exc}"
                 return
-            if not bucket.take():
+            if not bucket.take(settings.MESH_FRAME_COSTS.get(str(frame.get("type")), 1.0)):
                 strikes += 1
                 if strikes == 1 or strikes % 100 == 0:
                     self.deny(conn.node_id, "mesh.frame", "rate limit exceeded", code="rate_limited", dropped=strikes)

@@ -123,6 +123,13 @@ def test_pause_resume_abort_and_the_states_they_apply_in(ota_api: APIClient) -> 
     assert actions == ["ota.rollout.create", "ota.rollout.pause", "ota.rollout.resume", "ota.rollout.abort"]
 
 
+@pytest.mark.parametrize("path", ["null,null/abort/", "x/pause/", "1.5/resume/", "-1/approve/", "abc/"])
+def test_a_rollout_or_release_id_that_is_not_a_number_is_not_found(ota_api: APIClient, path: str) -> None:
+    # schemathesis found these answered 500 (int("null,null") inside the control)
+    assert ota_api.post(f"{URL}{path}").status_code == 404
+    assert ota_api.get(f"/api/v1/ota/releases/{path.split('/')[0]}/").status_code == 404
+
+
 def walk(deployment: Deployment, *events: sm.Event) -> None:
     for event in events:
         deployments.apply(deployment.pk, event)
