@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from audit.models import AuditEvent
 from devices import identity, services
+from devices.details import details
 from devices.models import CapabilityKind, Certificate, CertificateStatus, Device, DeviceStatus, Group, ValueType
 from devices.services import MISSING
 from hub.actors import actor_for_request
@@ -99,6 +100,7 @@ def _detail_context(device: Any) -> dict[str, Any]:
         "trail": AuditEvent.objects.filter(target_type__in=("device", "modbus"), target_id=device.node_id).order_by("-seq")[:20],
         "points": device.metadata.get("points") or {},
         "charted": sorted(numeric, key=lambda c: c.kind != CapabilityKind.SENSOR),  # the chart's choices, sensors first
+        "cards": details.cards(device),  # what other apps show here (firmware: ota)
     }
 
 

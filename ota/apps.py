@@ -24,7 +24,7 @@ class OtaConfig(AppConfig):
         guards.register("ota.installing", ota_guards.not_while_updating, app="ota")
         guards.register("ota.safe_mode", ota_guards.not_in_safe_mode, app="ota")
         events.on_presence(_device_online)
-        details.register("firmware", firmware.section)
+        details.register("firmware", firmware.section, template="ota/device_firmware.html")
         from hub.middleware import BOUNDED_UPLOAD_PATHS
 
         BOUNDED_UPLOAD_PATHS.add("/firmware/upload/")  # ota/urls.py: firmware-page-upload

@@ -19,6 +19,10 @@ def section(device: Device) -> dict[str, Any] | None:
             "consecutive_fails": 0,
             "last_boot_reason": "",
             "last_rollback_at": None,
+            "last_rollback_reason": "",
+            "last_boot_at": None,
+            "pending_deployment": None,
+            "diagnostic": {},
         }
     return {
         "version": firmware.version,
@@ -27,6 +31,8 @@ def section(device: Device) -> dict[str, Any] | None:
         "safe_mode": firmware.safe_mode,
         "consecutive_fails": firmware.consecutive_fails,
         "last_boot_reason": firmware.last_boot_reason,
+        "last_boot_at": firmware.last_boot_at.isoformat() if firmware.last_boot_at else None,
+        "pending_deployment": firmware.pending_deployment,
         "last_rollback_at": firmware.last_rollback_at.isoformat() if firmware.last_rollback_at else None,
         "last_rollback_reason": firmware.last_rollback_reason,
         "diagnostic": firmware.diagnostic,

@@ -113,6 +113,9 @@ def record_boot(node_id: str, boot: dict[str, Any]) -> None:
             # sessions of one device run side by side for a moment): the newer boot stands.
             logger.info("boot frame of %s for boot %s after boot %s: ignored", node_id, boot["boot_epoch"], firmware.boot_epoch)
             return
+        # The boot frame opens every session: the same boot told again after a reconnect
+        # is not a reboot, and must not make a health check start over.
+        repeated = boot["boot_epoch"] == firmware.boot_epoch and boot["boot_epoch"] > 0 and firmware.last_boot_at is not None
         firmware.boot_epoch = boot["boot_epoch"]
         firmware.pending_deployment = boot["deployment"] if boot["pending"] else None
         entered_safe_mode = boot["safe_mode"] and not firmware.safe_mode
@@ -146,7 +149,7 @@ def record_boot(node_id: str, boot: dict[str, Any]) -> None:
     if boot["pending"] and boot["deployment"] is not None and boot["reason"] == "ota":
         deployments.catch_up(boot["deployment"], node_id, boot["version"], actor)
     deployment = deployments.current_for(node_id, {DeploymentState.INSTALLING, DeploymentState.REBOOTING, DeploymentState.HEALTH_CHECK})
-    if deployment is None:
+    if deployment is None or (repeated and deployment.state == DeploymentState.HEALTH_CHECK):
         return
     event: sm.Event
     if boot["reason"] == "rollback":
@@ -216,6 +219,8 @@ def record_complete(node_id: str, cert_serial: str, envelope: Envelope) -> None:
     elif body.get("version") != deployment.rollout.release.version:
         reason = f"version {body.get('version')!r} is not the release's {deployment.rollout.release.version}"
     if not reason and deployment is not None:
+        # The device confirms its slot as it sends this: it is no longer on trial.
+        DeviceFirmware.objects.filter(device__node_id=node_id, pending_deployment=deployment.pk).update(pending_deployment=None)
         try:
             deployments.apply(deployment.pk, sm.Completed(True), actor=actor)
             return

@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from devices.consumers import DeviceConsumer
 
 logger = logging.getLogger("meshhub.ota")
-PROGRESS_EVERY_S = 1.0
 
 
 def _int(body: dict[str, Any], name: str) -> int:
@@ -206,7 +206,7 @@ class OtaSession:
                 raise ProtocolError("bad_frame", refused.reason) from None
             if result.state.state == self.state.state:
                 self.state = result.state
-                if now - self.saved_at >= PROGRESS_EVERY_S:
+                if now - self.saved_at >= settings.OTA_PROGRESS_SAVE_S:
                     self.saved_at = now
                     still = await database_sync_to_async(deployments.save_progress)(
                         self.deployment_id, result.state, expected={self.state.state.value}, holder=self.session.session_token

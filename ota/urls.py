@@ -28,4 +28,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("rollouts/new/", operator_page(views.rollout_create), name="rollouts-page-create"),
     path("rollouts/<int:pk>/", operator_page(views.rollout_detail), name="rollout-page"),
     path("rollouts/<int:pk>/<str:action>/", operator_page(views.rollout_control), name="rollout-page-control"),
+    path("devices/<slug:node_id>/firmware/<slug:control>/", operator_page(views.device_firmware_control), name="device-firmware-control"),
 ]

@@ -16,7 +16,7 @@ from typing import Any
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
@@ -155,3 +155,25 @@ def rollout_control(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         return HttpResponseRedirect(reverse("rollout-page", args=[pk]))
     messages.success(request, f"Rollout {rollout.pk}: {action} done; it is {rollout.state}.")
     return HttpResponseRedirect(reverse("rollout-page", args=[pk]))
+
+
+PAGE_CONTROLS = {"rollback": "rollback", "clear-pending": "clear", "clear-bootguard": "bootguard.clear"}
+
+
+@require_POST
+def device_firmware_control(request: HttpRequest, node_id: str, control: str) -> HttpResponse:
+    """The device page's firmware card: a forced rollback, clearing an image on trial, or
+    the boot guard; the service checks the scope (ota, or reset for the boot guard)."""
+    if control not in PAGE_CONTROLS:
+        raise Http404(f"no firmware control {control!r}")
+    try:
+        rollouts.device_control(actor_for_request(request), node_id, PAGE_CONTROLS[control], request.POST.get("reason", "").strip()[:200])
+    except rollouts.RolloutRefused as refused:
+        if refused.status == 403:
+            raise PermissionDenied(refused.reason) from None
+        if refused.status == 404:
+            raise Http404(refused.reason) from None
+        messages.error(request, refused.reason)
+    else:
+        messages.success(request, f"Sent to {node_id}: {control.replace('-', ' ')}. The firmware card shows the device's next boot.")
+    return HttpResponseRedirect(reverse("device-page", args=[node_id]))

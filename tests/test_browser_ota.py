@@ -127,6 +127,12 @@ def test_an_admin_uploads_rolls_out_watches_and_pauses_and_a_viewer_cannot(
     page.wait_for_function("document.querySelector('[data-rollout-live]').dataset.state === 'completed'", timeout=30_000)
     rollout = Rollout.objects.get()
     screenshot(page, "rollout-live")
+    # The device page's firmware card: what it runs now, what it would roll back to.
+    page.goto(live_hub.url + "/devices/thermo-00/")
+    page.wait_for_function("document.querySelector('[data-firmware]').textContent.includes('1.2.0 in slot b')", timeout=30_000)
+    card = page.locator("[data-firmware]").inner_text()
+    assert "1.0.0" in card and "on trial" not in card and page.locator("[data-firmware] button.danger").count() == 1
+    screenshot(page, "device-firmware")
 
     # A viewer: the page without controls; a POST in their name is refused and audited.
     page.context.clear_cookies()

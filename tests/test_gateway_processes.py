@@ -27,7 +27,7 @@ from tests.process_helpers import free_ports, hub_env, read_until
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def start_runmesh(enroll_port: int, mesh_port: int) -> subprocess.Popen[str]:
+def start_runmesh(enroll_port: int, mesh_port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     argv = [
         sys.executable,
         "manage.py",
@@ -41,7 +41,7 @@ def start_runmesh(enroll_port: int, mesh_port: int) -> subprocess.Popen[str]:
         "--discovery-port",
         "0",
     ]
-    proc = subprocess.Popen(argv, env=hub_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(argv, env={**hub_env(), **(extra_env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     read_until(proc, rf"mesh gateway listening on 127\.0\.0\.1:{mesh_port}", 60)
     return proc
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import call_command
 from django.db import close_old_connections
 from rest_framework.test import APIClient
@@ -35,10 +37,12 @@ from firmware.agent.core import enroll as agent_enroll
 from firmware.agent.core.agent import Agent
 from firmware.agent.hardware import VirtualHardware
 from firmware.agent.profiles import PROFILES
-from ota import driver, releases
+from ota import deployments, driver, releases
+from ota import statemachine as sm
+from ota.frames import complete_payload
 from ota.models import Deployment, DeviceFirmware, Rollout
 from tests.mesh_helpers import wait_for
-from tests.test_gateway import listeners  # noqa: F401  (fixture)
+from tests.test_gateway import RawDevice, listeners  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -262,14 +266,6 @@ def test_a_forged_or_replayed_ota_complete_is_refused_and_audited(
     """A raw session in the device's name (its real certificate and key) in the health check
     of a deployment: an ota.complete signed by another key, for another deployment, or sent
     again after it finalized is refused with `bad_complete` and a deny; the valid one counts."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from ota import deployments
-    from ota import statemachine as sm
-    from ota.frames import complete_payload
-    from tests.test_gateway import RawDevice
-
     state_dir = enroll_device(listeners, "thermo-00", tmp_path / "thermo-00")
     device = RawDevice(state_dir, listeners[1].port)
     device.hello()
@@ -281,15 +277,10 @@ def test_a_forged_or_replayed_ota_complete_is_refused_and_audited(
     size = deployment.rollout.release.size
     for event in (sm.Offer(), sm.Accepted(0), sm.ChunkAcked(size), sm.Verified(True), sm.Rebooting(), sm.Booted("b", "1.2.0", "ota"), sm.HealthBeacon(True)):
         deployments.apply(deployment.pk, event, sent_offset=size)
-    device_key = serialization.load_pem_private_key((state_dir / "key.pem").read_bytes(), password=None)
-    assert isinstance(device_key, ec.EllipticCurvePrivateKey)
+    device_key = device_key_of(state_dir)
 
     def complete(key: ec.EllipticCurvePrivateKey, deployment_id: int) -> dict[str, Any]:
-        body = {"deployment": deployment_id, "version": "1.2.0", "slot": "b", "beacons": 1}
-        frame = device.frame("ota.complete", body)
-        signature = key.sign(complete_payload("thermo-00", body, frame["issued_at"]), ec.ECDSA(hashes.SHA256()))
-        body["signature"] = base64.b64encode(signature).decode()
-        return frame
+        return signed_complete(device, key, deployment_id)
 
     device.send(complete(ec.generate_private_key(ec.SECP256R1()), deployment.pk))  # forged: not the device's key
     assert device.error()["code"] == "bad_complete"
@@ -306,3 +297,141 @@ def test_a_forged_or_replayed_ota_complete_is_refused_and_audited(
     denies = list(AuditEvent.objects.filter(action="ota.complete", decision="deny").order_by("seq").values_list("reason", flat=True))
     assert len(denies) == 3 and "signature is not the device key's" in denies[0] and "not in its health check" in denies[2], denies
     device.sock.close()
+
+
+def device_key_of(state_dir: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key((state_dir / "key.pem").read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
+
+
+def signed_complete(device: RawDevice, key: ec.EllipticCurvePrivateKey, deployment_id: int, beacons: int = 1) -> dict[str, Any]:
+    """An ota.complete as the agent signs it (docs/ota.md), for thermo-00 on 1.2.0 in slot b."""
+    body: dict[str, Any] = {"deployment": deployment_id, "version": "1.2.0", "slot": "b", "beacons": beacons}
+    frame = device.frame("ota.complete", body)
+    signature = key.sign(complete_payload("thermo-00", body, frame["issued_at"]), ec.ECDSA(hashes.SHA256()))
+    body["signature"] = base64.b64encode(signature).decode()
+    return frame
+
+
+def test_a_reconnect_during_the_health_check_is_not_a_reboot(
+    listeners: Any,  # noqa: F811
+    tmp_path: Path,
+    ota_api: APIClient,
+) -> None:
+    """Every session opens with the boot frame. The same boot told again after a reconnect
+    keeps the beacons counted so far; a new boot (a higher boot_epoch) starts them over."""
+    state_dir = enroll_device(listeners, "thermo-00", tmp_path / "thermo-00")
+    release_id = publish(tmp_path, "1.2.0", "healthy")
+    created = ota_api.post(
+        "/api/v1/ota/rollouts/", {"release": release_id, "targets": {"all": True}, "waves": ["100%"], "health_beacons": 3}, format="json"
+    ).json()
+    deployment = Deployment.objects.get(rollout_id=created["id"])
+    size = deployment.rollout.release.size
+    for event in (sm.Offer(), sm.Accepted(0), sm.ChunkAcked(size), sm.Verified(True), sm.Rebooting()):
+        deployments.apply(deployment.pk, event, sent_offset=size)
+    boot = {"slot": "b", "version": "1.2.0", "reason": "ota", "consecutive_fails": 0, "pending": True, "deployment": deployment.pk, "previous_version": "1.0.0"}
+
+    def session(epoch: int, beacons: int) -> RawDevice:
+        device = RawDevice(state_dir, listeners[1].port)
+        device.hello()
+        device.send(device.frame("boot", {**boot, "boot_epoch": epoch}))
+        for _ in range(beacons):
+            device.send(device.frame("health", {"deployment": deployment.pk, "ok": True}))
+        device.send(device.frame("ping", {}))
+        while device.read()["type"] != "pong":
+            pass
+        return device
+
+    session(7, 2).sock.close()
+    assert Deployment.objects.get(pk=deployment.pk).beacons == 2
+    device = session(7, 1)  # the same boot after a reconnect: 3 beacons now
+    assert Deployment.objects.get(pk=deployment.pk).beacons == 3
+    device.sock.close()
+    device = session(8, 1)  # a reboot: they count again
+    assert Deployment.objects.get(pk=deployment.pk).beacons == 1
+    device.send(signed_complete(device, device_key_of(state_dir), deployment.pk))
+    device.send(device.frame("health", {"deployment": deployment.pk, "ok": True}))
+    device.send(device.frame("health", {"deployment": deployment.pk, "ok": True}))
+    wait_for(lambda: Deployment.objects.get(pk=deployment.pk).state == "succeeded")
+    device.sock.close()
+
+
+MB = 1024 * 1024
+
+
+def transferred(rollout_id: int, at_least: int) -> Callable[[Rollout], bool]:
+    return lambda r: Deployment.objects.filter(rollout_id=rollout_id, state="transferring", offset__gte=at_least).exists()
+
+
+def assert_resumed_and_installed(agent: Agent, cut_at: int) -> None:
+    """The first offer started at 0; a later one resumed at or past the offset the hub had
+    recorded when the link went (the device never fetched those bytes again)."""
+    assert agent.fw.resumed_at[0] == 0 and max(agent.fw.resumed_at[1:], default=0) >= cut_at > 0, (agent.fw.resumed_at, cut_at)
+    wait_for(lambda: agent.fw.version == "1.2.0" and agent.fw.slot == "b" and agent.fw.state["valid"]["b"] and not agent.fw.pending)
+    assert agent.fw.state["valid"]["a"], "the previous image stays as the fallback"
+
+
+def test_a_device_cut_mid_transfer_resumes_from_the_acknowledged_offset(
+    listeners: Any,  # noqa: F811
+    fleet: Fleet,
+    tmp_path: Path,
+    ota_api: APIClient,
+    settings: Any,
+) -> None:
+    from tests.tcp_proxy import TcpProxy
+
+    settings.OTA_PROGRESS_SAVE_S = 0.05
+    with TcpProxy("127.0.0.1", listeners[1].port) as link:
+        state_dir = enroll_device(listeners, "thermo-00", tmp_path / "thermo-00")
+        hub = json.loads((state_dir / "hub.json").read_text())
+        (state_dir / "hub.json").write_text(json.dumps({**hub, "mesh_port": link.port}))
+        agent = fleet.start(state_dir)
+        wait_for(lambda: DeviceFirmware.objects.filter(device__node_id="thermo-00", version="1.0.0").exists(), timeout_s=30)
+        release_id = publish(tmp_path, "1.2.0", "healthy", size=8 * MB)
+        created = ota_api.post("/api/v1/ota/rollouts/", {"release": release_id, "targets": {"all": True}, "waves": ["100%"]}, format="json").json()
+        drive_until(created["id"], transferred(created["id"], MB))
+        link.cut()  # a pulled cable: the connection is reset, reconnecting fails for a while
+        cut_at = Deployment.objects.get(rollout_id=created["id"]).offset
+        wait_for(lambda: not Device.objects.get(node_id="thermo-00").online)
+        link.restore()
+        rollout = drive_until(created["id"], lambda r: r.state != "running", timeout_s=120)
+    assert rollout.state == "completed", rollout.reason
+    assert_resumed_and_installed(agent, cut_at)
+
+
+def test_a_gateway_killed_mid_transfer_resumes_from_the_acknowledged_offset(fleet: Fleet, tmp_path: Path, ota_api: APIClient) -> None:
+    """`runmesh` as a real process, SIGKILLed while it streams an image: the deployment
+    still says transferring; the restarted gateway's sweep takes it over once it has been
+    silent and offers it again from the recorded offset."""
+    import signal
+
+    from tests.process_helpers import free_ports
+    from tests.test_gateway_processes import start_runmesh
+
+    enroll_port, mesh_port = free_ports(2)
+    env = {"MESHHUB_OTA_PROGRESS_SAVE_S": "0.05", "MESHHUB_FIRMWARE_STORAGE_OPTIONS": json.dumps({"location": str(tmp_path / "fw")})}
+    gateway = start_runmesh(enroll_port, mesh_port, env)
+    try:
+        ticket = identity.create_enrollment(Actor("user", "alice"), "thermo-00", device_type="thermostat").as_dict()
+        state_dir = tmp_path / "thermo-00"
+        agent_enroll.enroll(agent_port, "127.0.0.1", enroll_port, "thermo-00", ticket["code"], None, ticket["ca_fingerprint"], str(state_dir))
+        hub = json.loads((state_dir / "hub.json").read_text())
+        (state_dir / "hub.json").write_text(json.dumps({**hub, "mesh_port": mesh_port}))
+        agent = fleet.start(state_dir)
+        wait_for(lambda: DeviceFirmware.objects.filter(device__node_id="thermo-00", version="1.0.0").exists(), timeout_s=30)
+        release_id = publish(tmp_path, "1.2.0", "healthy", size=8 * MB)
+        created = ota_api.post("/api/v1/ota/rollouts/", {"release": release_id, "targets": {"all": True}, "waves": ["100%"]}, format="json").json()
+        drive_until(created["id"], transferred(created["id"], MB))
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait(10)
+        cut_at = Deployment.objects.get(rollout_id=created["id"]).offset
+        assert Deployment.objects.get(rollout_id=created["id"]).state == "transferring"  # nobody told the row
+        gateway = start_runmesh(enroll_port, mesh_port, env)
+        rollout = drive_until(created["id"], lambda r: r.state != "running", timeout_s=120)
+        assert rollout.state == "completed", rollout.reason
+        assert_resumed_and_installed(agent, cut_at)
+    finally:
+        fleet.close()
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)

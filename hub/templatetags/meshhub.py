@@ -45,3 +45,13 @@ def command_result(result: Any) -> str:
     if not isinstance(result, dict):
         return ""
     return " ".join(part for part in (wire(result.get("value")), str(result.get("reason") or "")) if part)
+
+
+@register.filter
+def parse_time(value: Any) -> Any:
+    """An ISO-8601 string from a JSON section (devices.details) as a datetime for time.html."""
+    if isinstance(value, str):
+        from django.utils.dateparse import parse_datetime
+
+        return parse_datetime(value)
+    return value

@@ -239,3 +239,42 @@ def test_a_timed_out_offer_fails_and_counts_against_the_release(ota_api: APIClie
     deployment.refresh_from_db()
     assert deployment.state == DeploymentState.FAILED and deployment.reason
     assert AuditEvent.objects.filter(action="ota.deployment.failed", decision="deny", target_id="thermo-00").exists()
+
+
+def test_the_device_page_shows_its_firmware_and_the_controls_its_user_may_use(django_user_model: Any) -> None:
+    from conftest import client_for
+
+    device = thermostat("thermo-00")
+    DeviceFirmware.objects.create(
+        device=device,
+        version="1.0.0",
+        slot="a",
+        previous_version="1.2.0",
+        last_boot_reason="rollback",
+        last_boot_at=timezone.now(),
+        last_rollback_at=timezone.now(),
+        last_rollback_reason="crashed at boot",
+        safe_mode=True,
+        consecutive_fails=4,
+        diagnostic={"last_error": "crashed at boot (stage app)"},
+    )
+    admin = client_for(django_user_model.objects.create_user("ada", password="ada-Pass-123"), "admin")
+    viewer = client_for(django_user_model.objects.create_user("vic", password="vic-Pass-123"), "viewer")
+    page = admin.get("/devices/thermo-00/").content.decode()
+    card = page[page.index("data-firmware") :]
+    for text in ("1.0.0 in slot a", "1.2.0", "rollback", ">4<", "crashed at boot (stage app)"):
+        assert text in card, text
+    assert "Roll back" not in card and "Clear the boot guard" not in card, "controls go through the live session: an offline device shows none"
+    Device.objects.filter(pk=device.pk).update(online=True)
+    card = admin.get("/devices/thermo-00/").content.decode()
+    assert "/devices/thermo-00/firmware/rollback/" in card and "/devices/thermo-00/firmware/clear-bootguard/" in card
+    viewer_page = viewer.get("/devices/thermo-00/").content.decode()
+    assert "data-firmware" in viewer_page and "/firmware/rollback/" not in viewer_page and "Clear the boot guard" not in viewer_page
+
+    answer = admin.post("/devices/thermo-00/firmware/rollback/", {"reason": "customer complaint"})
+    assert answer.status_code == 302
+    order = DeviceFirmware.objects.get(device=device).pending_order
+    assert order["kind"] == "rollback" and order["reason"] == "customer complaint"
+    assert viewer.post("/devices/thermo-00/firmware/clear-bootguard/", {"reason": "x"}).status_code == 403
+    assert AuditEvent.objects.filter(action="ota.device.bootguard.clear", decision="deny", actor_id="vic").exists()
+    assert admin.post("/devices/thermo-00/firmware/reflash/").status_code == 404

@@ -32,6 +32,7 @@ class Firmware:
         self.behaviour = "healthy"
         self.transfer = None
         self.beacons = 0
+        self.resumed_at = []  # the offset each accepted offer asked for (0: from the start)
         self.next_beacon = 0
         self.boot_sent_epoch = -1
         self.failed_boots = 0
@@ -125,6 +126,10 @@ class Firmware:
         """The `boot` frame, first thing in every session; the rollback it reports is told
         in the first session after that boot only."""
         first = self.boot_sent_epoch != self.state["boot_epoch"]
+        # The trial's beacons count again in every session: one sent as a session died may
+        # never have reached the hub, and ota.complete must follow N beacons the hub saw
+        # (frames of one session arrive in order).
+        self.beacons = 0
         self.agent.send(
             conn,
             "boot",
@@ -281,6 +286,9 @@ class Firmware:
         self.transfer = update.Transfer(self.port, self.state_dir, slot, meta)
         offset = body.get("offset", 0)
         resume = self.transfer.resume_from(offset if isinstance(offset, int) and offset >= 0 else 0)
+        if resume:
+            self.agent.log("resuming deployment", deployment, "at offset", resume)
+        self.resumed_at.append(resume)
         self.agent.send(conn, "ota.accept", {"deployment": deployment, "resume_offset": resume})
 
     def on_chunk(self, conn, body):
