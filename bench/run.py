@@ -5,6 +5,7 @@
     python bench/run.py --part pki      # certificates only
     python bench/run.py --part gateway  # the mesh gateway and Mosquitto only (about 5 minutes)
     python bench/run.py --part modbus   # the industrial bridge beside a raw pymodbus loop only (about 5 minutes)
+    python bench/run.py --part ota      # 100 devices updating at once beside raw TLS (about 4 minutes)
     python bench/run.py --part pages    # the operator pages at 10,000 devices, and one browser under 1,000 reports/s (about 9 minutes)
     python bench/run.py --only sqlite   # one database only (the pure signing part still runs)
 
@@ -55,6 +56,7 @@ PKI_WORKER = BENCH_DIR / "pki_issue.py"
 GATEWAY_BENCH = BENCH_DIR / "gateway.py"
 MODBUS_BENCH = BENCH_DIR / "modbus.py"
 PAGES_BENCH = BENCH_DIR / "pages.py"
+OTA_BENCH = BENCH_DIR / "ota.py"
 PAGES_CONFIGS = {None: None, "sqlite": "sqlite", "postgres": "postgres+redis"}
 GATEWAY_CONFIGS = {
     None: None,  # bench/gateway.py's default configurations
@@ -266,7 +268,7 @@ def main() -> int:
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="run one database only")
     parser.add_argument(
         "--part",
-        choices=["audit", "pki", "gateway", "modbus", "pages"],
+        choices=["audit", "pki", "gateway", "modbus", "pages", "ota"],
         help="run one part only: commands and audit appends, certificates, the mesh gateway beside Mosquitto, Modbus polling beside raw pymodbus, or the operator pages at scale",
     )
     parser.add_argument("--postgres-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_POSTGRES_URL), help="dropped and recreated before each worker")
@@ -297,7 +299,7 @@ def main() -> int:
                     f"certificates, {descriptions[label]}", env, PKI_WORKER, ["--mode", "service", "--enrollments", str(args.enrollments)]
                 )
 
-    if args.part not in ("gateway", "modbus", "pages"):  # the gateway, modbus and pages reports print their own machine block
+    if args.part not in ("gateway", "modbus", "pages", "ota"):  # the gateway, modbus and pages reports print their own machine block
         print("machine:")
         print(f"  date: {machine['date_utc']}")
         print(f"  nproc: {machine['nproc']}")
@@ -327,8 +329,15 @@ def main() -> int:
     if args.part in (None, "pages"):
         pages = run_part("operator pages at scale", PAGES_BENCH, PAGES_CONFIGS[args.only])
 
+    ota: dict[str, Any] | None = None
+    if args.part in (None, "ota"):
+        ota = run_part("firmware updates beside raw TLS", OTA_BENCH, args.only or "sqlite")
+
     if args.json:
-        payload = {"machine": machine, "results": results, "pki": {"pure": pure, "service": service}, "gateway": gateway, "modbus": modbus, "pages": pages}
+        payload = {
+            "machine": machine, "results": results, "pki": {"pure": pure, "service": service},
+            "gateway": gateway, "modbus": modbus, "pages": pages, "ota": ota,
+        }  # fmt: skip
         args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return 0
 

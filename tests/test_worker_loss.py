@@ -194,7 +194,11 @@ def test_a_worker_killed_mid_poll_leaves_polling_that_resumes(modbus_server: Mod
     modbus_server.set_holding(10, [222])
     workers.append(Worker(tmp_path, "next-poller"))
     try:
-        wait_for(lambda: Device.objects.get(node_id="plc-line-1").reported.get("speed") == 222, timeout_s=90)
+        # The values commit first, then the poll's bookkeeping on the bridge row: wait for both.
+        wait_for(
+            lambda: Device.objects.get(node_id="plc-line-1").reported.get("speed") == 222 and ModbusBridge.objects.get(pk=bridge.pk).last_ok_at is not None,
+            timeout_s=90,
+        )
     except AssertionError:
         raise AssertionError(f"polling did not resume; worker log:\n{workers[1].log()[-4000:]}") from None
     after = ModbusBridge.objects.get(pk=bridge.pk)
