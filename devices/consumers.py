@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from channels.consumer import AsyncConsumer
+from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
@@ -85,6 +85,19 @@ class DeviceConsumer(AsyncConsumer):
             await await_many_dispatch(sources, self.dispatch)
         except StopConsumer:
             pass
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """AsyncConsumer's dispatch without its `aclose_old_connections()` per message.
+
+        That call is a hop to the one thread-sensitive executor that every session's
+        database work shares: each frame of each device waited in its queue before being
+        handled, so a firmware transfer (a chunk ack per 4 KiB) moved at the pace of that
+        thread. Every database access here goes through `database_sync_to_async`, which
+        closes stale connections around each call itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']!r}")
+        await handler(message)
 
     async def _layer_receive(self) -> dict[str, Any]:
         delay = LAYER_RETRY_MIN_S

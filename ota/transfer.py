@@ -13,12 +13,14 @@ of state, so a restarted gateway resumes from an offset the device really holds.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
 from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     from devices.consumers import DeviceConsumer
 
 logger = logging.getLogger("meshhub.ota")
+# Bytes read from storage at a time per transfer: the memory a transfer holds on the
+# gateway (100 at once: 6.4 MB), whatever the image's size.
+READ_AHEAD = 64 * 1024
 
 
 def _int(body: dict[str, Any], name: str) -> int:
@@ -54,7 +59,10 @@ class OtaSession:
         self.deployment_id: int | None = None
         self.state: sm.DeploymentState | None = None
         self.image: IO[bytes] | None = None
+        self.ahead = b""  # the image from `ahead_at` on, read in READ_AHEAD blocks
+        self.ahead_at = 0
         self.saved_at = 0.0
+        self.saving: asyncio.Future[bool] | None = None  # the offset being written, off the ack path
 
     # --- the session's life -----------------------------------------------------------
 
@@ -97,6 +105,10 @@ class OtaSession:
             await self.session.send_signed_frame(f"ota.{order['kind']}", {"reason": reason}, frame_id=order["id"])
 
     async def on_closed(self) -> None:
+        try:
+            await self._settle()
+        except Exception:  # an outage: the Disconnected below meets it too, or the sweep does
+            logger.warning("offset of deployment %s not written as its session closed", self.deployment_id)
         if self.deployment_id is not None and self.state is not None and self.state.state in (sm.State.OFFERED, sm.State.TRANSFERRING, sm.State.VERIFYING):
             try:
                 await self._apply(sm.Disconnected())
@@ -206,19 +218,27 @@ class OtaSession:
                 raise ProtocolError("bad_frame", refused.reason) from None
             if result.state.state == self.state.state:
                 self.state = result.state
-                if now - self.saved_at >= settings.OTA_PROGRESS_SAVE_S:
+                if self.saving is not None and self.saving.done() and not await self._settle():
+                    await self._lost()
+                    return
+                if now - self.saved_at >= settings.OTA_PROGRESS_SAVE_S and self.saving is None:
+                    # Written while the next chunks go out: awaited inline, every device's
+                    # window stalled once a second behind the other sessions' writes.
                     self.saved_at = now
-                    still = await database_sync_to_async(deployments.save_progress)(
-                        self.deployment_id, result.state, expected={self.state.state.value}, holder=self.session.session_token
+                    save = database_sync_to_async(deployments.save_progress)
+                    self.saving = asyncio.ensure_future(
+                        save(self.deployment_id, result.state, expected={self.state.state.value}, holder=self.session.session_token)
                     )
-                    if not still:
-                        await self._lost()
-                        return
                 await self._act(result.actions)
+                return
+            if not await self._settle():
+                await self._lost()
                 return
             await database_sync_to_async(deployments.save_progress)(
                 self.deployment_id, self.state, expected={self.state.state.value}, holder=self.session.session_token
             )
+        else:
+            await self._settle()  # in order: the offset write first (the apply checks the row itself)
         try:
             applied = await database_sync_to_async(deployments.apply)(
                 self.deployment_id, event, sent_offset=self.state.sent_offset, holder=self.session.session_token
@@ -231,13 +251,29 @@ class OtaSession:
         if applied.state.terminal:
             self._done()
 
+    async def _settle(self) -> bool:
+        """Wait for the offset write in flight, if any: False when the row had moved on
+        without this session (aborted, timed out, taken over)."""
+        saving, self.saving = self.saving, None
+        return True if saving is None else await saving
+
     async def _act(self, actions: tuple[sm.Action, ...]) -> None:
         for action in actions:
             if isinstance(action, sm.SendChunk):
-                data = await database_sync_to_async(self._read)(action.offset, action.length)
+                data = await self._chunk(action.offset, action.length)
                 await self.session.send_frame("ota.chunk", {"deployment": self.deployment_id, "offset": action.offset, "data": base64.b64encode(data).decode()})
             elif isinstance(action, sm.SendAbort) and self.deployment_id is not None:
                 await self.tell_abort(self.deployment_id, action.reason)
+
+    async def _chunk(self, offset: int, length: int) -> bytes:
+        """A chunk from the read-ahead block, which is refilled from storage in a thread of
+        the default pool (a file read needs no database connection, so it does not queue
+        behind the sessions' database work on the one thread-sensitive executor)."""
+        start = offset - self.ahead_at
+        if start < 0 or start + length > len(self.ahead):
+            self.ahead = await sync_to_async(self._read, thread_sensitive=False)(offset, max(length, READ_AHEAD))
+            self.ahead_at, start = offset, 0
+        return self.ahead[start : start + length]
 
     def _read(self, offset: int, length: int) -> bytes:
         assert self.image is not None
@@ -254,8 +290,12 @@ class OtaSession:
     def _done(self) -> None:
         self._close_image()
         self.deployment_id, self.state = None, None
+        if self.saving is not None:  # the ended transfer's last offset write: not the next one's business
+            self.saving.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self.saving = None
 
     def _close_image(self) -> None:
+        self.ahead, self.ahead_at = b"", 0
         if self.image is not None:
             self.image.close()
             self.image = None
