@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/meshhub
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 PYTEST_ARGS ?=
 
-.PHONY: run install install-dev browser migrate test test-both test-embedded test-production lint schemathesis bench soak clean
+.PHONY: run install install-dev micropython browser migrate test test-both test-embedded test-production lint schemathesis bench soak clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,17 @@ $(VENV)/.installed-dev: requirements-dev.txt requirements.txt $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+# MicroPython's WebAssembly port (npm, pinned in firmware/micropython/package-lock.json) for
+# tests/test_micropython_core.py; reinstalled only when the lock file changes.
+MICROPYTHON_STAMP := firmware/micropython/node_modules/.installed
+
+$(MICROPYTHON_STAMP): firmware/micropython/package-lock.json firmware/micropython/package.json
+	npm ci --prefix firmware/micropython --no-audit --no-fund --loglevel=error
+	touch $@
+
+micropython: $(MICROPYTHON_STAMP)
+
+install-dev: $(VENV)/.installed-dev micropython
 
 # The browser tests drive Debian's Chromium (playwright never downloads a browser).
 # As root this installs it; anyone else is told the one command to run.

@@ -99,6 +99,13 @@ def test_the_devices_canonical_json_is_the_hubs(value: Any) -> None:
     assert update.canonical(value).encode() == hub_manifest.canonical(value)
 
 
+@given(st.recursive(st.text(max_size=12), lambda children: st.dictionaries(st.text(max_size=6), children, max_size=4), max_leaves=10))
+def test_the_devices_canonical_json_escapes_any_text_as_the_hub_does(value: Any) -> None:
+    """Non-ASCII, control characters and astral code points: the core escapes strings itself
+    (MicroPython's json writes them otherwise, tests/test_micropython_core.py)."""
+    assert update.canonical(value).encode() == hub_manifest.canonical(value)
+
+
 @given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1)))
 def test_the_devices_utc_time_parser_agrees_with_datetime(when: datetime) -> None:
     when = when.replace(tzinfo=UTC)

@@ -25,7 +25,9 @@ def header_line(version, behaviour):
         raise ImageError("behaviour must be one of %s, not %r" % (", ".join(BEHAVIOURS), behaviour))
     if not isinstance(version, str) or not version or len(version) > 64:
         raise ImageError("version must be 1-64 characters")
-    return (json.dumps({MAGIC: 1, "version": version, "behaviour": behaviour}) + "\n").encode()
+    # Written in this order by hand: read_header looks for the magic first, and MicroPython's
+    # dicts (so its json.dumps) do not keep insertion order.
+    return ('{"%s": 1, "version": %s, "behaviour": %s}\n' % (MAGIC, json.dumps(version), json.dumps(behaviour))).encode()
 
 
 def read_header(first_bytes):

@@ -3,14 +3,16 @@
 The port provides verify_ed25519(public_key_b64, message_bytes, signature_b64) -> bool.
 """
 
-import json
+from firmware.agent.core.update import canonical
 
 SIGNED_TYPES = ("reset", "ota.offer", "ota.abort", "ota.rollback", "ota.clear")
 
 
 def signing_payload(frame, node_id):
     subject = {"type": frame["type"], "id": frame["id"], "issued_at": frame["issued_at"], "node_id": node_id, "body": frame["body"]}
-    return json.dumps(subject, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    # The hub's json.dumps(subject, sort_keys=True, separators=(",", ":")): MicroPython's
+    # json has no sort_keys (a TypeError there), so the core's canonical JSON writes it.
+    return canonical(subject, True).encode("utf-8")
 
 
 def verify_frame(port, frame, node_id, hub_signing_key):

@@ -24,13 +24,41 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def canonical(value):
-    """JSON with sorted keys and no spaces, as the hub signs (MicroPython's json has no sort_keys)."""
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def _string(text):
+    """A JSON string as CPython's json.dumps writes it (ensure_ascii): MicroPython's json
+    writes non-ASCII as UTF-8, DEL as is and \\b \\f as \\u0008 \\u000c."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        elif code < 0x10000:
+            out.append("\\u%04x" % code)
+        else:  # a surrogate pair, as CPython writes it
+            code -= 0x10000
+            out.append("\\u%04x\\u%04x" % (0xD800 | (code >> 10), 0xDC00 | (code & 0x3FF)))
+    out.append('"')
+    return "".join(out)
+
+
+def canonical(value, floats=False):
+    """JSON with sorted keys, no spaces and ASCII only, byte for byte what CPython's
+    json.dumps(sort_keys=True, separators=(",", ":")) writes, as the hub signs (MicroPython's
+    json has no sort_keys and writes non-ASCII as UTF-8). Floats raise ValueError unless
+    `floats` (the signing payload of hub frames); they are written by the interpreter's
+    json, whose float repr may differ from CPython's for some values."""
     if isinstance(value, dict):
-        return "{" + ",".join(json.dumps(k) + ":" + canonical(value[k]) for k in sorted(value)) + "}"
+        return "{" + ",".join(_string(k) + ":" + canonical(value[k], floats) for k in sorted(value)) + "}"
     if isinstance(value, list):
-        return "[" + ",".join(canonical(v) for v in value) + "]"
-    if isinstance(value, float):
+        return "[" + ",".join(canonical(v, floats) for v in value) + "]"
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, float) and not floats:
         raise ValueError("floats are not canonical")
     return json.dumps(value)
 

@@ -1,0 +1,1 @@
+"""MicroPython run of the agent's pure core (tests/test_micropython_core.py)."""
