@@ -316,6 +316,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 FIRMWARE_STORAGE_BACKEND = env("MESHHUB_FIRMWARE_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
 FIRMWARE_STORAGE_OPTIONS = json.loads(env("MESHHUB_FIRMWARE_STORAGE_OPTIONS") or "null") or {"location": str(DATA_DIR / "firmware")}
 OTA_MAX_IMAGE_BYTES = int(env("MESHHUB_OTA_MAX_IMAGE_BYTES", str(64 * 1024 * 1024)))
+# A rollout completes while a target is offline only once it has been away this long: a
+# device rebooting (into the last release, say) is back within seconds and gets its offer.
+OTA_OFFLINE_GRACE_S = float(env("MESHHUB_OTA_OFFLINE_GRACE_S", "120"))
 # How often a transfer's acknowledged offset is written to its deployment row: what a
 # resume after a gateway crash can start from (the device may hold more; never less).
 OTA_PROGRESS_SAVE_S = float(env("MESHHUB_OTA_PROGRESS_SAVE_S", "1.0"))

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from audit.services import Actor, Decision, record
+from devices.models import Device
 from hub import messages
 from hub.scopes import Scope
 from ota import deployments, waves
@@ -92,12 +95,15 @@ def drive(rollout_id: int) -> DriveReport:
             return report
         if verdict.kind == waves.VerdictKind.ADVANCE:
             if rollout.wave >= last_wave:
-                # Complete once nothing is in flight and no online device still waits for
-                # its offer (a device that stays offline is left queued, and said so).
-                unfinished = sum(1 for d in rows if d.state in deployments.ACTIVE or (d.state == DeploymentState.QUEUED and d.device.online))
+                # Complete once nothing is in flight and no device still waits for its
+                # offer; a device offline for longer than the grace is left queued, and said
+                # so. The grace is what keeps a device that is only rebooting (from the last
+                # rollout, say) from being skipped because the drive came in its second away.
+                unfinished = sum(1 for d in rows if d.state in deployments.ACTIVE or (d.state == DeploymentState.QUEUED and _may_come_back(d.device, now)))
                 if not unfinished:
                     never = sum(1 for d in rows if d.state == DeploymentState.QUEUED)
-                    reason = f"every wave passed: {verdict.reason}" + (f"; {never} never offered (offline)" if never else "")
+                    grace = f"{settings.OTA_OFFLINE_GRACE_S:g} s"
+                    reason = f"every wave passed: {verdict.reason}" + (f"; {never} never offered (offline for more than {grace})" if never else "")
                     _set_state(rollout, RolloutState.COMPLETED, reason, now)
                     report.state = rollout.state
                     return report
@@ -169,3 +175,10 @@ def _set_state(rollout: Rollout, state: str, reason: str, now: object) -> None:
 
 def running_rollouts() -> list[int]:
     return list(Rollout.objects.filter(state=RolloutState.RUNNING).values_list("pk", flat=True))
+
+
+def _may_come_back(device: Device, now: datetime) -> bool:
+    """Online, or offline for less than MESHHUB_OTA_OFFLINE_GRACE_S: its offer may still come."""
+    if device.online:
+        return True
+    return device.last_seen is not None and (now - device.last_seen).total_seconds() < settings.OTA_OFFLINE_GRACE_S

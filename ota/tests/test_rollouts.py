@@ -199,6 +199,23 @@ def test_the_last_wave_passing_completes_the_rollout(ota_api: APIClient) -> None
     assert body["state"] == "completed" and body["counts"]["succeeded"] == 2
 
 
+def test_a_device_away_only_briefly_keeps_the_rollout_open_one_gone_for_long_does_not(ota_api: APIClient, settings: Any) -> None:
+    """A target that is only rebooting when the last wave passes (the previous rollout just
+    restarted it) still gets its offer; one offline for longer than the grace is left queued."""
+    settings.OTA_OFFLINE_GRACE_S = 120
+    fleet(2)
+    Device.objects.filter(node_id="thermo-01").update(online=False, last_seen=timezone.now() - timedelta(seconds=2))
+    rollout_id = create(ota_api, release=release().pk, targets={"all": True}, waves=["100%"], success_threshold=0.5).json()["id"]
+    succeed(Deployment.objects.select_related("rollout__release").get(rollout_id=rollout_id, device__node_id="thermo-00"))
+    driver.drive(rollout_id)
+    assert Rollout.objects.get(pk=rollout_id).state == "running", "thermo-01 is rebooting, not gone"
+    Device.objects.filter(node_id="thermo-01").update(last_seen=timezone.now() - timedelta(seconds=121))
+    driver.drive(rollout_id)
+    rollout = Rollout.objects.get(pk=rollout_id)
+    assert rollout.state == "completed" and "1 never offered (offline for more than 120 s)" in rollout.reason, rollout.reason
+    assert Deployment.objects.get(rollout_id=rollout_id, device__node_id="thermo-01").state == "queued"
+
+
 def test_a_device_mid_update_or_in_safe_mode_refuses_actuation_but_answers_reads(ota_api: APIClient, alice_api: APIClient) -> None:
     fleet(2)
     rollout_id = create(ota_api, release=release().pk, targets={"devices": ["thermo-00"]}, waves=["100%"]).json()["id"]
