@@ -197,6 +197,17 @@ def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[
         env=env, stdout=hub_log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{http_port}"
+    gateway = hub  # the process that holds the device sessions and streams the chunks
+    if args.gateway == "runmesh":
+        # The scale-out layout: the devices' gateway as its own `runmesh` process (uvloop),
+        # beside runhub (HTTP, worker, beat). Offers reach it through the 1 s sweep (and
+        # the Redis layer's nudge in production mode).
+        enroll_port, mesh_port = free_ports(2)
+        gateway = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "manage.py"), "runmesh", "--host", "127.0.0.1", "--enroll-port", str(enroll_port),
+             "--mesh-port", str(mesh_port), "--discovery-port", "0"],
+            env=env, stdout=open(data_dir / "runmesh.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     stop_fleet = threading.Event()
     threads: list[threading.Thread] = []
     results: dict[str, Any] = {"sizes": {}}
@@ -211,7 +222,8 @@ def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[
             if hub.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"runhub did not come up; log in {data_dir}/runhub.log")
             time.sleep(0.5)
-        sampler = RssSampler(hub.pid)
+        wait(lambda: _listening(mesh_port) and _listening(enroll_port), 60, "the gateway's listeners")
+        sampler = RssSampler(gateway.pid)
         log(f"enrolling {args.devices} devices")
         agents: list[Agent] = []
         for ticket in prepared["tickets"]:
@@ -238,7 +250,7 @@ def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[
             manage(env, "ota", "sign", "--image", str(image), "--version", version, "--device-type", "thermostat", "--out", str(manifest))
             release = json.loads(manage(env, "ota", "upload", "--manifest", str(manifest), "--image", str(image), "--json"))
             time.sleep(1)
-            before = rss_kb(hub.pid)
+            before = rss_kb(gateway.pid)
             status, created = api(
                 base,
                 prepared["token"],
@@ -250,12 +262,12 @@ def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[
                 raise SystemExit(f"rollout refused: {status} {created}")
             started = time.monotonic()
             log(f"rollout {created['id']}: {args.devices} devices x {size / MiB:g} MiB")
-            cpu = (cpu_s(hub.pid), time.process_time())
+            cpu = (cpu_s(gateway.pid), time.process_time())
             first_byte, all_held = transfer_window(agents, size, version)
-            hub_cpu, client_cpu = cpu_s(hub.pid) - cpu[0], time.process_time() - cpu[1]
+            hub_cpu, client_cpu = cpu_s(gateway.pid) - cpu[0], time.process_time() - cpu[1]
             state = wait_rollout(base, prepared["token"], created["id"])
             done = time.monotonic()
-            after = rss_kb(hub.pid)
+            after = rss_kb(gateway.pid)
             peak = sampler.max_between(first_byte, all_held)
             seconds = all_held - first_byte
             figures = {
@@ -279,6 +291,9 @@ def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[
         stop_fleet.set()
         for thread in threads:
             thread.join(15)
+        if gateway is not hub:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(30)
         hub.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
         try:
             hub.wait(30)
@@ -294,6 +309,16 @@ def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[
         stats.sort_stats("cumulative").print_stats(60)
         results["profile"] = text.getvalue()
     return results
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def wait(condition: Any, timeout_s: float, what: str) -> None:
@@ -498,6 +523,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--profile", action="store_true", help="run runhub under cProfile and print its top functions (the figures carry its overhead)")
+    parser.add_argument(
+        "--gateway",
+        choices=["runhub", "runmesh"],
+        default="runhub",
+        help="runmesh: the devices connect to a gateway process of its own (uvloop), as when scaled out",
+    )
     parser.add_argument("--no-raw", action="store_true", help="skip the raw TLS transfer (when profiling)")
     args = parser.parse_args(argv)
     args.production = args.configs == "postgres"

@@ -289,6 +289,8 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry-retention": {"task": "devices.tasks.apply_telemetry_retention", "schedule": TELEMETRY_RETENTION_S},
     # Timeouts, wave verdicts and offers of every running rollout (events drive them sooner).
     "drive-rollouts": {"task": "ota.tasks.drive_rollouts", "schedule": float(env("MESHHUB_OTA_DRIVE_S", "5"))},
+    # Rules whose `for` duration ran out without new state (state batches evaluate at once).
+    "automation-recheck": {"task": "automation.tasks.recheck_due", "schedule": 1.0},
 }
 
 # --- auth, i18n, static -----------------------------------------------------------------
@@ -316,6 +318,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 FIRMWARE_STORAGE_BACKEND = env("MESHHUB_FIRMWARE_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
 FIRMWARE_STORAGE_OPTIONS = json.loads(env("MESHHUB_FIRMWARE_STORAGE_OPTIONS") or "null") or {"location": str(DATA_DIR / "firmware")}
 OTA_MAX_IMAGE_BYTES = int(env("MESHHUB_OTA_MAX_IMAGE_BYTES", str(64 * 1024 * 1024)))
+# Automation webhooks to loopback, link-local and unspecified addresses are refused unless
+# this is set (a rule must not become a way into the hub's own machine or its neighbours).
+AUTOMATION_WEBHOOK_PRIVATE = env_bool("MESHHUB_AUTOMATION_WEBHOOK_PRIVATE")
 # A rollout completes while a target is offline only once it has been away this long: a
 # device rebooting (into the last release, say) is back within seconds and gets its offer.
 OTA_OFFLINE_GRACE_S = float(env("MESHHUB_OTA_OFFLINE_GRACE_S", "120"))

@@ -7,6 +7,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from audit import urls as audit_urls
+from automation import urls as automation_urls
 from devices import urls as devices_urls
 from hub import views
 from hub.pages import operator_page
@@ -29,6 +30,7 @@ urlpatterns = [
     path("", include(audit_urls)),
     path("api/v1/", include(ota_urls.api_urlpatterns)),  # before devices: it adds devices/<id>/ota/… routes
     path("api/v1/", include(industrial_urls.api_urlpatterns)),
+    path("api/v1/", include(automation_urls.api_urlpatterns)),
     path("api/v1/", include(devices_urls.api_urlpatterns)),
     path("api/v1/", include(audit_urls.api_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

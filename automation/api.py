@@ -1,0 +1,91 @@
+"""REST for rules (ARCHITECTURE §9.2): `POST /api/v1/rules/` (scope `command`), `GET/PUT/
+PATCH/DELETE /api/v1/rules/{id}/`, `GET /api/v1/rules/{id}/runs/`. The services in
+`automation.rules` check the scope and validate; a refused rule is 400 `{field, reason}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from automation import rules
+from automation.models import Rule, RuleRun
+from automation.validation import RuleInvalid
+from hub.actors import actor_for_request
+from hub.scopes import Scope
+
+Refusal = inline_serializer("RuleRefusal", {"field": serializers.CharField(), "reason": serializers.CharField()})
+
+
+class RuleSerializer(serializers.ModelSerializer[Rule]):
+    when = serializers.JSONField(source="document.when", read_only=True)
+    then = serializers.JSONField(source="document.then", read_only=True)
+
+    class Meta:
+        model = Rule
+        fields = [
+            "id", "name", "enabled", "mode", "cooldown_s", "when", "then", "disabled_reason", "last_fired_at", "last_outcome",
+            "created_by", "created_at", "updated_at",
+        ]  # fmt: skip
+
+
+class RuleRunSerializer(serializers.ModelSerializer[RuleRun]):
+    class Meta:
+        model = RuleRun
+        fields = ["id", "started_at", "trigger", "outcome", "reason", "actions", "depth"]
+
+
+class RuleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Automation rules: conditions on what devices report, actions through the same
+    command checks as every other door (docs/automation.md)."""
+
+    queryset = Rule.objects.order_by("name")
+    serializer_class = RuleSerializer
+    scope_map = {"list": Scope.READ_STATUS, "retrieve": Scope.READ_STATUS, "runs": Scope.READ_STATUS}
+    service_decides = ("create", "update", "partial_update", "destroy")
+    audit_target_type = "rule"
+    lookup_value_regex = r"[0-9]+"
+    filter_backends: list[Any] = []
+
+    def _answer(self, call: Any, *args: Any, created: bool = False) -> Response:
+        try:
+            rule = call(actor_for_request(self.request), *args)
+        except RuleInvalid as invalid:
+            return Response(invalid.as_dict(), status=status.HTTP_400_BAD_REQUEST)
+        except Rule.DoesNotExist:
+            raise Http404("no such rule") from None
+        return Response(RuleSerializer(rule).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: RuleSerializer, 400: Refusal})
+    def create(self, request: Request) -> Response:
+        return self._answer(rules.create, request.data, created=True)
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: RuleSerializer, 400: Refusal})
+    def update(self, request: Request, pk: str) -> Response:
+        return self._answer(rules.replace, int(pk), request.data)
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: RuleSerializer, 400: Refusal})
+    def partial_update(self, request: Request, pk: str) -> Response:
+        return self._answer(rules.change, int(pk), request.data)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Request, pk: str) -> Response:
+        try:
+            rules.delete(actor_for_request(request), int(pk))
+        except Rule.DoesNotExist:
+            raise Http404("no such rule") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses={200: RuleRunSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def runs(self, request: Request, pk: str) -> Response:
+        rule = self.get_object()
+        page = self.paginate_queryset(rule.runs.all())
+        data = RuleRunSerializer(page if page is not None else rule.runs.all()[:100], many=True).data
+        return self.get_paginated_response(data) if page is not None else Response(data)

@@ -1,0 +1,189 @@
+"""Rules evaluated live: after each committed state batch (devices and PLCs alike, through
+`devices.events.on_state`, on the subscribers' thread, off the gateway's ack path), and when a
+`for` duration runs out (`recheck_due`, beat every second).
+
+Only the rules that read one of the batch's (device, capability) pairs, directly or through
+a group, are evaluated (`RuleInput`). Each evaluation locks its rule's row, runs the pure
+engine on the current reported values, and in the same transaction writes the engine's new
+state, the run and the commands the run sends (`send_command()`, with the rule as actor): a
+firing and its commands commit together or not at all, so a crash or restart neither loses
+a committed firing nor doubles it, and a `for` timer that was running survives a restart.
+
+Actions run here: device and group commands. A refused command (an interlock: the device
+is mid-update or in safe mode; or a value the device would no longer take) is recorded in
+the run with its reason, audited by `send_command()`, and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audit.models import ActorType
+from audit.services import Actor
+from automation import engine
+from automation.models import Rule, RuleInput, RuleRun, RuleState, RunOutcome
+from devices import services
+from devices.models import Device, Group
+from hub.scopes import Scope
+
+if TYPE_CHECKING:
+    from devices.state import StateReport
+
+logger = logging.getLogger("meshhub.automation")
+
+
+def rule_actor(rule: Rule) -> Actor:
+    """A rule acts with the command scope only: it can send what its conditions ask, nothing else."""
+    return Actor(ActorType.RULE, str(rule.pk), scopes=frozenset({Scope.COMMAND}))
+
+
+def on_state(reports: list[StateReport]) -> None:
+    """devices.events state subscriber: evaluate the rules that read what changed."""
+    touched = {(r.node_id, cap) for r in reports for cap in r.values}
+    if not touched:
+        return
+    for rule_id in rules_reading(touched):
+        try:
+            evaluate_rule(rule_id)
+        except Exception:  # one rule's failure never keeps the others from running
+            logger.exception("evaluation of rule %s failed", rule_id)
+
+
+def rules_reading(touched: set[tuple[str, str]]) -> list[int]:
+    """Enabled rules with an input among `touched`, directly or through a group."""
+    nodes = {n for n, _ in touched}
+    caps = {c for _, c in touched}
+    groups: dict[str, set[str]] = {}
+    for name, node_id in Group.objects.filter(members__node_id__in=nodes).values_list("name", "members__node_id"):
+        groups.setdefault(name, set()).add(node_id)
+    found: set[int] = set()
+    query = Q(node_id__in=nodes) | Q(group__in=list(groups))
+    for rule_id, node_id, group, capability in RuleInput.objects.filter(query, capability__in=caps, rule__enabled=True).values_list(
+        "rule_id", "node_id", "group", "capability"
+    ):
+        if (node_id and (node_id, capability) in touched) or any((member, capability) in touched for member in groups.get(group, ())):
+            found.add(rule_id)
+    return sorted(found)
+
+
+def _key(node_id: str, capability: str) -> str:
+    return f"{node_id}\x1f{capability}"
+
+
+def _values(parsed: engine.Rule, members: dict[str, list[str]]) -> dict[tuple[str, str], Any]:
+    wanted: dict[str, set[str]] = {}
+    for leaf in parsed.leaves():
+        for node_id in [leaf.device] if leaf.device else members.get(leaf.group, []):
+            wanted.setdefault(node_id, set()).add(leaf.capability)
+    values: dict[tuple[str, str], Any] = {}
+    for node_id, reported in Device.objects.filter(node_id__in=list(wanted)).values_list("node_id", "reported"):
+        for cap in wanted[node_id]:
+            if cap in (reported or {}):
+                values[(node_id, cap)] = reported[cap]
+    return values
+
+
+def _members(parsed: engine.Rule) -> dict[str, list[str]]:
+    names = {leaf.group for leaf in parsed.leaves() if leaf.group}
+    members: dict[str, list[str]] = {name: [] for name in names}
+    for name, node_id in Group.objects.filter(name__in=names).values_list("name", "members__node_id"):
+        if node_id:
+            members[name].append(node_id)
+    return members
+
+
+def minute_of_day(moment: datetime) -> int:
+    local = timezone.localtime(moment)
+    return local.hour * 60 + local.minute
+
+
+def evaluate_rule(rule_id: int, *, now: datetime | None = None, schedule_tick: bool = False) -> RuleRun | None:
+    """One evaluation; the run it made, if it fired (or was refused by a mode)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        rule = Rule.objects.select_for_update().filter(pk=rule_id, enabled=True).first()
+        if rule is None:
+            return None
+        parsed = engine.parse_rule(rule.document)
+        stored, _ = RuleState.objects.select_for_update().get_or_create(rule=rule)
+        members = _members(parsed)
+        values = _values(parsed, members)
+        seen = stored.state.get("seen") or {}
+        previous = {(k.split("\x1f")[0], k.split("\x1f")[1]): v for k, v in seen.items()}
+        result = engine.evaluate(
+            parsed,
+            engine.RuleState.from_dict(stored.state),
+            values,
+            previous,
+            now.timestamp(),
+            minute_of_day(now),
+            members=members,
+            schedule_tick=schedule_tick,
+        )
+        stored.state = {**result.state.to_dict(), "seen": {_key(n, c): v for (n, c), v in sorted(values.items())}}
+        stored.recheck_at = datetime.fromtimestamp(result.recheck_at, tz=now.tzinfo) if result.recheck_at is not None else None
+        stored.save()
+        if not result.fires:
+            return None
+        run = _fire(rule, parsed, result, now)
+        return run
+
+
+def _fire(rule: Rule, parsed: engine.Rule, result: engine.Evaluation, now: datetime) -> RuleRun:
+    admission = engine.admit(parsed.mode, 0, 0)  # runs finish within their transaction: none in flight
+    actor = rule_actor(rule)
+    actions: list[dict[str, Any]] = []
+    for index, action in enumerate(parsed.then):
+        actions.extend(_act(actor, index, action))
+    sent = [a for a in actions if a.get("command_id")]
+    if not actions or sent:
+        outcome, reason = RunOutcome.FIRED, f"{len(sent)} of {len(actions)} commands sent" if actions else admission.reason
+    else:
+        outcome, reason = RunOutcome.REFUSED, "; ".join(a["reason"] for a in actions)[:500]
+    if sent and len(sent) < len(actions):
+        reason += ": " + "; ".join(f"{a['device']}: {a['reason']}" for a in actions if not a.get("command_id"))
+    run = RuleRun.objects.create(rule=rule, started_at=now, trigger=result.trigger, outcome=outcome, reason=reason[:500], actions=actions)
+    Rule.objects.filter(pk=rule.pk).update(last_fired_at=now, last_outcome=outcome)
+    return run
+
+
+def _act(actor: Actor, index: int, action: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    value = action.get("value", services.MISSING)
+    if "device" in action:
+        return [_command(actor, action["device"], action, value)]
+    if "group" in action:
+        group = Group.objects.filter(name=action["group"]).first()
+        if group is None:
+            return [{"group": action["group"], "capability": action.get("capability"), "status": "refused", "reason": f"no group '{action['group']}'"}]
+        nodes = list(group.members.order_by("node_id").values_list("node_id", flat=True))
+        return [_command(actor, node_id, action, value) for node_id in nodes]
+    kind = next(iter(action))
+    return [{"action": index, "status": "refused", "reason": f"'{kind}' actions are not run by this hub version yet"}]
+
+
+def _command(actor: Actor, node_id: str, action: dict[str, Any], value: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"device": node_id, "capability": action.get("capability")}
+    try:
+        command = services.send_command(actor, node_id, action.get("action"), action.get("capability"), value)
+    except services.CommandRejected as rejected:
+        return {**entry, "command_id": None, "status": "refused", "reason": rejected.reason, **({"guard": rejected.guard} if rejected.guard else {})}
+    return {**entry, "command_id": str(command.id), "status": command.status, "reason": ""}
+
+
+def recheck_due(now: datetime | None = None) -> int:
+    """Beat: rules whose `for` duration has run out without new state."""
+    now = now or timezone.now()
+    due = list(RuleState.objects.filter(recheck_at__lte=now + timedelta(milliseconds=1), rule__enabled=True).values_list("rule_id", flat=True))
+    for rule_id in due:
+        try:
+            evaluate_rule(rule_id, now=now)
+        except Exception:
+            logger.exception("re-check of rule %s failed", rule_id)
+    return len(due)

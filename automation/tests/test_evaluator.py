@@ -1,0 +1,123 @@
+"""Live evaluation through the state path (`devices.state.apply_reports`, whose committed
+batches reach the rule evaluator through `devices.events`): only the rules that read what
+changed run; a firing and its commands are one transaction; group conditions and group
+actions; an interlock refuses the actuation and the run says why; a rule that stays true
+fires once; cooldown."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from audit.services import Actor
+from automation import evaluator, rules
+from automation.models import Rule, RuleRun
+from devices import state
+from devices.models import Command, Device
+from ota.models import DeviceFirmware
+from tests.factories import GroupFactory, relay, thermostat
+
+pytestmark = pytest.mark.django_db
+
+ALICE = Actor("user", "alice", scopes=frozenset({"command", "read-status"}))
+
+
+@pytest.fixture
+def fleet() -> None:
+    for node in ("thermo-1", "thermo-2"):
+        thermostat(node)
+    relay("relay-1")
+    relay("relay-2")
+    Device.objects.update(status="provisioned")
+    GroupFactory(name="fans").members.add(*Device.objects.filter(node_id__startswith="relay-"))
+    GroupFactory(name="rooms").members.add(*Device.objects.filter(node_id__startswith="thermo-"))
+
+
+def report(node_id: str, at: float, **values: Any) -> None:
+    """A committed state batch, evaluated as the events thread does it (synchronously here)."""
+    ts = timezone.now() + timedelta(seconds=at)
+    reports = [state.StateReport(node_id, values, ts)]
+    state.apply_reports(reports, now=ts)
+    for rule_id in evaluator.rules_reading({(node_id, cap) for cap in values}):
+        evaluator.evaluate_rule(rule_id, now=ts)
+
+
+def save(**doc: Any) -> Rule:
+    base: dict[str, Any] = {"name": "r", "when": {"device": "thermo-1", "capability": "temperature", "op": "gt", "value": 30}}
+    base["then"] = [{"device": "relay-1", "capability": "on", "action": "set", "value": True}]
+    return rules.create(ALICE, {**base, **doc})
+
+
+def test_only_rules_reading_what_changed_are_evaluated(fleet: None) -> None:
+    hot = save()
+    rooms = save(name="rooms", when={"group": "rooms", "capability": "temperature", "op": "lt", "value": 10})
+    save(name="other", when={"device": "thermo-2", "capability": "mode", "op": "eq", "value": "heat"})
+    assert evaluator.rules_reading({("thermo-1", "temperature")}) == [hot.pk, rooms.pk]
+    assert evaluator.rules_reading({("thermo-2", "temperature")}) == [rooms.pk]
+    assert evaluator.rules_reading({("relay-1", "on")}) == []
+
+
+def test_a_firing_sends_its_commands_as_the_rule_and_a_true_condition_fires_once(fleet: None) -> None:
+    rule = save(then=[{"group": "fans", "capability": "on", "action": "set", "value": True}])
+    report("thermo-1", 0, temperature=29.0)
+    assert not RuleRun.objects.exists()
+    report("thermo-1", 1, temperature=31.0)
+    report("thermo-1", 2, temperature=32.0)
+    runs = list(RuleRun.objects.all())
+    assert len(runs) == 1 and runs[0].outcome == "fired" and runs[0].reason == "2 of 2 commands sent"
+    assert [a["device"] for a in runs[0].actions] == ["relay-1", "relay-2"]
+    assert set(Command.objects.values_list("requested_by", flat=True)) == {f"rule:{rule.pk}"}
+    assert Rule.objects.get(pk=rule.pk).last_outcome == "fired"
+
+
+def test_a_device_mid_update_is_not_actuated_and_the_run_says_why(fleet: None) -> None:
+    save(then=[{"group": "fans", "capability": "on", "action": "set", "value": True}])
+    DeviceFirmware.objects.create(device=Device.objects.get(node_id="relay-2"), version="1.0.0", safe_mode=True)
+    report("thermo-1", 0, temperature=31.0)
+    run = RuleRun.objects.get()
+    assert run.outcome == "fired" and "relay-2: device is in safe mode" in run.reason
+    refused = next(a for a in run.actions if a["device"] == "relay-2")
+    assert refused["status"] == "refused" and refused["guard"] == "ota.safe_mode" and refused["command_id"] is None
+    assert list(Command.objects.values_list("device__node_id", flat=True)) == ["relay-1"]
+    DeviceFirmware.objects.filter(device__node_id="relay-2").update(safe_mode=False)
+    DeviceFirmware.objects.create(device=Device.objects.get(node_id="relay-1"), version="1.0.0", safe_mode=True)
+    save(name="only relay-1", when={"device": "thermo-2", "capability": "temperature", "op": "gt", "value": 30})
+    report("thermo-2", 1, temperature=31.0)
+    alone = RuleRun.objects.get(rule__name="only relay-1")
+    assert alone.outcome == "refused" and "safe mode" in alone.reason
+
+
+def test_cooldown_and_a_restart_in_the_duration_fire_once(fleet: None) -> None:
+    rule = save(when={"device": "thermo-1", "capability": "temperature", "op": "gt", "value": 30, "for_s": 10}, cooldown_s=60)
+    report("thermo-1", 0, temperature=31.0)
+    assert not RuleRun.objects.exists()
+    due = timezone.now() + timedelta(seconds=10.5)
+    assert evaluator.recheck_due(due) == 1 and RuleRun.objects.count() == 1
+    assert evaluator.recheck_due(due + timedelta(seconds=5)) == 0, "nothing due: fired, the timer is done"
+    report("thermo-1", 20, temperature=25.0)
+    report("thermo-1", 21, temperature=31.0)
+    assert evaluator.recheck_due(timezone.now() + timedelta(seconds=32)) == 1
+    runs = list(RuleRun.objects.filter(rule=rule))
+    assert len(runs) == 1, "the second firing fell in the cooldown"
+
+
+def test_the_admin_lists_rules_with_their_runs_and_enables_or_disables_them(fleet: None, django_user_model: Any) -> None:
+    from django.test import Client
+
+    from audit.models import AuditEvent
+
+    rule = save()
+    report("thermo-1", 0, temperature=31.0)
+    root = django_user_model.objects.create_superuser("root", password="root-Pass-123")
+    client = Client()
+    client.force_login(root)
+    assert rule.name in client.get("/admin/automation/rule/").content.decode()
+    page = client.get(f"/admin/automation/rule/{rule.pk}/change/").content.decode()
+    assert "1 of 1 commands sent" in page
+    client.post("/admin/automation/rule/", {"action": "disable", "_selected_action": [rule.pk]})
+    assert not Rule.objects.get(pk=rule.pk).enabled
+    assert AuditEvent.objects.filter(action="automation.rule.update", decision="allow", actor_id="root").exists()
+    assert client.get("/admin/automation/rule/add/").status_code == 403
