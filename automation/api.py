@@ -4,9 +4,11 @@ PATCH/DELETE /api/v1/rules/{id}/`, `GET /api/v1/rules/{id}/runs/`. The services 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.http import Http404
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -14,13 +16,15 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from automation import rules
+from automation import dryrun, rules
 from automation.models import Rule, RuleRun
 from automation.validation import RuleInvalid
 from hub.actors import actor_for_request
 from hub.scopes import Scope
 
 Refusal = inline_serializer("RuleRefusal", {"field": serializers.CharField(), "reason": serializers.CharField()})
+DryRunRange = inline_serializer("DryRunRange", {"from": serializers.DateTimeField(), "to": serializers.DateTimeField()})
+DryRunUnsaved = inline_serializer("DryRunUnsaved", {"rule": serializers.JSONField(), "from": serializers.DateTimeField(), "to": serializers.DateTimeField()})
 
 
 class RuleSerializer(serializers.ModelSerializer[Rule]):
@@ -47,7 +51,13 @@ class RuleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     queryset = Rule.objects.order_by("name")
     serializer_class = RuleSerializer
-    scope_map = {"list": Scope.READ_STATUS, "retrieve": Scope.READ_STATUS, "runs": Scope.READ_STATUS}
+    scope_map = {
+        "list": Scope.READ_STATUS,
+        "retrieve": Scope.READ_STATUS,
+        "runs": Scope.READ_STATUS,
+        "dry_run": Scope.READ_STATUS,
+        "dry_run_saved": Scope.READ_STATUS,
+    }
     service_decides = ("create", "update", "partial_update", "destroy")
     audit_target_type = "rule"
     lookup_value_regex = r"[0-9]+"
@@ -89,3 +99,35 @@ class RuleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         page = self.paginate_queryset(rule.runs.all())
         data = RuleRunSerializer(page if page is not None else rule.runs.all()[:100], many=True).data
         return self.get_paginated_response(data) if page is not None else Response(data)
+
+    def _dry_run(self, document: Any, body: Any) -> Response:
+        body = body if isinstance(body, dict) else {}
+        try:
+            result = dryrun.dry_run(document, _when(body, "from"), _when(body, "to"))
+        except (RuleInvalid, dryrun.DryRunRefused) as refused:
+            return Response(refused.as_dict(), status=status.HTTP_400_BAD_REQUEST)
+        return Response(result)
+
+    @extend_schema(request=DryRunRange, responses={200: OpenApiTypes.OBJECT, 400: Refusal})
+    @action(detail=True, methods=["post"], url_path="dry-run")
+    def dry_run_saved(self, request: Request, pk: str) -> Response:
+        """What the saved rule would have done over [from, to] of recorded telemetry."""
+        return self._dry_run(self.get_object().document, request.data)
+
+    @extend_schema(request=DryRunUnsaved, responses={200: OpenApiTypes.OBJECT, 400: Refusal})
+    @action(detail=False, methods=["post"], url_path="dry-run")
+    def dry_run(self, request: Request) -> Response:
+        """What a rule not saved yet would have done over [from, to] of recorded telemetry."""
+        body = request.data if isinstance(request.data, dict) else {}
+        return self._dry_run(body.get("rule"), body)
+
+
+def _when(body: dict[str, Any], name: str) -> datetime:
+    text = body.get(name)
+    try:
+        moment = parse_datetime(text) if isinstance(text, str) else None
+    except ValueError:  # well-formed but not a date (month 13)
+        moment = None
+    if moment is None:
+        raise dryrun.DryRunRefused(name, f"'{name}' must be an ISO 8601 time, got {text!r}")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

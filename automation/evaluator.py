@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -45,15 +45,14 @@ def rule_actor(rule: Rule) -> Actor:
 
 
 def on_state(reports: list[StateReport]) -> None:
-    """devices.events state subscriber: evaluate the rules that read what changed."""
-    touched = {(r.node_id, cap) for r in reports for cap in r.values}
-    if not touched:
-        return
-    for rule_id in rules_reading(touched):
-        try:
-            evaluate_rule(rule_id)
-        except Exception:  # one rule's failure never keeps the others from running
-            logger.exception("evaluation of rule %s failed", rule_id)
+    """devices.events state subscriber: evaluate the rules that read what changed, at each
+    report's own time, in time order (as a dry-run replays the stored samples)."""
+    for report in sorted(reports, key=lambda r: r.ts):
+        for rule_id in rules_reading({(report.node_id, cap) for cap in report.values}):
+            try:
+                evaluate_rule(rule_id, now=report.ts)
+            except Exception:  # one rule's failure never keeps the others from running
+                logger.exception("evaluation of rule %s failed", rule_id)
 
 
 def rules_reading(touched: set[tuple[str, str]]) -> list[int]:
@@ -73,8 +72,16 @@ def rules_reading(touched: set[tuple[str, str]]) -> list[int]:
     return sorted(found)
 
 
+_SEP = "\x1f"
+
+
 def _key(node_id: str, capability: str) -> str:
-    return f"{node_id}\x1f{capability}"
+    return f"{node_id}{_SEP}{capability}"
+
+
+def _unkey(key: str) -> tuple[str, str]:
+    node_id, capability = key.split(_SEP, 1)
+    return node_id, capability
 
 
 def _values(parsed: engine.Rule, members: dict[str, list[str]]) -> dict[tuple[str, str], Any]:
@@ -90,7 +97,7 @@ def _values(parsed: engine.Rule, members: dict[str, list[str]]) -> dict[tuple[st
     return values
 
 
-def _members(parsed: engine.Rule) -> dict[str, list[str]]:
+def members_of(parsed: engine.Rule) -> dict[str, list[str]]:
     names = {leaf.group for leaf in parsed.leaves() if leaf.group}
     members: dict[str, list[str]] = {name: [] for name in names}
     for name, node_id in Group.objects.filter(name__in=names).values_list("name", "members__node_id"):
@@ -105,7 +112,10 @@ def minute_of_day(moment: datetime) -> int:
 
 
 def evaluate_rule(rule_id: int, *, now: datetime | None = None, schedule_tick: bool = False) -> RuleRun | None:
-    """One evaluation; the run it made, if it fired (or was refused by a mode)."""
+    """One evaluation at `now` (a report's time, or a timer's due time); the run it made,
+    if it fired. A `for` timer that ran out before `now` is evaluated first, at its due time
+    and on the values it was running on, as a dry-run does: the firing's moment is when the
+    duration ran out, whichever of beat or a new report comes first."""
     now = now or timezone.now()
     with transaction.atomic():
         rule = Rule.objects.select_for_update().filter(pk=rule_id, enabled=True).first()
@@ -113,27 +123,31 @@ def evaluate_rule(rule_id: int, *, now: datetime | None = None, schedule_tick: b
             return None
         parsed = engine.parse_rule(rule.document)
         stored, _ = RuleState.objects.select_for_update().get_or_create(rule=rule)
-        members = _members(parsed)
+        state = engine.RuleState.from_dict(stored.state)
+        seen = {_unkey(k): v for k, v in (stored.state.get("seen") or {}).items()}
+        # Time only moves forward for a rule (device clocks differ by up to the allowed skew).
+        last = stored.state.get("at")
+        moment = max(now.timestamp(), last) if isinstance(last, int | float) else now.timestamp()
+        members = members_of(parsed)
+        run = None
+        due = stored.recheck_at.timestamp() if stored.recheck_at is not None else None
+        if due is not None and due < moment:
+            timed = engine.evaluate(parsed, state, seen, seen, due, minute_of_day(_at(due)), members=members)
+            state = timed.state
+            if timed.fires:
+                run = _fire(rule, parsed, timed, _at(due))
         values = _values(parsed, members)
-        seen = stored.state.get("seen") or {}
-        previous = {(k.split("\x1f")[0], k.split("\x1f")[1]): v for k, v in seen.items()}
-        result = engine.evaluate(
-            parsed,
-            engine.RuleState.from_dict(stored.state),
-            values,
-            previous,
-            now.timestamp(),
-            minute_of_day(now),
-            members=members,
-            schedule_tick=schedule_tick,
-        )
-        stored.state = {**result.state.to_dict(), "seen": {_key(n, c): v for (n, c), v in sorted(values.items())}}
-        stored.recheck_at = datetime.fromtimestamp(result.recheck_at, tz=now.tzinfo) if result.recheck_at is not None else None
+        result = engine.evaluate(parsed, state, values, seen, moment, minute_of_day(_at(moment)), members=members, schedule_tick=schedule_tick)
+        stored.state = {**result.state.to_dict(), "seen": {_key(n, c): v for (n, c), v in sorted(values.items())}, "at": moment}
+        stored.recheck_at = _at(result.recheck_at) if result.recheck_at is not None else None
         stored.save()
-        if not result.fires:
-            return None
-        run = _fire(rule, parsed, result, now)
+        if result.fires:
+            run = _fire(rule, parsed, result, _at(moment))
         return run
+
+
+def _at(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
 def _fire(rule: Rule, parsed: engine.Rule, result: engine.Evaluation, now: datetime) -> RuleRun:
@@ -180,10 +194,11 @@ def _command(actor: Actor, node_id: str, action: dict[str, Any], value: Any) -> 
 def recheck_due(now: datetime | None = None) -> int:
     """Beat: rules whose `for` duration has run out without new state."""
     now = now or timezone.now()
-    due = list(RuleState.objects.filter(recheck_at__lte=now + timedelta(milliseconds=1), rule__enabled=True).values_list("rule_id", flat=True))
-    for rule_id in due:
+    due = list(RuleState.objects.filter(recheck_at__lte=now, rule__enabled=True).values_list("rule_id", "recheck_at"))
+    for rule_id, recheck_at in due:
         try:
-            evaluate_rule(rule_id, now=now)
+            # At the due time, not beat's: the firing's moment is when the duration ran out.
+            evaluate_rule(rule_id, now=(recheck_at or now) + timedelta(microseconds=1))
         except Exception:
             logger.exception("re-check of rule %s failed", rule_id)
     return len(due)

@@ -321,6 +321,9 @@ OTA_MAX_IMAGE_BYTES = int(env("MESHHUB_OTA_MAX_IMAGE_BYTES", str(64 * 1024 * 102
 # Automation webhooks to loopback, link-local and unspecified addresses are refused unless
 # this is set (a rule must not become a way into the hub's own machine or its neighbours).
 AUTOMATION_WEBHOOK_PRIVATE = env_bool("MESHHUB_AUTOMATION_WEBHOOK_PRIVATE")
+# A dry-run replays at most this range and this many samples (it runs in the request).
+AUTOMATION_DRY_RUN_MAX_DAYS = int(env("MESHHUB_AUTOMATION_DRY_RUN_MAX_DAYS", "31"))
+AUTOMATION_DRY_RUN_MAX_SAMPLES = int(env("MESHHUB_AUTOMATION_DRY_RUN_MAX_SAMPLES", "500000"))
 # A rollout completes while a target is offline only once it has been away this long: a
 # device rebooting (into the last release, say) is back within seconds and gets its offer.
 OTA_OFFLINE_GRACE_S = float(env("MESHHUB_OTA_OFFLINE_GRACE_S", "120"))
