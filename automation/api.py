@@ -16,8 +16,8 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from automation import dryrun, rules
-from automation.models import Rule, RuleRun
+from automation import dryrun, rules, scenes
+from automation.models import Rule, RuleRun, Scene
 from automation.validation import RuleInvalid
 from hub.actors import actor_for_request
 from hub.scopes import Scope
@@ -131,3 +131,64 @@ def _when(body: dict[str, Any], name: str) -> datetime:
     if moment is None:
         raise dryrun.DryRunRefused(name, f"'{name}' must be an ISO 8601 time, got {text!r}")
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class SceneSerializer(serializers.ModelSerializer[Scene]):
+    class Meta:
+        model = Scene
+        fields = ["id", "name", "members", "created_by", "created_at", "updated_at"]
+
+
+Activation = inline_serializer(
+    "SceneActivation",
+    {"results": inline_serializer("SceneMemberResult", {"device": serializers.CharField(), "capability": serializers.CharField(),
+     "command_id": serializers.CharField(allow_null=True), "status": serializers.CharField(), "reason": serializers.CharField()}, many=True)},
+)  # fmt: skip
+
+
+class SceneViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Scenes: named values for devices and groups, activated as one command per member."""
+
+    queryset = Scene.objects.order_by("name")
+    serializer_class = SceneSerializer
+    scope_map = {"list": Scope.READ_STATUS, "retrieve": Scope.READ_STATUS}
+    service_decides = ("create", "destroy", "snapshot", "activate")
+    audit_target_type = "scene"
+    lookup_value_regex = r"[0-9]+"
+    filter_backends: list[Any] = []
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: SceneSerializer, 400: Refusal})
+    def create(self, request: Request) -> Response:
+        try:
+            scene = scenes.create(actor_for_request(request), request.data)
+        except RuleInvalid as invalid:
+            return Response(invalid.as_dict(), status=status.HTTP_400_BAD_REQUEST)
+        return Response(SceneSerializer(scene).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: SceneSerializer, 400: Refusal})
+    @action(detail=False, methods=["post"])
+    def snapshot(self, request: Request) -> Response:
+        """A scene of what the named devices report now (`{name, devices: [...]}`)."""
+        body = request.data if isinstance(request.data, dict) else {}
+        try:
+            scene = scenes.snapshot(actor_for_request(request), body.get("name"), body.get("devices"))
+        except RuleInvalid as invalid:
+            return Response(invalid.as_dict(), status=status.HTTP_400_BAD_REQUEST)
+        return Response(SceneSerializer(scene).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: Activation})
+    @action(detail=True, methods=["post"])
+    def activate(self, request: Request, pk: str) -> Response:
+        try:
+            results = scenes.activate(actor_for_request(request), int(pk))
+        except Scene.DoesNotExist:
+            raise Http404("no such scene") from None
+        return Response({"results": [r.as_dict() for r in results]})
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Request, pk: str) -> Response:
+        try:
+            scenes.delete(actor_for_request(request), int(pk))
+        except Scene.DoesNotExist:
+            raise Http404("no such scene") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -162,7 +162,9 @@ def _fire(rule: Rule, parsed: engine.Rule, result: engine.Evaluation, now: datet
     else:
         outcome, reason = RunOutcome.REFUSED, "; ".join(a["reason"] for a in actions)[:500]
     if sent and len(sent) < len(actions):
-        reason += ": " + "; ".join(f"{a['device']}: {a['reason']}" for a in actions if not a.get("command_id"))
+        reason += ": " + "; ".join(
+            f"{a.get('device') or a.get('scene') or a.get('group') or 'action'}: {a['reason']}" for a in actions if not a.get("command_id")
+        )
     run = RuleRun.objects.create(rule=rule, started_at=now, trigger=result.trigger, outcome=outcome, reason=reason[:500], actions=actions)
     Rule.objects.filter(pk=rule.pk).update(last_fired_at=now, last_outcome=outcome)
     return run
@@ -178,8 +180,16 @@ def _act(actor: Actor, index: int, action: dict[str, Any]) -> Iterable[dict[str,
             return [{"group": action["group"], "capability": action.get("capability"), "status": "refused", "reason": f"no group '{action['group']}'"}]
         nodes = list(group.members.order_by("node_id").values_list("node_id", flat=True))
         return [_command(actor, node_id, action, value) for node_id in nodes]
+    if "scene" in action:
+        from automation import scenes
+        from automation.models import Scene
+
+        scene = Scene.objects.filter(name=action["scene"]).first()
+        if scene is None:
+            return [{"scene": action["scene"], "command_id": None, "status": "refused", "reason": f"no scene '{action['scene']}'"}]
+        return [{"scene": scene.name, **r.as_dict()} for r in scenes.run_members(actor, scene)]
     kind = next(iter(action))
-    return [{"action": index, "status": "refused", "reason": f"'{kind}' actions are not run by this hub version yet"}]
+    return [{"action": index, "command_id": None, "status": "refused", "reason": f"'{kind}' actions are not run by this hub version yet"}]
 
 
 def _command(actor: Actor, node_id: str, action: dict[str, Any], value: Any) -> dict[str, Any]:

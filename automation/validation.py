@@ -31,9 +31,9 @@ from devices.services import MISSING, CommandRejected, check_action_fits, check_
 from devices.values import ValueSpec, check_value
 
 NUMERIC = (ValueType.INT, ValueType.FLOAT)
-# Scenes, delays and webhooks are valid rule documents (ARCHITECTURE §9.2) that this hub
-# version does not run yet: refused at save rather than saved to fail when they fire.
-NOT_YET = "'%s' actions are not run by this hub version yet (device and group commands are)"
+# Delays and webhooks are valid rule documents (ARCHITECTURE §9.2) that this hub version
+# does not run yet: refused at save rather than saved to fail when they fire.
+NOT_YET = "'%s' actions are not run by this hub version yet (device and group commands and scenes are)"
 ORDERING_OPS = ("gt", "ge", "lt", "le", "between")
 
 
@@ -67,7 +67,7 @@ def check_fleet(document: dict[str, Any]) -> None:
     for path, condition in leaves(document.get("when"), "when"):
         _check_condition(path, condition)
     for i, action in enumerate(document.get("then") or []):
-        _check_action(f"then[{i}]", action)
+        check_action(f"then[{i}]", action)
 
 
 def _spec(cap: Capability) -> ValueSpec:
@@ -141,13 +141,13 @@ def _range(cap: Capability) -> str:
     return f"{low}..{high}{' ' + cap.unit if cap.unit else ''}"
 
 
-def _check_action(path: str, action: dict[str, Any]) -> None:
+def check_action(path: str, action: dict[str, Any]) -> None:
     if "scene" in action:
         from automation.models import Scene
 
         if not Scene.objects.filter(name=action["scene"]).exists():
             raise RuleInvalid(f"{path}.scene", f"no scene '{action['scene']}'")
-        raise RuleInvalid(path, NOT_YET % "scene")
+        return
     if "webhook" in action:
         _check_webhook(f"{path}.webhook", action["webhook"])
         raise RuleInvalid(path, NOT_YET % "webhook")

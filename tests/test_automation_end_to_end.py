@@ -115,3 +115,46 @@ def test_a_rule_fires_once_after_its_duration_across_a_gateway_restart(tmp_path:
         stop.set()
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(30)
+
+
+def test_a_scene_snapshot_then_activate_restores_the_values_and_an_offline_member_fails_alone(tmp_path: Path, alice_api: APIClient) -> None:
+    enroll_port, mesh_port = free_ports(2)
+    gateway = start_runmesh(enroll_port, mesh_port)
+    stop, stop_relay_2 = threading.Event(), threading.Event()
+    try:
+        thermo = start_agent(enroll_port, mesh_port, "thermo-1", "thermostat", tmp_path, stop)
+        relay_1 = start_agent(enroll_port, mesh_port, "relay-1", "relay", tmp_path, stop)
+        start_agent(enroll_port, mesh_port, "relay-2", "relay", tmp_path, stop_relay_2)
+        thermo.hardware.values.update(setpoint=21.5, mode="heat")
+        relay_1.hardware.values["on"] = True
+        wait_for(
+            lambda: (
+                Device.objects.filter(online=True).count() == 3
+                and Device.objects.get(node_id="thermo-1").reported.get("setpoint") == 21.5
+                and Device.objects.get(node_id="relay-1").reported.get("on") is True
+            ),
+            timeout_s=30,
+        )
+        made = alice_api.post("/api/v1/scenes/snapshot/", {"name": "evening", "devices": ["thermo-1", "relay-1", "relay-2"]}, format="json")
+        assert made.status_code == 201, made.content
+        members = {(m["device"], m["capability"]): m["value"] for m in made.json()["members"]}
+        assert members == {("thermo-1", "setpoint"): 21.5, ("thermo-1", "mode"): "heat", ("relay-1", "on"): True, ("relay-2", "on"): False}
+
+        for node, cap, value in (("thermo-1", "setpoint", 25), ("thermo-1", "mode", "off"), ("relay-1", "on", False)):
+            assert alice_api.post(f"/api/v1/devices/{node}/commands/", {"action": "set", "capability": cap, "value": value}, format="json").status_code == 201
+        wait_for(lambda: thermo.hardware.values["setpoint"] == 25 and thermo.hardware.values["mode"] == "off" and relay_1.hardware.values["on"] is False)
+        stop_relay_2.set()
+        wait_for(lambda: not Device.objects.get(node_id="relay-2").online, timeout_s=30)
+
+        answer = alice_api.post(f"/api/v1/scenes/{made.json()['id']}/activate/")
+        assert answer.status_code == 200, answer.content
+        results = {(r["device"], r["capability"]): r for r in answer.json()["results"]}
+        assert results[("relay-2", "on")]["status"] == "failed" and "offline" in results[("relay-2", "on")]["reason"]
+        assert all(r["command_id"] for key, r in results.items() if key[0] != "relay-2")
+        wait_for(lambda: thermo.hardware.values["setpoint"] == 21.5 and thermo.hardware.values["mode"] == "heat" and relay_1.hardware.values["on"] is True)
+        assert AuditEvent.objects.filter(action="scene.activate", decision="allow", reason="3 of 4 members sent").exists()
+    finally:
+        stop.set()
+        stop_relay_2.set()
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(30)
