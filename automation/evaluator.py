@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -30,7 +31,7 @@ from audit.services import Actor
 from automation import engine
 from automation.models import Rule, RuleInput, RuleRun, RuleState, RunOutcome
 from devices import services
-from devices.models import Device, Group
+from devices.models import Command, Device, Group
 from hub.scopes import Scope
 
 if TYPE_CHECKING:
@@ -150,7 +151,41 @@ def _at(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
+def chain_of(trigger: dict[str, Any], now: datetime) -> tuple[int, list[str]]:
+    """How many rule runs led to this one: the trigger device's value came from a command a
+    rule sent shortly before (MESHHUB_AUTOMATION_CHAIN_WINDOW_S), whose run had its own
+    depth. (depth, the rule names along the chain, newest first)."""
+    node_id = trigger.get("device")
+    if not node_id:
+        return 0, []
+    window = timedelta(seconds=settings.AUTOMATION_CHAIN_WINDOW_S)
+    command = (
+        Command.objects.filter(
+            device__node_id=node_id, requested_by__startswith=f"{ActorType.RULE}:", created_at__gte=now - window, created_at__lte=now + window
+        )
+        .order_by("-created_at")
+        .values_list("requested_by", "created_at")
+        .first()
+    )
+    if command is None:
+        return 0, []
+    cause = (
+        RuleRun.objects.filter(rule_id=command[0].split(":", 1)[1], started_at__lte=command[1] + window).select_related("rule").order_by("-started_at").first()
+    )
+    if cause is None:
+        return 0, []
+    return cause.depth + 1, [cause.rule.name, *cause.trigger.get("chain", [])][: settings.AUTOMATION_MAX_CHAIN_DEPTH + 1]
+
+
 def _fire(rule: Rule, parsed: engine.Rule, result: engine.Evaluation, now: datetime) -> RuleRun:
+    depth, chain = chain_of(result.trigger, now)
+    trigger = {**result.trigger, **({"chain": chain} if chain else {})}
+    if depth > settings.AUTOMATION_MAX_CHAIN_DEPTH:
+        # A → B → A: the loop ends here, and the run says where it came from.
+        reason = f"stopped at chain depth {depth} (bound {settings.AUTOMATION_MAX_CHAIN_DEPTH}): triggered through {' ← '.join(chain)}"
+        run = RuleRun.objects.create(rule=rule, started_at=now, trigger=trigger, outcome=RunOutcome.STOPPED, reason=reason[:500], depth=depth)
+        Rule.objects.filter(pk=rule.pk).update(last_fired_at=now, last_outcome=RunOutcome.STOPPED)
+        return run
     admission = engine.admit(parsed.mode, 0, 0)  # runs finish within their transaction: none in flight
     actor = rule_actor(rule)
     actions: list[dict[str, Any]] = []
@@ -165,7 +200,7 @@ def _fire(rule: Rule, parsed: engine.Rule, result: engine.Evaluation, now: datet
         reason += ": " + "; ".join(
             f"{a.get('device') or a.get('scene') or a.get('group') or 'action'}: {a['reason']}" for a in actions if not a.get("command_id")
         )
-    run = RuleRun.objects.create(rule=rule, started_at=now, trigger=result.trigger, outcome=outcome, reason=reason[:500], actions=actions)
+    run = RuleRun.objects.create(rule=rule, started_at=now, trigger=trigger, outcome=outcome, reason=reason[:500], actions=actions, depth=depth)
     Rule.objects.filter(pk=rule.pk).update(last_fired_at=now, last_outcome=outcome)
     return run
 

@@ -321,6 +321,11 @@ OTA_MAX_IMAGE_BYTES = int(env("MESHHUB_OTA_MAX_IMAGE_BYTES", str(64 * 1024 * 102
 # Automation webhooks to loopback, link-local and unspecified addresses are refused unless
 # this is set (a rule must not become a way into the hub's own machine or its neighbours).
 AUTOMATION_WEBHOOK_PRIVATE = env_bool("MESHHUB_AUTOMATION_WEBHOOK_PRIVATE")
+# Rule chains (A's command changes what B reads, B's what A reads): a run more than this
+# many runs down a chain is stopped and says so. A value counts as caused by a rule's
+# command sent to that device within the window before it.
+AUTOMATION_MAX_CHAIN_DEPTH = int(env("MESHHUB_AUTOMATION_MAX_CHAIN_DEPTH", "5"))
+AUTOMATION_CHAIN_WINDOW_S = float(env("MESHHUB_AUTOMATION_CHAIN_WINDOW_S", "60"))
 # A dry-run replays at most this range and this many samples (it runs in the request).
 AUTOMATION_DRY_RUN_MAX_DAYS = int(env("MESHHUB_AUTOMATION_DRY_RUN_MAX_DAYS", "31"))
 AUTOMATION_DRY_RUN_MAX_SAMPLES = int(env("MESHHUB_AUTOMATION_DRY_RUN_MAX_SAMPLES", "500000"))

@@ -121,3 +121,48 @@ def test_the_admin_lists_rules_with_their_runs_and_enables_or_disables_them(flee
     assert not Rule.objects.get(pk=rule.pk).enabled
     assert AuditEvent.objects.filter(action="automation.rule.update", decision="allow", actor_id="root").exists()
     assert client.get("/admin/automation/rule/add/").status_code == 403
+
+
+def test_a_rule_loop_stops_at_the_depth_bound_and_the_run_says_so(fleet: None, settings: Any) -> None:
+    """A: relay-1 changed → toggle relay-2; B: relay-2 changed → toggle relay-1. Each device
+    here does what it is told and reports the new value, as a real one would."""
+    settings.AUTOMATION_MAX_CHAIN_DEPTH = 3
+    save(name="A", when={"device": "relay-1", "capability": "on", "op": "changed"}, then=[{"device": "relay-2", "capability": "on", "action": "toggle"}])
+    save(name="B", when={"device": "relay-2", "capability": "on", "op": "changed"}, then=[{"device": "relay-1", "capability": "on", "action": "toggle"}])
+    values = {"relay-1": False, "relay-2": False}
+    for node in values:
+        report(node, 0, on=False)
+    report("relay-1", 1, on=True)  # someone switches relay-1 on: the loop starts
+    values["relay-1"] = True
+    t = 2
+    while (command := Command.objects.filter(status="pending").order_by("created_at").first()) is not None:
+        node = command.device.node_id
+        values[node] = not values[node]
+        Command.objects.filter(pk=command.pk).update(status="succeeded")
+        report(node, t, on=values[node])
+        t += 1
+        assert t < 20, "the loop did not stop"
+    runs = list(RuleRun.objects.order_by("started_at"))
+    assert [r.depth for r in runs] == [0, 1, 2, 3, 4]
+    assert [r.outcome for r in runs] == ["fired"] * 4 + ["stopped"]
+    assert "stopped at chain depth 4 (bound 3): triggered through B ← A ← B ← A" in runs[-1].reason, runs[-1].reason
+    assert runs[-1].actions == []
+
+
+def test_a_device_that_loses_a_capability_disables_the_rules_using_it(fleet: None, django_capture_on_commit_callbacks: Any) -> None:
+    from devices.capabilities import store_declaration
+    from devices.models import Capability
+
+    uses = save(name="uses temperature")
+    other = save(name="uses mode", when={"device": "thermo-2", "capability": "mode", "op": "eq", "value": "heat"})
+    keep = [
+        {k: v for k, v in c.items() if k not in ("id", "device_id")}
+        for c in Capability.objects.filter(device__node_id="thermo-1").exclude(name="temperature").values()
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        store_declaration(Device.objects.get(node_id="thermo-1"), keep)  # a new firmware declares no temperature
+    rule = Rule.objects.get(pk=uses.pk)
+    assert not rule.enabled and rule.disabled_reason == "disabled: when.capability: device 'thermo-1' has no capability 'temperature' (it has: mode, setpoint)"
+    assert Rule.objects.get(pk=other.pk).enabled
+    report("thermo-1", 0, mode="heat")  # nothing evaluates a disabled rule
+    assert not RuleRun.objects.exists()
