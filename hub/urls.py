@@ -26,6 +26,7 @@ urlpatterns = [
     path("", include(devices_urls)),
     path("", include(industrial_urls)),
     path("", include(ota_urls)),
+    path("", include(automation_urls)),
     path("system/", operator_page(views.system), name="system-page"),
     path("", include(audit_urls)),
     path("api/v1/", include(ota_urls.api_urlpatterns)),  # before devices: it adds devices/<id>/ota/… routes
