@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from devices.state import StateReport
 
 logger = logging.getLogger("meshhub.events")
+UNBIND_WAIT_S = 10.0
 
 StateHook = Callable[[list["StateReport"]], None]
 PresenceHook = Callable[[str, bool], None]
@@ -195,7 +196,18 @@ class StateSubscribers:
         self._loop = self._wakeup = self._task = self._executor = None
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            # A cancelled sync_to_async still waits for the batch being delivered (asgiref):
+            # bounded here, so a slow subscriber cannot hold up a gateway's shutdown; that
+            # batch finishes on its own thread.
+            _, late = await asyncio.wait({task}, timeout=UNBIND_WAIT_S)
+            if late:
+                logger.warning("a state subscriber was still running %.0f s into the gateway's shutdown", UNBIND_WAIT_S)
+            elif executor is not None:
+                from django.db import connections
+
+                # The subscribers' own database connection (rule evaluation queries): closed
+                # with its thread, not left for the server to time out.
+                await asyncio.get_running_loop().run_in_executor(executor, connections.close_all)
         if executor is not None:
             executor.shutdown(wait=False)
         with self._ready:
