@@ -256,7 +256,8 @@ def test_firings_are_at_least_a_cooldown_apart(steps: list[tuple[float, float]],
     for gap, value in steps:
         now += gap
         feed.at(now, thermo_1__temperature=value)
-    assert all(b - a >= cooldown for a, b in zip(feed.fired, feed.fired[1:], strict=False))
+    # b >= a + cooldown, the sum the engine stores: b - a can round to just under it
+    assert all(b >= a + cooldown for a, b in zip(feed.fired, feed.fired[1:], strict=False))
 
 
 @settings(max_examples=100, deadline=None)
