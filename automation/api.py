@@ -108,13 +108,13 @@ class RuleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return Response(refused.as_dict(), status=status.HTTP_400_BAD_REQUEST)
         return Response(result)
 
-    @extend_schema(request=DryRunRange, responses={200: OpenApiTypes.OBJECT, 400: Refusal})
+    @extend_schema(request=DryRunRange, responses={200: OpenApiTypes.OBJECT, 400: Refusal}, operation_id="v1_rules_dry_run_saved")
     @action(detail=True, methods=["post"], url_path="dry-run")
     def dry_run_saved(self, request: Request, pk: str) -> Response:
         """What the saved rule would have done over [from, to] of recorded telemetry."""
         return self._dry_run(self.get_object().document, request.data)
 
-    @extend_schema(request=DryRunUnsaved, responses={200: OpenApiTypes.OBJECT, 400: Refusal})
+    @extend_schema(request=DryRunUnsaved, responses={200: OpenApiTypes.OBJECT, 400: Refusal}, operation_id="v1_rules_dry_run")
     @action(detail=False, methods=["post"], url_path="dry-run")
     def dry_run(self, request: Request) -> Response:
         """What a rule not saved yet would have done over [from, to] of recorded telemetry."""

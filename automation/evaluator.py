@@ -17,13 +17,15 @@ the run with its reason, audited by `send_command()`, and does not stop the othe
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from audit.models import ActorType
@@ -32,6 +34,7 @@ from automation import engine
 from automation.models import Rule, RuleInput, RuleRun, RuleState, RunOutcome
 from devices import services
 from devices.models import Command, Device, Group
+from hub import outages
 from hub.scopes import Scope
 
 if TYPE_CHECKING:
@@ -47,30 +50,82 @@ def rule_actor(rule: Rule) -> Actor:
 
 def on_state(reports: list[StateReport]) -> None:
     """devices.events state subscriber: evaluate the rules that read what changed, at each
-    report's own time, in time order (as a dry-run replays the stored samples)."""
-    for report in sorted(reports, key=lambda r: r.ts):
-        for rule_id in rules_reading({(report.node_id, cap) for cap in report.values}):
-            try:
-                evaluate_rule(rule_id, now=report.ts)
-            except Exception:  # one rule's failure never keeps the others from running
-                logger.exception("evaluation of rule %s failed", rule_id)
+    report's own time, in time order (as a dry-run replays the stored samples). A database
+    outage skips the batch with one line in the log (the next report evaluates again; `for`
+    timers are re-checked by beat), never a traceback per report."""
+    try:
+        for report in sorted(reports, key=lambda r: r.ts):
+            for rule_id in rules_reading({(report.node_id, cap) for cap in report.values}):
+                try:
+                    evaluate_rule(rule_id, now=report.ts)
+                except DatabaseError:
+                    raise
+                except Exception:  # one rule's failure never keeps the others from running
+                    logger.exception("evaluation of rule %s failed", rule_id)
+    except DatabaseError as exc:
+        if outages.unavailable(exc) is None:
+            raise
+        outages.report_failure(exc, "rule evaluation")
+
+
+class InputIndex:
+    """Which enabled rules read which (device, capability), directly or through a group: kept
+    in memory and reloaded at most every REFRESH_S (a rule saved in another process takes
+    effect within that) or at once when this process saved one. A state batch that no rule
+    reads costs no query, whatever the fleet's size."""
+
+    REFRESH_S = 1.0
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.loaded_at = -math.inf
+        self.generation = 0
+        self.loaded_generation = -1
+        self.direct: dict[tuple[str, str], set[int]] = {}
+        self.by_group: dict[tuple[str, str], set[int]] = {}
+        self.groups_of: dict[str, set[str]] = {}
+
+    def invalidate(self) -> None:
+        with self.lock:
+            self.generation += 1
+
+    def _load(self) -> None:
+        direct: dict[tuple[str, str], set[int]] = {}
+        by_group: dict[tuple[str, str], set[int]] = {}
+        for rule_id, node_id, group, capability in RuleInput.objects.filter(rule__enabled=True).values_list("rule_id", "node_id", "group", "capability"):
+            if node_id:
+                direct.setdefault((node_id, capability), set()).add(rule_id)
+            else:
+                by_group.setdefault((group, capability), set()).add(rule_id)
+        groups_of: dict[str, set[str]] = {}
+        names = {g for g, _ in by_group}
+        if names:
+            for name, node_id in Group.objects.filter(name__in=names).values_list("name", "members__node_id"):
+                if node_id:
+                    groups_of.setdefault(node_id, set()).add(name)
+        self.direct, self.by_group, self.groups_of = direct, by_group, groups_of
+
+    def rules_reading(self, touched: set[tuple[str, str]]) -> list[int]:
+        with self.lock:
+            now = time.monotonic()
+            if now - self.loaded_at > self.REFRESH_S or self.loaded_generation != self.generation:
+                generation = self.generation
+                self._load()
+                self.loaded_at, self.loaded_generation = now, generation
+            found: set[int] = set()
+            for node_id, capability in touched:
+                found |= self.direct.get((node_id, capability), set())
+                for group in self.groups_of.get(node_id, ()):
+                    found |= self.by_group.get((group, capability), set())
+            return sorted(found)
+
+
+inputs = InputIndex()
 
 
 def rules_reading(touched: set[tuple[str, str]]) -> list[int]:
     """Enabled rules with an input among `touched`, directly or through a group."""
-    nodes = {n for n, _ in touched}
-    caps = {c for _, c in touched}
-    groups: dict[str, set[str]] = {}
-    for name, node_id in Group.objects.filter(members__node_id__in=nodes).values_list("name", "members__node_id"):
-        groups.setdefault(name, set()).add(node_id)
-    found: set[int] = set()
-    query = Q(node_id__in=nodes) | Q(group__in=list(groups))
-    for rule_id, node_id, group, capability in RuleInput.objects.filter(query, capability__in=caps, rule__enabled=True).values_list(
-        "rule_id", "node_id", "group", "capability"
-    ):
-        if (node_id and (node_id, capability) in touched) or any((member, capability) in touched for member in groups.get(group, ())):
-            found.add(rule_id)
-    return sorted(found)
+    return inputs.rules_reading(touched)
 
 
 _SEP = "\x1f"
