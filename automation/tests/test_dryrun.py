@@ -35,13 +35,13 @@ def fleet() -> None:
 
 
 def live(seed: int) -> None:
-    """Two thermostats wandering around 30 °C for ten minutes, reports every 1-4 s each,
+    """Two thermostats wandering around 30 °C for almost seven minutes, reports every 1-4 s each,
     beat re-checking every second in between."""
     rng = random.Random(seed)
     events: list[tuple[float, str, float]] = []
     for node in ("thermo-1", "thermo-2"):
         t, temp = 0.0, 29.0
-        while t < 600:
+        while t < 400:
             t += rng.choice([1.0, 2.0, 3.0, 4.0]) + rng.random() / 10
             temp = round(min(36.0, max(24.0, temp + rng.uniform(-1.2, 1.2))), 1)
             events.append((t, node, temp))
@@ -55,7 +55,7 @@ def live(seed: int) -> None:
         reports = [state.StateReport(node, {"temperature": temp, "mode": "heat" if temp > 30 else "auto"}, ts)]
         state.apply_reports(reports, now=ts)
         evaluator.on_state(reports)  # what the events thread runs after the commit
-    evaluator.recheck_due(BASE + timedelta(seconds=700))
+    evaluator.recheck_due(BASE + timedelta(seconds=500))
 
 
 RULES: list[dict[str, Any]] = [
@@ -67,14 +67,14 @@ RULES: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_a_dry_run_lists_exactly_what_the_live_rules_did_on_the_same_data(fleet: None, seed: int) -> None:
     saved = [rules.create(ALICE, {**doc, "then": [{"device": "relay-1", "capability": "on", "action": "set", "value": True}]}) for doc in RULES]
     live(seed)
     assert RuleRun.objects.filter(outcome="fired").count() > 5, "the data makes the rules fire"
     for rule in saved:
         ran = [(r.started_at, r.trigger) for r in RuleRun.objects.filter(rule=rule).order_by("started_at")]
-        replayed = dryrun.dry_run(rule.document, BASE, BASE + timedelta(seconds=700))["firings"]
+        replayed = dryrun.dry_run(rule.document, BASE, BASE + timedelta(seconds=500))["firings"]
         again = [(datetime.fromisoformat(f["at"]), f["trigger"]) for f in replayed]
         assert again == ran, (rule.name, again, ran)
         assert all(f["actions"] == [{"device": "relay-1", "capability": "on", "action": "set", "value": True}] for f in replayed)
