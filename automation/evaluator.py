@@ -9,7 +9,7 @@ state, the run and the commands the run sends (`send_command()`, with the rule a
 firing and its commands commit together or not at all, so a crash or restart neither loses
 a committed firing nor doubles it, and a `for` timer that was running survives a restart.
 
-Actions run here: device and group commands. A refused command (an interlock: the device
+Actions run here: device and group commands, and scenes (one command per member). A refused command (an interlock: the device
 is mid-update or in safe mode; or a value the device would no longer take) is recorded in
 the run with its reason, audited by `send_command()`, and does not stop the others.
 """
