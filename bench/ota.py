@@ -65,6 +65,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchlib import cpu_seconds, manage, rss_kb  # noqa: E402
+
 from firmware.agent import port as agent_port  # noqa: E402
 from firmware.agent.core import enroll as core_enroll  # noqa: E402
 from firmware.agent.core.agent import Agent  # noqa: E402
@@ -84,25 +86,6 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def cpu_s(pid: int) -> float:
-    """utime + stime of one process (all its threads), in seconds."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return 0.0
-
-
-def rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 class RssSampler:
     """VmRSS of one process every 100 ms, in a thread, with a mark per phase."""
 
@@ -120,13 +103,6 @@ class RssSampler:
 
     def max_between(self, start: float, end: float) -> int:
         return max((kb for t, kb in self.samples if start <= t <= end), default=rss_kb(self.pid))
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "manage.py"), *args], env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
 
 
 SETUP_SCRIPT = """
@@ -262,9 +238,9 @@ def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[
                 raise SystemExit(f"rollout refused: {status} {created}")
             started = time.monotonic()
             log(f"rollout {created['id']}: {args.devices} devices x {size / MiB:g} MiB")
-            cpu = (cpu_s(gateway.pid), time.process_time())
+            cpu = (cpu_seconds(gateway.pid), time.process_time())
             first_byte, all_held = transfer_window(agents, size, version)
-            hub_cpu, client_cpu = cpu_s(gateway.pid) - cpu[0], time.process_time() - cpu[1]
+            hub_cpu, client_cpu = cpu_seconds(gateway.pid) - cpu[0], time.process_time() - cpu[1]
             state = wait_rollout(base, prepared["token"], created["id"])
             done = time.monotonic()
             after = rss_kb(gateway.pid)
@@ -483,12 +459,12 @@ def raw_run(devices: int, sizes: list[int], data_dir: Path) -> dict[str, Any]:
                 digests[i] = raw_client(port, tls_dir, str(data_dir / "raw" / f"d{i:03d}"), size, times[i])
 
             threads = [threading.Thread(target=one, args=(i, size, port, times, digests), daemon=True) for i in range(devices)]
-            cpu = (cpu_s(server.pid), time.process_time())
+            cpu = (cpu_seconds(server.pid), time.process_time())
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join(1800)
-            server_cpu, client_cpu = cpu_s(server.pid) - cpu[0], time.process_time() - cpu[1]
+            server_cpu, client_cpu = cpu_seconds(server.pid) - cpu[0], time.process_time() - cpu[1]
             if any(d != expected for d in digests):
                 raise SystemExit("a raw client's slot does not hash to the image")
             first = min(t[0] for t in times)

@@ -62,6 +62,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchlib import manage, rss_kb  # noqa: E402
+
 from firmware.agent import port as agent_port  # noqa: E402
 from firmware.agent.core import enroll as core_enroll  # noqa: E402
 from firmware.agent.core.agent import Agent  # noqa: E402
@@ -132,16 +134,6 @@ def setting_value(profile: dict[str, Any], rng: random.Random) -> tuple[str, dic
 # --- processes --------------------------------------------------------------------------------
 
 
-def rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def children(pid: int) -> list[int]:
     found: list[int] = []
     try:
@@ -178,13 +170,6 @@ def recreate_database(name: str) -> None:
     with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "manage.py"), *args], env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
 
 
 SETUP_SCRIPT = """
