@@ -104,7 +104,7 @@ class RuleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         body = body if isinstance(body, dict) else {}
         try:
             result = dryrun.dry_run(document, _when(body, "from"), _when(body, "to"))
-        except (RuleInvalid, dryrun.DryRunRefused) as refused:
+        except RuleInvalid as refused:  # a DryRunRefused too
             return Response(refused.as_dict(), status=status.HTTP_400_BAD_REQUEST)
         return Response(result)
 

@@ -20,17 +20,12 @@ from typing import Any
 from django.conf import settings
 
 from automation import engine, evaluator, rules
+from automation.validation import RuleInvalid
 from devices.models import Capability, Group, TelemetrySample, ValueType
 
 
-class DryRunRefused(Exception):
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
-
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "reason": self.reason}
+class DryRunRefused(RuleInvalid):
+    """A range a dry-run will not replay (`from`, `to`): answered like a refused rule."""
 
 
 def _typed(value_type: str, number: float | None, text: str) -> Any:
@@ -46,10 +41,7 @@ def _typed(value_type: str, number: float | None, text: str) -> Any:
 
 def _samples(parsed: engine.Rule, members: dict[str, list[str]], start: datetime, end: datetime) -> Iterator[tuple[datetime, str, dict[str, Any]]]:
     """(ts, node_id, {capability: value}) in time order, one per device report."""
-    wanted: dict[str, set[str]] = {}
-    for leaf in parsed.leaves():
-        for node_id in [leaf.device] if leaf.device else members.get(leaf.group, []):
-            wanted.setdefault(node_id, set()).add(leaf.capability)
+    wanted = evaluator.inputs_of(parsed, members)
     caps = {cap for names in wanted.values() for cap in names}
     types = dict(
         ((node, name), value_type)

@@ -140,11 +140,17 @@ def _unkey(key: str) -> tuple[str, str]:
     return node_id, capability
 
 
-def _values(parsed: engine.Rule, members: dict[str, list[str]]) -> dict[tuple[str, str], Any]:
+def inputs_of(parsed: engine.Rule, members: dict[str, list[str]]) -> dict[str, set[str]]:
+    """node_id → the capabilities of it the rule reads (group conditions through `members`)."""
     wanted: dict[str, set[str]] = {}
     for leaf in parsed.leaves():
         for node_id in [leaf.device] if leaf.device else members.get(leaf.group, []):
             wanted.setdefault(node_id, set()).add(leaf.capability)
+    return wanted
+
+
+def _values(parsed: engine.Rule, members: dict[str, list[str]]) -> dict[tuple[str, str], Any]:
+    wanted = inputs_of(parsed, members)
     values: dict[tuple[str, str], Any] = {}
     for node_id, reported in Device.objects.filter(node_id__in=list(wanted)).values_list("node_id", "reported"):
         for cap in wanted[node_id]:

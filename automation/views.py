@@ -86,7 +86,7 @@ def rule_save(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         saved = rules.replace(actor, rule.pk, document) if rule else rules.create(actor, document)
     except ScopeDenied as denied:
         raise PermissionDenied(denied.reason) from None  # the service audited the deny
-    except (RuleInvalid, dryrun.DryRunRefused) as refused:
+    except RuleInvalid as refused:  # a DryRunRefused too
         return _editor(request, rule, text, refusal=refused, status=400)
     messages.success(request, f"Rule '{saved.name}' saved.")
     return HttpResponseRedirect(reverse("automation-rule-page", args=[saved.pk]))
