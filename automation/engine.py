@@ -28,7 +28,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 OPS = ("eq", "ne", "gt", "ge", "lt", "le", "between", "changed", "changed_to")
@@ -100,11 +101,20 @@ class Rule:
     mode: str = "single"
     cooldown_s: float = 0.0
 
-    def leaves(self) -> list[Leaf]:
-        return [n for n in _walk(self.when) if isinstance(n, Leaf)]
+    def leaves(self) -> tuple[Leaf, ...]:
+        return self._leaves
 
-    def schedules(self) -> list[Schedule]:
-        return [n for n in _walk(self.when) if isinstance(n, Schedule)]
+    def schedules(self) -> tuple[Schedule, ...]:
+        return self._schedules
+
+    @cached_property
+    def _leaves(self) -> tuple[Leaf, ...]:
+        # Walked once per parsed rule, not once per evaluation (the engine's hot path).
+        return tuple(n for n in _walk(self.when) if isinstance(n, Leaf))
+
+    @cached_property
+    def _schedules(self) -> tuple[Schedule, ...]:
+        return tuple(n for n in _walk(self.when) if isinstance(n, Schedule))
 
 
 def _walk(node: Node) -> list[Node]:
@@ -435,19 +445,23 @@ def evaluate(
         return all(results) if node.kind == "all" else any(results)
 
     now_satisfied = holds(rule.when)
-    new = replace(state, leaves=leaf_states)
     recheck_at = min(recheck) if recheck else None
+
+    def remembered(armed: bool, last_fired_at: float | None, cooldown_until: float | None) -> RuleState:
+        # Built directly: dataclasses.replace() is a third of an evaluation's cost.
+        return RuleState(leaf_states, armed, last_fired_at, cooldown_until, state.running, state.queued)
+
     if not now_satisfied:
         reason = "; ".join(pending) if pending else "conditions not met"
-        return Evaluation(replace(new, armed=True), False, {}, recheck_at, reason)
+        return Evaluation(remembered(True, state.last_fired_at, state.cooldown_until), False, {}, recheck_at, reason)
     if not state.armed and not event:
-        return Evaluation(new, False, {}, recheck_at, "already fired while the conditions hold")
+        return Evaluation(remembered(state.armed, state.last_fired_at, state.cooldown_until), False, {}, recheck_at, "already fired while the conditions hold")
     if not rule.enabled:
-        return Evaluation(replace(new, armed=False), False, trigger, recheck_at, "the rule is disabled")
+        return Evaluation(remembered(False, state.last_fired_at, state.cooldown_until), False, trigger, recheck_at, "the rule is disabled")
     if state.cooldown_until is not None and now < state.cooldown_until:
         reason = f"in cooldown for {state.cooldown_until - now:.1f} s more"
-        return Evaluation(replace(new, armed=False), False, trigger, recheck_at, reason)
-    fired = replace(new, armed=False, last_fired_at=now, cooldown_until=now + rule.cooldown_s if rule.cooldown_s else None)
+        return Evaluation(remembered(False, state.last_fired_at, state.cooldown_until), False, trigger, recheck_at, reason)
+    fired = remembered(False, now, now + rule.cooldown_s if rule.cooldown_s else None)
     return Evaluation(fired, True, trigger, recheck_at, "conditions met")
 
 

@@ -3,11 +3,14 @@
 `for` duration runs out (`recheck_due`, beat every second).
 
 Only the rules that read one of the batch's (device, capability) pairs, directly or through
-a group, are evaluated (`RuleInput`). Each evaluation locks its rule's row, runs the pure
-engine on the current reported values, and in the same transaction writes the engine's new
-state, the run and the commands the run sends (`send_command()`, with the rule as actor): a
-firing and its commands commit together or not at all, so a crash or restart neither loses
-a committed firing nor doubles it, and a `for` timer that was running survives a restart.
+a group, are evaluated (`InputIndex`, in memory). A batch is one transaction: it locks the
+rules it evaluates (in id order), reads their inputs once, runs the pure engine report by
+report in time order (each rule seeing the batch's values up to that report, as a dry-run
+replays them), and writes the engines' new states together, with the runs and the commands
+they sent (`send_command()`, with the rule as actor). A firing and its commands commit
+together or not at all, so a crash or restart neither loses a committed firing nor doubles
+it, and a `for` timer that was running survives a restart. One failing firing is rolled back
+to its savepoint (its rule keeps its previous state) without stopping the others.
 
 Actions run here: device and group commands, and scenes (one command per member). A refused command (an interlock: the device
 is mid-update or in safe mode; or a value the device would no longer take) is recorded in
@@ -21,6 +24,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -54,14 +58,7 @@ def on_state(reports: list[StateReport]) -> None:
     outage skips the batch with one line in the log (the next report evaluates again; `for`
     timers are re-checked by beat), never a traceback per report."""
     try:
-        for report in sorted(reports, key=lambda r: r.ts):
-            for rule_id in rules_reading({(report.node_id, cap) for cap in report.values}):
-                try:
-                    evaluate_rule(rule_id, now=report.ts)
-                except DatabaseError:
-                    raise
-                except Exception:  # one rule's failure never keeps the others from running
-                    logger.exception("evaluation of rule %s failed", rule_id)
+        evaluate_batch(reports)
     except DatabaseError as exc:
         if outages.unavailable(exc) is None:
             raise
@@ -149,16 +146,6 @@ def inputs_of(parsed: engine.Rule, members: dict[str, list[str]]) -> dict[str, s
     return wanted
 
 
-def _values(parsed: engine.Rule, members: dict[str, list[str]]) -> dict[tuple[str, str], Any]:
-    wanted = inputs_of(parsed, members)
-    values: dict[tuple[str, str], Any] = {}
-    for node_id, reported in Device.objects.filter(node_id__in=list(wanted)).values_list("node_id", "reported"):
-        for cap in wanted[node_id]:
-            if cap in (reported or {}):
-                values[(node_id, cap)] = reported[cap]
-    return values
-
-
 def members_of(parsed: engine.Rule) -> dict[str, list[str]]:
     names = {leaf.group for leaf in parsed.leaves() if leaf.group}
     members: dict[str, list[str]] = {name: [] for name in names}
@@ -173,38 +160,188 @@ def minute_of_day(moment: datetime) -> int:
     return local.hour * 60 + local.minute
 
 
+@dataclass
+class _Locked:
+    """A rule locked for this transaction with what its evaluations need and change."""
+
+    rule: Rule
+    parsed: engine.Rule
+    stored: RuleState
+    state: engine.RuleState
+    seen: dict[tuple[str, str], Any]  # what its last evaluation saw
+    at: float | None  # its last evaluation's moment: time only moves forward for a rule
+    members: dict[str, list[str]]
+    wanted: list[tuple[str, str]]  # the (device, capability) pairs it reads
+    changed: bool = False
+
+
+_parsed: dict[int, tuple[datetime, engine.Rule]] = {}  # rule id -> (updated_at, parsed): parsed once per save
+
+
+def _parse(rule: Rule) -> engine.Rule:
+    cached = _parsed.get(rule.pk)
+    if cached is not None and cached[0] == rule.updated_at:
+        return cached[1]
+    parsed = engine.parse_rule(rule.document)
+    _parsed[rule.pk] = (rule.updated_at, parsed)
+    return parsed
+
+
+def _lock(rule_ids: Iterable[int]) -> dict[int, _Locked]:
+    """The enabled ones of `rule_ids`, locked in id order (no deadlock between batches), with
+    their states (created if missing) and their groups' members: a fixed number of queries."""
+    ids = sorted(set(rule_ids))
+    found = list(Rule.objects.select_for_update().filter(pk__in=ids, enabled=True).order_by("pk"))
+    if not found:
+        return {}
+    stored = {s.rule_id: s for s in RuleState.objects.select_for_update().filter(rule_id__in=[r.pk for r in found]).order_by("rule_id")}
+    for rule in found:
+        if rule.pk not in stored:
+            stored[rule.pk], _ = RuleState.objects.get_or_create(rule=rule)
+    parsed = {rule.pk: _parse(rule) for rule in found}
+    groups = {leaf.group for p in parsed.values() for leaf in p.leaves() if leaf.group}
+    members_by_group: dict[str, list[str]] = {name: [] for name in groups}
+    if groups:
+        for name, node_id in Group.objects.filter(name__in=groups).values_list("name", "members__node_id").order_by("name", "members__node_id"):
+            if node_id:
+                members_by_group[name].append(node_id)
+    locked: dict[int, _Locked] = {}
+    for rule in found:
+        p, s = parsed[rule.pk], stored[rule.pk]
+        members = {leaf.group: members_by_group.get(leaf.group, []) for leaf in p.leaves() if leaf.group}
+        wanted = sorted({(node, cap) for node, caps in inputs_of(p, members).items() for cap in caps})
+        last = s.state.get("at")
+        locked[rule.pk] = _Locked(
+            rule,
+            p,
+            s,
+            engine.RuleState.from_dict(s.state),
+            {_unkey(k): v for k, v in (s.state.get("seen") or {}).items()},
+            last if isinstance(last, int | float) else None,
+            members,
+            wanted,
+        )
+    return locked
+
+
+def _reported(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """The devices' current reported values of `pairs`, in one query."""
+    wanted: dict[str, set[str]] = {}
+    for node_id, cap in pairs:
+        wanted.setdefault(node_id, set()).add(cap)
+    values: dict[tuple[str, str], Any] = {}
+    for node_id, reported in Device.objects.filter(node_id__in=list(wanted)).values_list("node_id", "reported"):
+        for cap in wanted[node_id]:
+            if cap in (reported or {}):
+                values[(node_id, cap)] = reported[cap]
+    return values
+
+
+def _step(item: _Locked, values: dict[tuple[str, str], Any], now: datetime, schedule_tick: bool = False) -> RuleRun | None:
+    """One evaluation of a locked rule at `now`; the run it made, if it fired. A `for` timer
+    that ran out before `now` is evaluated first, at its due time and on the values it was
+    running on, as a dry-run does: the firing's moment is when the duration ran out,
+    whichever of beat or a new report comes first. A firing that fails is rolled back to its
+    savepoint and leaves the rule as it was."""
+    moment = max(now.timestamp(), item.at) if item.at is not None else now.timestamp()
+    run = None
+    try:
+        state = item.state
+        firings: list[tuple[engine.Evaluation, float]] = []
+        due = item.stored.recheck_at.timestamp() if item.stored.recheck_at is not None else None
+        if due is not None and due < moment:
+            timed = engine.evaluate(item.parsed, state, item.seen, item.seen, due, minute_of_day(_at(due)), members=item.members)
+            state = timed.state
+            firings += [(timed, due)] if timed.fires else []
+        result = engine.evaluate(item.parsed, state, values, item.seen, moment, minute_of_day(_at(moment)), members=item.members, schedule_tick=schedule_tick)
+        firings += [(result, moment)] if result.fires else []
+        if firings:  # a savepoint only where something is written besides the state
+            with transaction.atomic():
+                for fired, at in firings:
+                    run = _fire(item.rule, item.parsed, fired, _at(at))
+    except DatabaseError:
+        raise
+    except Exception:  # one rule's failure never keeps the others from running
+        logger.exception("evaluation of rule %s failed", item.rule.pk)
+        return None
+    item.state, item.seen, item.at = result.state, values, moment
+    item.stored.recheck_at = _at(result.recheck_at) if result.recheck_at is not None else None
+    item.changed = True
+    return run
+
+
+def _save(items: Iterable[_Locked]) -> None:
+    """The evaluated rules' states, in one prepared UPDATE run for each (bulk_update's CASE
+    over a JSON column cost more than the evaluations it saved)."""
+    field = RuleState._meta.get_field("state")
+    rows = []
+    stamp = timezone.now()
+    for item in items:
+        if item.changed:
+            item.stored.state = {**item.state.to_dict(), "seen": {_key(n, c): v for (n, c), v in sorted(item.seen.items())}, "at": item.at}
+            item.stored.updated_at = stamp
+            rows.append((item.stored.state, item.stored.recheck_at, stamp, item.rule.pk))
+    if not rows:
+        return
+    connection = transaction.get_connection()
+    ops = connection.ops
+    table, quote = RuleState._meta.db_table, ops.quote_name
+    sql = f"UPDATE {quote(table)} SET {quote('state')} = %s, {quote('recheck_at')} = %s, {quote('updated_at')} = %s WHERE {quote('rule_id')} = %s"  # noqa: S608  # names from the model, values as parameters
+    params = [
+        (field.get_db_prep_save(state, connection), ops.adapt_datetimefield_value(recheck), ops.adapt_datetimefield_value(stamp), rule_id)
+        for state, recheck, _, rule_id in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+def evaluate_batch(reports: list[StateReport]) -> int:
+    """Evaluate, in one transaction, the rules that read `reports` (a committed state batch);
+    the number of evaluations."""
+    plan = []
+    for report in sorted(reports, key=lambda r: r.ts):
+        rule_ids = rules_reading({(report.node_id, cap) for cap in report.values})
+        if rule_ids:
+            plan.append((report, rule_ids))
+    if not plan:
+        return 0
+    evaluations = 0
+    with transaction.atomic():
+        locked = _lock(rule_id for _, rule_ids in plan for rule_id in rule_ids)
+        touched = {(report.node_id, cap) for report, _ in plan for cap in report.values}
+        stored = _reported({pair for item in locked.values() for pair in item.wanted} - touched)
+        applied: dict[tuple[str, str], Any] = {}
+        for report, rule_ids in plan:
+            applied.update({(report.node_id, cap): value for cap, value in report.values.items()})
+            for rule_id in rule_ids:
+                item = locked.get(rule_id)
+                if item is None:
+                    continue  # disabled or deleted since the index was loaded
+                values: dict[tuple[str, str], Any] = {}
+                for pair in item.wanted:
+                    if pair in applied:
+                        values[pair] = applied[pair]
+                    elif pair in touched:  # reported later in this batch: what the rule saw so far
+                        if pair in item.seen:
+                            values[pair] = item.seen[pair]
+                    elif pair in stored:
+                        values[pair] = stored[pair]
+                _step(item, values, report.ts)
+                evaluations += 1
+        _save(locked.values())
+    return evaluations
+
+
 def evaluate_rule(rule_id: int, *, now: datetime | None = None, schedule_tick: bool = False) -> RuleRun | None:
-    """One evaluation at `now` (a report's time, or a timer's due time); the run it made,
-    if it fired. A `for` timer that ran out before `now` is evaluated first, at its due time
-    and on the values it was running on, as a dry-run does: the firing's moment is when the
-    duration ran out, whichever of beat or a new report comes first."""
+    """One evaluation of one rule at `now` (a timer's due time, a schedule's tick) on the
+    devices' current values; the run it made, if it fired."""
     now = now or timezone.now()
     with transaction.atomic():
-        rule = Rule.objects.select_for_update().filter(pk=rule_id, enabled=True).first()
-        if rule is None:
+        item = _lock([rule_id]).get(rule_id)
+        if item is None:
             return None
-        parsed = engine.parse_rule(rule.document)
-        stored, _ = RuleState.objects.select_for_update().get_or_create(rule=rule)
-        state = engine.RuleState.from_dict(stored.state)
-        seen = {_unkey(k): v for k, v in (stored.state.get("seen") or {}).items()}
-        # Time only moves forward for a rule (device clocks differ by up to the allowed skew).
-        last = stored.state.get("at")
-        moment = max(now.timestamp(), last) if isinstance(last, int | float) else now.timestamp()
-        members = members_of(parsed)
-        run = None
-        due = stored.recheck_at.timestamp() if stored.recheck_at is not None else None
-        if due is not None and due < moment:
-            timed = engine.evaluate(parsed, state, seen, seen, due, minute_of_day(_at(due)), members=members)
-            state = timed.state
-            if timed.fires:
-                run = _fire(rule, parsed, timed, _at(due))
-        values = _values(parsed, members)
-        result = engine.evaluate(parsed, state, values, seen, moment, minute_of_day(_at(moment)), members=members, schedule_tick=schedule_tick)
-        stored.state = {**result.state.to_dict(), "seen": {_key(n, c): v for (n, c), v in sorted(values.items())}, "at": moment}
-        stored.recheck_at = _at(result.recheck_at) if result.recheck_at is not None else None
-        stored.save()
-        if result.fires:
-            run = _fire(rule, parsed, result, _at(moment))
+        run = _step(item, _reported(item.wanted), now, schedule_tick)
+        _save([item])
         return run
 
 

@@ -41,8 +41,7 @@ def report(node_id: str, at: float, **values: Any) -> None:
     ts = timezone.now() + timedelta(seconds=at)
     reports = [state.StateReport(node_id, values, ts)]
     state.apply_reports(reports, now=ts)
-    for rule_id in evaluator.rules_reading({(node_id, cap) for cap in values}):
-        evaluator.evaluate_rule(rule_id, now=ts)
+    evaluator.on_state(reports)
 
 
 def save(**doc: Any) -> Rule:
@@ -166,3 +165,53 @@ def test_a_device_that_loses_a_capability_disables_the_rules_using_it(fleet: Non
     assert Rule.objects.get(pk=other.pk).enabled
     report("thermo-1", 0, mode="heat")  # nothing evaluates a disabled rule
     assert not RuleRun.objects.exists()
+
+
+def test_a_batch_is_evaluated_report_by_report_in_time_order(fleet: None) -> None:
+    """Two reports of one device in one committed batch: the rule sees 31 then 29, in report
+    order (not the batch's last value twice), and fires on the first."""
+    save()
+    base = timezone.now()
+    reports = [
+        state.StateReport("thermo-1", {"temperature": 29.0}, base + timedelta(seconds=2)),
+        state.StateReport("thermo-1", {"temperature": 31.0}, base + timedelta(seconds=1)),
+    ]
+    state.apply_reports(reports, now=base + timedelta(seconds=2))
+    assert evaluator.evaluate_batch(reports) == 2
+    run = RuleRun.objects.get()
+    assert run.trigger["value"] == 31.0 and run.started_at == base + timedelta(seconds=1)
+
+
+def test_a_batch_costs_a_fixed_number_of_queries_whatever_the_rules(fleet: None, django_assert_max_num_queries: Any) -> None:
+    """Twenty rules reading one device, none firing: lock, states, groups, values, one bulk
+    write; not a transaction per rule."""
+    for n in range(20):
+        save(name=f"rule-{n}", when={"device": "thermo-1", "capability": "temperature", "op": "gt", "value": 40 + n})
+    reports = [state.StateReport("thermo-1", {"temperature": 31.0}, timezone.now())]
+    state.apply_reports(reports, now=reports[0].ts)
+    evaluator.rules_reading({("thermo-1", "temperature")})  # the in-memory index, loaded once
+    with django_assert_max_num_queries(8):
+        assert evaluator.evaluate_batch(reports) == 20
+    assert not RuleRun.objects.exists()
+
+
+def test_a_failing_firing_keeps_its_rule_as_it_was_and_the_others_run(fleet: None, monkeypatch: Any) -> None:
+    """A bug in one rule's firing (here: its command path raising) rolls back to its
+    savepoint: no half-written run, its state unchanged, so the next report fires it; the
+    other rule of the same batch fires."""
+    broken = save(name="broken")
+    save(name="fine", then=[{"device": "relay-2", "capability": "on", "action": "set", "value": True}])
+    real = evaluator._command
+
+    def failing(actor: Any, node_id: str, action: dict[str, Any], value: Any) -> dict[str, Any]:
+        if node_id == "relay-1":
+            raise RuntimeError("boom")
+        return real(actor, node_id, action, value)
+
+    monkeypatch.setattr(evaluator, "_command", failing)
+    report("thermo-1", 0, temperature=31.0)
+    assert list(RuleRun.objects.values_list("rule__name", flat=True)) == ["fine"]
+    assert list(Command.objects.values_list("device__node_id", flat=True)) == ["relay-2"]
+    monkeypatch.setattr(evaluator, "_command", real)
+    report("thermo-1", 1, temperature=31.5)
+    assert RuleRun.objects.filter(rule=broken).count() == 1, "the broken rule's state was not advanced: it fires now"
