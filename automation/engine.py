@@ -445,6 +445,9 @@ def evaluate(
         return all(results) if node.kind == "all" else any(results)
 
     now_satisfied = holds(rule.when)
+    # A tick is an event too: each one is an edge of its own (a rule on a schedule alone
+    # is never evaluated between two ticks to be re-armed).
+    event = event or (schedule_tick and bool(rule.schedules()))
     recheck_at = min(recheck) if recheck else None
 
     def remembered(armed: bool, last_fired_at: float | None, cooldown_until: float | None) -> RuleState:

@@ -34,9 +34,8 @@ from django.utils import timezone
 
 from audit.models import ActorType
 from audit.services import Actor
-from automation import engine
+from automation import engine, runs
 from automation.models import Rule, RuleInput, RuleRun, RuleState, RunOutcome
-from devices import services
 from devices.models import Command, Device, Group
 from hub import outages
 from hub.scopes import Scope
@@ -254,6 +253,8 @@ def _step(item: _Locked, values: dict[tuple[str, str], Any], now: datetime, sche
             state = timed.state
             firings += [(timed, due)] if timed.fires else []
         result = engine.evaluate(item.parsed, state, values, item.seen, moment, minute_of_day(_at(moment)), members=item.members, schedule_tick=schedule_tick)
+        if result.fires and schedule_tick and not result.trigger:
+            result = engine.Evaluation(result.state, True, {"schedule": True}, result.recheck_at, result.reason)
         firings += [(result, moment)] if result.fires else []
         if firings:  # a savepoint only where something is written besides the state
             with transaction.atomic():
@@ -381,61 +382,16 @@ def _fire(rule: Rule, parsed: engine.Rule, result: engine.Evaluation, now: datet
     if depth > settings.AUTOMATION_MAX_CHAIN_DEPTH:
         # A → B → A: the loop ends here, and the run says where it came from.
         reason = f"stopped at chain depth {depth} (bound {settings.AUTOMATION_MAX_CHAIN_DEPTH}): triggered through {' ← '.join(chain)}"
-        run = RuleRun.objects.create(rule=rule, started_at=now, trigger=trigger, outcome=RunOutcome.STOPPED, reason=reason[:500], depth=depth)
+        run = RuleRun.objects.create(rule=rule, started_at=now, trigger=trigger, outcome=RunOutcome.STOPPED, reason=reason[:500], depth=depth, finished_at=now)
         Rule.objects.filter(pk=rule.pk).update(last_fired_at=now, last_outcome=RunOutcome.STOPPED)
+        runs.published(run)
         return run
-    admission = engine.admit(parsed.mode, 0, 0)  # runs finish within their transaction: none in flight
-    actor = rule_actor(rule)
-    actions: list[dict[str, Any]] = []
-    for index, action in enumerate(parsed.then):
-        actions.extend(_act(actor, index, action))
-    sent = [a for a in actions if a.get("command_id")]
-    if not actions or sent:
-        outcome, reason = RunOutcome.FIRED, f"{len(sent)} of {len(actions)} commands sent" if actions else admission.reason
-    else:
-        outcome, reason = RunOutcome.REFUSED, "; ".join(a["reason"] for a in actions)[:500]
-    if sent and len(sent) < len(actions):
-        reason += ": " + "; ".join(
-            f"{a.get('device') or a.get('scene') or a.get('group') or 'action'}: {a['reason']}" for a in actions if not a.get("command_id")
-        )
-    run = RuleRun.objects.create(rule=rule, started_at=now, trigger=trigger, outcome=outcome, reason=reason[:500], actions=actions, depth=depth)
-    Rule.objects.filter(pk=rule.pk).update(last_fired_at=now, last_outcome=outcome)
-    return run
-
-
-def _act(actor: Actor, index: int, action: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    value = action.get("value", services.MISSING)
-    if "device" in action:
-        return [_command(actor, action["device"], action, value)]
-    if "group" in action:
-        group = Group.objects.filter(name=action["group"]).first()
-        if group is None:
-            return [{"group": action["group"], "capability": action.get("capability"), "status": "refused", "reason": f"no group '{action['group']}'"}]
-        nodes = list(group.members.order_by("node_id").values_list("node_id", flat=True))
-        return [_command(actor, node_id, action, value) for node_id in nodes]
-    if "scene" in action:
-        from automation import scenes
-        from automation.models import Scene
-
-        scene = Scene.objects.filter(name=action["scene"]).first()
-        if scene is None:
-            return [{"scene": action["scene"], "command_id": None, "status": "refused", "reason": f"no scene '{action['scene']}'"}]
-        return [{"scene": scene.name, **r.as_dict()} for r in scenes.run_members(actor, scene)]
-    kind = next(iter(action))
-    return [{"action": index, "command_id": None, "status": "refused", "reason": f"'{kind}' actions are not run by this hub version yet"}]
-
-
-def _command(actor: Actor, node_id: str, action: dict[str, Any], value: Any) -> dict[str, Any]:
-    entry: dict[str, Any] = {"device": node_id, "capability": action.get("capability")}
-    try:
-        command = services.send_command(actor, node_id, action.get("action"), action.get("capability"), value)
-    except services.CommandRejected as rejected:
-        return {**entry, "command_id": None, "status": "refused", "reason": rejected.reason, **({"guard": rejected.guard} if rejected.guard else {})}
-    return {**entry, "command_id": str(command.id), "status": command.status, "reason": ""}
+    return runs.start(rule, parsed, trigger, depth, now)
 
 
 def recheck_due(now: datetime | None = None) -> int:
-    """Beat: rules whose `for` duration has run out without new state."""
+    """Beat, every second: rules whose `for` duration has run out without new state, then
+    runs whose delay is over (`automation.runs.resume_due`)."""
     now = now or timezone.now()
     due = list(RuleState.objects.filter(recheck_at__lte=now, rule__enabled=True).values_list("rule_id", "recheck_at"))
     for rule_id, recheck_at in due:
@@ -444,4 +400,5 @@ def recheck_due(now: datetime | None = None) -> int:
             evaluate_rule(rule_id, now=(recheck_at or now) + timedelta(microseconds=1))
         except Exception:
             logger.exception("re-check of rule %s failed", rule_id)
+    runs.resume_due(now)
     return len(due)

@@ -25,6 +25,14 @@ class RunOutcome(models.TextChoices):
     REFUSED = "refused", "Refused"
     FAILED = "failed", "Failed"
     STOPPED = "stopped", "Stopped"
+    # In flight: waiting at a `delay_s` (resumed by beat at `resume_at`), or queued behind
+    # the rule's run in flight (mode `queued`); a restart or a change of the rule cancels.
+    RUNNING = "running", "Running (in a delay)"
+    QUEUED = "queued", "Queued"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+IN_FLIGHT = (RunOutcome.RUNNING, RunOutcome.QUEUED)
 
 
 class Rule(models.Model):
@@ -97,14 +105,40 @@ class RuleRun(models.Model):
     reason = models.CharField(max_length=500, blank=True)
     actions = models.JSONField(default=list, blank=True)
     depth = models.PositiveSmallIntegerField(default=0, help_text="How many rule runs led to this one (a chain A → B → A stops at the bound).")
+    next_action = models.PositiveSmallIntegerField(default=0, help_text="The action a run in flight goes on with.")
+    resume_at = models.DateTimeField(null=True, blank=True, help_text="When a run waiting at a delay goes on.")
+    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at", "-pk"]
-        indexes = [models.Index(fields=["rule", "-started_at"], name="rulerun_rule_started_idx")]
+        indexes = [
+            models.Index(fields=["rule", "-started_at"], name="rulerun_rule_started_idx"),
+            models.Index(fields=["resume_at"], name="rulerun_resume_idx", condition=models.Q(resume_at__isnull=False)),
+        ]
         constraints = [models.CheckConstraint(condition=models.Q(outcome__in=RunOutcome.values), name="rulerun_outcome_valid")]
 
     def __str__(self) -> str:
         return f"run of rule {self.rule_id} at {self.started_at:%Y-%m-%d %H:%M:%S}: {self.outcome}"
+
+    @property
+    def trigger_text(self) -> str:
+        """What made it fire, in a line (pages and live updates)."""
+        trigger = self.trigger or {}
+        if trigger.get("device"):
+            return f"{trigger['device']}.{trigger.get('capability')} = {trigger.get('value')}"
+        return "schedule" if trigger.get("schedule") else ""
+
+    @property
+    def actions_text(self) -> str:
+        """Each action's target and status, in a line."""
+        parts = []
+        for entry in self.actions or []:
+            if "delay_s" in entry:
+                parts.append(f"delay {entry['delay_s']:g} s")
+                continue
+            label = entry.get("device") or entry.get("scene") or entry.get("group") or entry.get("webhook") or "action"
+            parts.append(f"{label} {entry.get('status', '')}".strip())
+        return ", ".join(parts)
 
 
 class Scene(models.Model):

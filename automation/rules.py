@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 
 from audit.services import Actor, Decision, authorize, record
-from automation import engine, evaluator
+from automation import engine, evaluator, runs, schedules
 from automation.models import Rule, RuleInput, RuleState
 from automation.validation import RuleInvalid, check_fleet, leaves
 from hub.scopes import Scope
@@ -28,6 +28,7 @@ def validate(document: Any) -> engine.Rule:
     except engine.RuleError as error:
         raise RuleInvalid(error.field, error.reason) from None
     check_fleet(document)
+    schedules.check(parsed)
     return parsed
 
 
@@ -74,6 +75,7 @@ def delete(actor: Actor, rule_id: int) -> None:
         rule = Rule.objects.select_for_update().get(pk=rule_id)
         name = rule.name
         rule.delete()
+        schedules.forget(rule_id)
         evaluator.inputs.invalidate()  # now (this thread) and after the commit (the others)
         transaction.on_commit(evaluator.inputs.invalidate)
         record(actor, "automation.rule.delete", Decision.ALLOW, scope=Scope.COMMAND, target_type="rule", target_id=str(rule_id), details={"name": name})
@@ -108,5 +110,7 @@ def _store(rule: Rule, document: dict[str, Any]) -> None:
     inputs = {(c.get("device", ""), c.get("group", ""), c["capability"]) for _, c in leaves(document.get("when"), "when")}
     RuleInput.objects.bulk_create(RuleInput(rule=rule, node_id=d, group=g, capability=cap) for d, g, cap in sorted(inputs))
     RuleState.objects.update_or_create(rule=rule, defaults={"state": {}, "recheck_at": None})
+    runs.cancel_in_flight(rule, "the rule was changed" if rule.enabled else "the rule was disabled")
+    schedules.sync(rule.pk, rule.enabled, engine.parse_rule(document))
     evaluator.inputs.invalidate()  # now (this thread) and after the commit (the others)
     transaction.on_commit(evaluator.inputs.invalidate)

@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 
 from audit.services import Actor, Decision, record
-from automation import evaluator
+from automation import evaluator, runs, schedules
 from automation.models import Rule
 from automation.validation import RuleInvalid, check_fleet
 from devices.models import Capability, Group
@@ -46,6 +46,8 @@ def recheck_rules_using(node_id: str) -> list[int]:
             reason = f"disabled: {invalid.field}: {invalid.reason}"[:300]
             with transaction.atomic():
                 Rule.objects.filter(pk=rule.pk).update(enabled=False, disabled_reason=reason)
+                runs.cancel_in_flight(rule, reason)
+                schedules.forget(rule.pk)
                 evaluator.inputs.invalidate()  # now (this thread) and after the commit (the others)
                 transaction.on_commit(evaluator.inputs.invalidate)
                 record(

@@ -14,7 +14,18 @@ Figures (acceptance of the "Automation…" issue; goal >= 50,000 evaluations/s):
    the function the state subscribers' thread runs: evaluations/s (each one locks its rule,
    evaluates, writes its state; firings write their run and commands) and the time per batch.
 
-Not measured here yet: report-to-command latency through the real gateway.
+3. latency (`--latency N`, 0 to skip): state report to command through the real gateway,
+   p50/p99 (goal p99 < 100 ms). `manage.py runhub` (the embedded default, or PostgreSQL +
+   Redis with `--configs postgres`) and reference agents enrolled through the real flow:
+   a thermostat, a relay, and `--background` thermostats reporting every second, each read
+   by a rule of its own (the evaluator's load). Two rules saved through the API: above
+   30 °C switch the relay on, below 20 °C off. N times the thermostat's temperature is
+   flipped across a threshold; the latency runs from the moment the agent writes the first
+   state frame carrying the new value to its TLS socket to the moment the relay's agent
+   executes the command (one clock: both agents are threads of this process). In between:
+   TLS, the gateway's ingest and commit, the rule evaluator on the state subscribers'
+   thread, `send_command()`, its commit and dispatch to the relay's session, TLS.
+
 Prints `name: value unit` lines and `BENCH-RESULT {json}`.
 """
 
@@ -35,6 +46,20 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 BENCH_DB = "meshhub_autobench"
+LATENCY_DB, LATENCY_REDIS_DB = "meshhub_autolatency", 9
+
+LATENCY_SETUP = """
+import json
+from django.contrib.auth import get_user_model
+from audit.services import Actor
+from devices import identity
+from hub.models import ApiToken
+user = get_user_model().objects.create_superuser("bench", password="bench-Pass-123")
+_, token = ApiToken.issue(user, ["read-status", "command"])
+names = [("lat-thermo", "thermostat"), ("lat-relay", "relay")] + [(f"bg-{i:04d}", "thermostat") for i in range(BACKGROUND)]
+tickets = [identity.create_enrollment(Actor.system("bench"), node, device_type=kind, ttl_s=3600).as_dict() for node, kind in names]
+print(json.dumps({"token": token, "tickets": tickets}))
+"""
 
 
 def rule_document(i: int, rng: random.Random, devices: int) -> dict[str, Any]:
@@ -144,6 +169,99 @@ def live_rate(rules: int, devices: int, batches: int, batch_size: int) -> dict[s
     }
 
 
+def latency_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Report-to-command latency through the real gateway (see the module's docstring)."""
+    import threading
+
+    from benchlib import LiveHub, log, percentile
+
+    from firmware.agent import port as agent_port
+    from firmware.agent.core.agent import Agent
+    from firmware.agent.hardware import VirtualHardware
+    from firmware.agent.profiles import load_profile
+
+    class Steady(VirtualHardware):  # type: ignore[misc]
+        """Values move only when the bench sets them."""
+
+        def tick(self, dt: float) -> dict[str, Any]:
+            return dict(self.values)
+
+    class Timed(Agent):  # type: ignore[misc]
+        """The reference agent, noting when it writes a state frame and when it executes a command."""
+
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            self.sent: dict[float, float] = {}  # temperature -> first time a state frame carried it
+            self.executed_at: list[tuple[float, Any]] = []
+
+        def send(self, conn: Any, kind: str, body: Any) -> Any:
+            if kind == "state" and "temperature" in body.get("values", {}):
+                self.sent.setdefault(body["values"]["temperature"], time.perf_counter())
+            return super().send(conn, kind, body)
+
+        def execute(self, body: Any) -> Any:
+            self.executed_at.append((time.perf_counter(), body.get("value")))
+            return super().execute(body)
+
+    data_dir = Path(tempfile.mkdtemp(prefix="meshhub-autolatency-"))
+    setup = LATENCY_SETUP.replace("BACKGROUND", str(args.background))
+    live = LiveHub(
+        data_dir,
+        setup,
+        production=args.configs == "postgres",
+        database=LATENCY_DB,
+        redis_db=LATENCY_REDIS_DB,
+        extra_env={"MESHHUB_ENROLL_ATTEMPTS_PER_MINUTE": str(max(10, (args.background + 2) * 2))},
+    )
+    latencies: list[float] = []
+    with live:
+
+        def agent(state_dir: str) -> Agent:
+            node = Path(state_dir).name
+            kind = "relay" if node == "lat-relay" else "thermostat"
+            profile = load_profile(kind)
+            if node.startswith("bg-"):
+                return Agent(agent_port, state_dir, profile, VirtualHardware(profile, seed=node), report_s=1.0, retry_delay_s=1.0)
+            return Timed(agent_port, state_dir, profile, Steady(profile), report_s=0.05, retry_delay_s=1.0)
+
+        agents = {a.node_id: a for a in live.enroll(live.prepared["tickets"], agent)}
+        thermo, relay = agents["lat-thermo"], agents["lat-relay"]
+        on = {"device": "lat-relay", "capability": "on", "action": "set"}
+        for name, op, value, switch in (("hot", "gt", 30, True), ("cold", "lt", 20, False)):
+            when = {"device": "lat-thermo", "capability": "temperature", "op": op, "value": value}
+            status, body = live.api("POST", "/api/v1/rules/", {"name": name, "when": when, "then": [{**on, "value": switch}]})
+            if status != 201:
+                raise SystemExit(f"rule refused: {status} {body}")
+        for i in range(args.background):
+            when = {"device": f"bg-{i:04d}", "capability": "temperature", "op": "gt", "value": 40}
+            status, body = live.api("POST", "/api/v1/rules/", {"name": f"bg-{i:04d}", "when": when, "then": [{**on, "value": True}]})
+            if status != 201:
+                raise SystemExit(f"rule refused: {status} {body}")
+        time.sleep(2)  # the rules' index is reloaded within a second
+        log(f"{args.latency} flips of the thermostat across a threshold")
+        lock = threading.Lock()
+        for n in range(args.latency):
+            switch = n % 2 == 0
+            reading = round((31.0 if switch else 19.0) + n / 10000, 4)  # a value of its own: its first frame is unambiguous
+            executed = len(relay.executed_at)
+            with lock:
+                thermo.hardware.values["temperature"] = reading
+            deadline = time.monotonic() + 10
+            while len(relay.executed_at) == executed or relay.executed_at[-1][1] is not switch:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"flip {n}: no command reached the relay in 10 s; log in {data_dir}/runhub.log")
+                time.sleep(0.0005)
+            latencies.append((relay.executed_at[-1][0] - thermo.sent[reading]) * 1000)
+    latencies.sort()
+    return {
+        "samples": len(latencies),
+        "background_devices": args.background,
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "max_ms": round(latencies[-1], 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rules", type=int, default=1000)
@@ -152,6 +270,8 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=40, help="live part: state batches")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--configs", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--latency", type=int, default=200, help="report-to-command samples through the real gateway (0: skip)")
+    parser.add_argument("--background", type=int, default=100, help="latency part: thermostats reporting every second, a rule each")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -183,6 +303,12 @@ def main() -> int:
     print(f"live_batch_of_{args.batch_size}_p50: {live['batch_p50_ms']} ms")
     print(f"live_batch_of_{args.batch_size}_max: {live['batch_max_ms']} ms")
     print(f"rules_saved_per_s: {live['rules_saved_per_s']} /s")
+    if args.latency:
+        results["latency"] = latency_run(args)
+        lat = results["latency"]
+        print(f"report_to_command_p50: {lat['p50_ms']} ms ({lat['samples']} samples, {lat['background_devices']} devices reporting beside)")
+        print(f"report_to_command_p99: {lat['p99_ms']} ms (goal < 100)")
+        print(f"report_to_command_max: {lat['max_ms']} ms")
     print("BENCH-RESULT " + json.dumps(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

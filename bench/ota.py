@@ -56,8 +56,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +63,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchlib import cpu_seconds, manage, rss_kb  # noqa: E402
+from benchlib import LiveHub, cpu_seconds, manage, rss_kb  # noqa: E402
 
 from firmware.agent import port as agent_port  # noqa: E402
-from firmware.agent.core import enroll as core_enroll  # noqa: E402
 from firmware.agent.core.agent import Agent  # noqa: E402
 from firmware.agent.hardware import VirtualHardware  # noqa: E402
 from firmware.agent.profiles import load_profile  # noqa: E402
@@ -118,105 +115,31 @@ print(json.dumps({"token": token, "tickets": tickets}))
 """
 
 
-def api(base: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        base + path,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
-        method=method,
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 # --- the hub -----------------------------------------------------------------------------------
 
 
 def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[str, Any]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            "MESHHUB_DATA_DIR": str(data_dir),
-            "MESHHUB_PUBLIC_HOST": "127.0.0.1",
-            "MESHHUB_LOG_LEVEL": "WARNING",
-            "MESHHUB_ENROLL_ATTEMPTS_PER_MINUTE": str(max(10, args.devices * 2)),
-            "MESHHUB_OTA_DRIVE_S": "1",
-        }
+    live = LiveHub(
+        data_dir,
+        SETUP_SCRIPT.replace("COUNT", str(args.devices)),
+        production=args.production,
+        database=BENCH_DB,
+        redis_db=BENCH_REDIS_DB,
+        extra_env={"MESHHUB_ENROLL_ATTEMPTS_PER_MINUTE": str(max(10, args.devices * 2)), "MESHHUB_OTA_DRIVE_S": "1"},
+        gateway=args.gateway,
+        profile=args.profile,
     )
-    if args.production:
-        import psycopg
-        import redis
-
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-        redis.Redis(port=6379, db=BENCH_REDIS_DB).flushdb()
-        env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}"
-        env["REDIS_URL"] = f"redis://127.0.0.1:6379/{BENCH_REDIS_DB}"
-    else:
-        env.pop("DATABASE_URL", None)
-        env.pop("REDIS_URL", None)
-    log("migrating")
-    manage(env, "migrate", "--no-input", "-v", "0")
-    prepared = json.loads(manage(env, "shell", "-c", SETUP_SCRIPT.replace("COUNT", str(args.devices))).strip().splitlines()[-1])
-
-    http_port, enroll_port, mesh_port = free_ports(3)
-    hub_log = open(data_dir / "runhub.log", "w")
-    profile = ["-m", "cProfile", "-o", str(data_dir / "runhub.pstats")] if args.profile else []
-    hub = subprocess.Popen(
-        [sys.executable, *profile, str(REPO_ROOT / "manage.py"), "runhub", "--host", "127.0.0.1", "--port", str(http_port), "--device-host", "127.0.0.1",
-         "--enroll-port", str(enroll_port), "--mesh-port", str(mesh_port), "--discovery-port", "0", "--concurrency", "1"],
-        env=env, stdout=hub_log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{http_port}"
-    gateway = hub  # the process that holds the device sessions and streams the chunks
-    if args.gateway == "runmesh":
-        # The scale-out layout: the devices' gateway as its own `runmesh` process (uvloop),
-        # beside runhub (HTTP, worker, beat). Offers reach it through the 1 s sweep (and
-        # the Redis layer's nudge in production mode).
-        enroll_port, mesh_port = free_ports(2)
-        gateway = subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "manage.py"), "runmesh", "--host", "127.0.0.1", "--enroll-port", str(enroll_port),
-             "--mesh-port", str(mesh_port), "--discovery-port", "0"],
-            env=env, stdout=open(data_dir / "runmesh.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    stop_fleet = threading.Event()
-    threads: list[threading.Thread] = []
+    env = live.env
     results: dict[str, Any] = {"sizes": {}}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(base + "/healthz", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if hub.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"runhub did not come up; log in {data_dir}/runhub.log")
-            time.sleep(0.5)
-        wait(lambda: _listening(mesh_port) and _listening(enroll_port), 60, "the gateway's listeners")
+    with live:
+        gateway = live.gateway  # the process that holds the device sessions and streams the chunks
         sampler = RssSampler(gateway.pid)
-        log(f"enrolling {args.devices} devices")
-        agents: list[Agent] = []
-        for ticket in prepared["tickets"]:
-            state_dir = data_dir / "fleet" / ticket["node_id"]
-            state_dir.mkdir(parents=True)
-            core_enroll.enroll(agent_port, "127.0.0.1", enroll_port, ticket["node_id"], ticket["code"], None, ticket["ca_fingerprint"], str(state_dir))
-            hub_json = json.loads((state_dir / "hub.json").read_text())
-            hub_json.update({"mesh_host": "127.0.0.1", "mesh_port": mesh_port})
-            (state_dir / "hub.json").write_text(json.dumps(hub_json))
+
+        def thermostat(state_dir: str) -> Agent:
             profile = load_profile("thermostat")
-            agents.append(
-                Agent(agent_port, str(state_dir), profile, VirtualHardware(profile, seed=len(agents)), report_s=60.0, beacon_s=0.5, retry_delay_s=1.0)
-            )
-        threads = [threading.Thread(target=a.run, args=(stop_fleet.is_set,), name=a.node_id, daemon=True) for a in agents]
-        for thread in threads:
-            thread.start()
-        wait(lambda: all(a.sessions >= 1 for a in agents), 120, "every agent in session")
+            return Agent(agent_port, state_dir, profile, VirtualHardware(profile, seed=Path(state_dir).name), report_s=60.0, beacon_s=0.5, retry_delay_s=1.0)
+
+        agents = live.enroll(live.prepared["tickets"], thermostat)
         time.sleep(2)  # the boot frames and first reports settle
         for n, size in enumerate(sizes):
             version = f"1.{n + 1}.0"
@@ -227,9 +150,7 @@ def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[
             release = json.loads(manage(env, "ota", "upload", "--manifest", str(manifest), "--image", str(image), "--json"))
             time.sleep(1)
             before = rss_kb(gateway.pid)
-            status, created = api(
-                base,
-                prepared["token"],
+            status, created = live.api(
                 "POST",
                 "/api/v1/ota/rollouts/",
                 {"release": release["id"], "targets": {"all": True}, "waves": ["100%"], "max_concurrent": args.devices, "health_beacons": 1, "deadline_s": 900},
@@ -241,7 +162,7 @@ def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[
             cpu = (cpu_seconds(gateway.pid), time.process_time())
             first_byte, all_held = transfer_window(agents, size, version)
             hub_cpu, client_cpu = cpu_seconds(gateway.pid) - cpu[0], time.process_time() - cpu[1]
-            state = wait_rollout(base, prepared["token"], created["id"])
+            state = wait_rollout(live, created["id"])
             done = time.monotonic()
             after = rss_kb(gateway.pid)
             peak = sampler.max_between(first_byte, all_held)
@@ -263,18 +184,6 @@ def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[
             results["sizes"][str(size)] = figures
             log(f"  {figures}")
         sampler.stop.set()
-    finally:
-        stop_fleet.set()
-        for thread in threads:
-            thread.join(15)
-        if gateway is not hub:
-            gateway.send_signal(signal.SIGTERM)
-            gateway.wait(30)
-        hub.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
-        try:
-            hub.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(hub.pid, signal.SIGKILL)
     if args.profile and (data_dir / "runhub.pstats").exists():
         import io
         import pstats
@@ -285,24 +194,6 @@ def hub_run(args: argparse.Namespace, sizes: list[int], data_dir: Path) -> dict[
         stats.sort_stats("cumulative").print_stats(60)
         results["profile"] = text.getvalue()
     return results
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
-def wait(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def transfer_window(agents: list[Agent], size: int, version: str) -> tuple[float, float]:
@@ -332,10 +223,10 @@ def transfer_window(agents: list[Agent], size: int, version: str) -> tuple[float
         time.sleep(0.05)
 
 
-def wait_rollout(base: str, token: str, rollout_id: int) -> dict[str, Any]:
+def wait_rollout(live: LiveHub, rollout_id: int) -> dict[str, Any]:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        status, body = api(base, token, "GET", f"/api/v1/ota/rollouts/{rollout_id}/")
+        status, body = live.api("GET", f"/api/v1/ota/rollouts/{rollout_id}/")
         if status == 200 and body["state"] not in ("running", "draft"):
             return dict(body)
         time.sleep(0.5)

@@ -91,6 +91,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.nodes: frozenset[str] = frozenset()
         self.commands: frozenset[str] = frozenset()
         self.enrolling: frozenset[str] = frozenset()
+        self.rules: frozenset[int] = frozenset()  # rule ids whose runs the page shows
         self.lists_devices = False  # a device list: it adds the rows of devices that enroll
         await self.channel_layer.group_add(live.DASHBOARD_GROUP, self.channel_name)
         await self.accept()
@@ -103,7 +104,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_discard(live.DASHBOARD_GROUP, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """`{"type": "watch", "nodes": [...], "commands": [...], "enrolling": [...], "devices_since": ISO 8601?}`:
+        """`{"type": "watch", "nodes": [...], "commands": [...], "enrolling": [...], "rules": [id, …], "devices_since": ISO 8601?}`:
         send their current state. `devices_since` (a device list's render time) subscribes to
         the rows of devices that enroll from then on."""
         if not await _may_read(self.user):
@@ -116,6 +117,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         commands = [c for c in content.get("commands", []) if isinstance(c, str)][:MAX_WATCHED]
         enrolling = [n for n in content.get("enrolling", []) if isinstance(n, str)][:MAX_WATCHED]
         since = _since(content.get("devices_since"))
+        self.rules = frozenset([r for r in content.get("rules", []) if isinstance(r, int) and not isinstance(r, bool)][:MAX_WATCHED])
         self.nodes, self.commands, self.enrolling = frozenset(nodes), frozenset(commands), frozenset(enrolling)
         self.lists_devices = since is not None
         snapshot = await _snapshot(nodes, commands, enrolling, since)
@@ -145,6 +147,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         event = message["event"]
         if event["id"] in self.commands:
             self.pending[("command", event["id"])] = event
+
+    async def live_rule_run(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        if event["rule_id"] in self.rules:
+            self.pending[("rule_run", event["run_id"])] = event
 
     async def live_alert(self, message: dict[str, Any]) -> None:
         self.alerts.extend(message["events"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from asgiref.sync import async_to_sync
@@ -68,6 +69,19 @@ class DeviceEvent(TypedDict):
     firmware_version: str
 
 
+class RuleRunEvent(TypedDict):
+    """A rule run started, waited, finished or was cancelled (automation.runs)."""
+
+    type: Literal["rule_run"]
+    rule_id: int
+    run_id: int
+    started_at: str
+    outcome: str
+    reason: str
+    trigger: str
+    actions: str
+
+
 class AlertEvent(TypedDict):
     """Something an operator should see now (today: a denied attempt, from the audit log)."""
 
@@ -110,6 +124,19 @@ def device_event(device: Device) -> DeviceEvent:
         "online": device.online,
         "last_seen": device.last_seen.isoformat() if device.last_seen else None,
         "firmware_version": device.firmware_version,
+    }
+
+
+def rule_run_event(rule_id: int, run_id: int, started_at: datetime, outcome: str, reason: str, trigger: str, actions: str) -> RuleRunEvent:
+    return {
+        "type": "rule_run",
+        "rule_id": rule_id,
+        "run_id": run_id,
+        "started_at": started_at.isoformat(),
+        "outcome": outcome,
+        "reason": reason[:200],
+        "trigger": trigger[:200],
+        "actions": actions[:300],
     }
 
 
@@ -158,6 +185,11 @@ def on_enrolled(node_id: str, device_type: str) -> None:
     device = Device.objects.filter(node_id=node_id).only(*DEVICE_ROW_FIELDS).first()
     if device is not None:
         _publish(messages.live_event(device_event(device)))
+
+
+def on_rule_run(event: RuleRunEvent) -> None:
+    """automation.runs, after the commit: a rule's run for its pages."""
+    _publish(messages.live_event(event))
 
 
 def on_denied(events: list[Any]) -> None:

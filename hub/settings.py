@@ -106,7 +106,10 @@ MESH_FRAME_COSTS: dict[str, float] = {"ota.chunk_ack": 0.05}
 MESH_MAX_OUTBOUND_BYTES = 256 * 1024
 MESH_CLOCK_SKEW_S = int(env("MESHHUB_CLOCK_SKEW_S", "300"))
 MESH_STATE_BATCH = 500
-MESH_STATE_FLUSH_S = 0.1
+# How long a state report waits for others to share its transaction (group commit): the
+# floor of report-to-rule latency at low load; under load batches fill (MESH_STATE_BATCH)
+# or form while the previous flush runs.
+MESH_STATE_FLUSH_S = float(env("MESHHUB_STATE_FLUSH_S", "0.01"))
 MESH_STATE_IN_FLIGHT = 32  # reports of one session awaiting their batch's commit
 MESH_OUTBOX_SWEEP_S = 1.0
 # Gateway audit events held in memory while the database is away; past it the oldest are
@@ -289,8 +292,10 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry-retention": {"task": "devices.tasks.apply_telemetry_retention", "schedule": TELEMETRY_RETENTION_S},
     # Timeouts, wave verdicts and offers of every running rollout (events drive them sooner).
     "drive-rollouts": {"task": "ota.tasks.drive_rollouts", "schedule": float(env("MESHHUB_OTA_DRIVE_S", "5"))},
-    # Rules whose `for` duration ran out without new state (state batches evaluate at once).
+    # Rules whose `for` duration ran out without new state (state batches evaluate at once),
+    # and runs whose delay is over.
     "automation-recheck": {"task": "automation.tasks.recheck_due", "schedule": 1.0},
+    "automation-prune-runs": {"task": "automation.tasks.prune_runs", "schedule": 3600.0},
 }
 
 # --- auth, i18n, static -----------------------------------------------------------------
@@ -321,6 +326,13 @@ OTA_MAX_IMAGE_BYTES = int(env("MESHHUB_OTA_MAX_IMAGE_BYTES", str(64 * 1024 * 102
 # Automation webhooks to loopback, link-local and unspecified addresses are refused unless
 # this is set (a rule must not become a way into the hub's own machine or its neighbours).
 AUTOMATION_WEBHOOK_PRIVATE = env_bool("MESHHUB_AUTOMATION_WEBHOOK_PRIVATE")
+# Each POST waits at most TIMEOUT_S; a timeout, a connection failure or a 5xx/408/429 answer
+# is tried again RETRIES times, BACKOFF_S * 2^n apart (automation/webhooks.py).
+AUTOMATION_WEBHOOK_TIMEOUT_S = float(env("MESHHUB_AUTOMATION_WEBHOOK_TIMEOUT_S", "5"))
+AUTOMATION_WEBHOOK_RETRIES = int(env("MESHHUB_AUTOMATION_WEBHOOK_RETRIES", "3"))
+AUTOMATION_WEBHOOK_BACKOFF_S = float(env("MESHHUB_AUTOMATION_WEBHOOK_BACKOFF_S", "2"))
+# Rule runs are kept this many days (beat prunes older ones hourly; runs in flight stay).
+AUTOMATION_RUN_DAYS = int(env("MESHHUB_AUTOMATION_RUN_DAYS", "30"))
 # Rule chains (A's command changes what B reads, B's what A reads): a run more than this
 # many runs down a chain is stopped and says so. A value counts as caused by a rule's
 # command sent to that device within the window before it.

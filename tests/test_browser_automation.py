@@ -77,11 +77,17 @@ def test_an_operator_writes_dry_runs_and_saves_a_rule_that_fires_and_a_viewer_ca
         rule = Rule.objects.get()
         assert rule.created_by.endswith("oli")
 
+        page.wait_for_function("document.body.dataset.liveState === 'open'")
+        assert page.locator("[data-run]").count() == 0 and page.locator("[data-no-runs]").is_visible()
         agents["thermo-1"].hardware.values["temperature"] = 33.0  # the real device gets hot
         wait_for(lambda: agents["relay-1"].hardware.values["on"] is True, timeout_s=30)
         assert [r.outcome for r in RuleRun.objects.filter(rule=rule)] == ["fired"]
-        page.reload()
-        assert page.locator("[data-run]").count() == 1 and "fired" in page.locator("[data-run]").inner_text()
+        # No reload: the run reaches the open page over /ws/live/.
+        page.wait_for_function(
+            "document.querySelectorAll('[data-run] [data-outcome]').length === 1 && document.querySelector('[data-run] [data-outcome]').textContent === 'fired'",
+            timeout=15000,
+        )
+        assert "thermo-1.temperature = 33.0" in page.locator("[data-run]").inner_text() and not page.locator("[data-no-runs]").is_visible()
         screenshot(page, "automation-rule")
         page.goto(live_hub.url + "/automation/")
         assert page.locator(f"[data-rule='{rule.pk}']").inner_text().count("fired") == 1

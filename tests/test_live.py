@@ -227,3 +227,45 @@ def test_an_open_device_list_gets_the_row_of_a_device_that_enrolls_and_then_its_
             await communicator.disconnect()
 
     asyncio.run(scenario())
+
+
+def test_a_rule_page_gets_its_rules_runs_as_they_start_and_finish(bob: Any) -> None:
+    """A run waiting at a delay, then finished by beat: the page watching the rule gets both
+    states of the run (coalesced per run), a page watching another rule gets nothing."""
+    from datetime import timedelta
+
+    from audit.services import Actor
+    from automation import evaluator, rules, runs
+    from devices.models import Device
+    from tests.factories import relay
+
+    bob.groups.add(Group.objects.get_or_create(name="viewer")[0])
+    thermostat("thermo-1")
+    relay("relay-1")
+    Device.objects.update(status="provisioned")
+    alice = Actor("user", "alice", scopes=frozenset({"command"}))
+    on = {"device": "relay-1", "capability": "on", "action": "set", "value": True}
+    when = {"device": "thermo-1", "capability": "temperature", "op": "gt", "value": 30}
+    rule = rules.create(alice, {"name": "pulse", "when": when, "then": [on, {"delay_s": 5}, {**on, "value": False}]})
+
+    async def scenario() -> None:
+        watching, other = communicator_for(bob), communicator_for(bob)
+        for communicator, watched in ((watching, rule.pk), (other, rule.pk + 1)):
+            assert (await communicator.connect())[0]
+            await communicator.send_json_to({"type": "watch", "nodes": [], "rules": [watched]})
+            await next_snapshot(communicator)
+        now = state.timezone.now()
+        reports = [state.StateReport("thermo-1", {"temperature": 31.0}, now)]
+        await sync_to_async(state.apply_reports)(reports)
+        await sync_to_async(evaluator.on_state)(reports)
+        [started] = [e for e in await next_events(watching) if e["type"] == "rule_run"]
+        assert (started["rule_id"], started["outcome"], started["trigger"]) == (rule.pk, "running", "thermo-1.temperature = 31.0")
+        assert started["reason"] == "waiting 5 s at then[1]"
+        await sync_to_async(runs.resume_due)(now + timedelta(seconds=6))
+        [finished] = [e for e in await next_events(watching) if e["type"] == "rule_run"]
+        assert (finished["run_id"], finished["outcome"], finished["actions"]) == (started["run_id"], "fired", "relay-1 pending, delay 5 s, relay-1 pending")
+        assert await other.receive_nothing(timeout=0.6)
+        await watching.disconnect()
+        await other.disconnect()
+
+    asyncio.run(scenario())

@@ -183,6 +183,14 @@ def test_a_schedule_condition_holds_in_its_tick_only() -> None:
     assert feed.at(3, schedule_tick=True)
 
 
+def test_a_rule_on_a_schedule_alone_fires_at_every_tick() -> None:
+    """Nothing evaluates it between two ticks: each tick is an edge of its own."""
+    feed = Feed(rule({"schedule": "*/5 * * * *"}))
+    assert feed.at(0, schedule_tick=True)
+    assert feed.at(300, schedule_tick=True)
+    assert not feed.at(301), "not satisfied outside a tick"
+
+
 def test_group_conditions_over_any_or_all_members() -> None:
     members = {"greenhouse": ["thermo-1", "thermo-2"]}
     any_hot = Feed(rule({"group": "greenhouse", "capability": "temperature", "op": "gt", "value": 30}))

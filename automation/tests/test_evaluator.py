@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from audit.services import Actor
-from automation import evaluator, rules
+from automation import evaluator, rules, runs
 from automation.models import Rule, RuleRun
 from devices import state
 from devices.models import Command, Device
@@ -201,17 +201,17 @@ def test_a_failing_firing_keeps_its_rule_as_it_was_and_the_others_run(fleet: Non
     other rule of the same batch fires."""
     broken = save(name="broken")
     save(name="fine", then=[{"device": "relay-2", "capability": "on", "action": "set", "value": True}])
-    real = evaluator._command
+    real = runs._command
 
     def failing(actor: Any, node_id: str, action: dict[str, Any], value: Any) -> dict[str, Any]:
         if node_id == "relay-1":
             raise RuntimeError("boom")
         return real(actor, node_id, action, value)
 
-    monkeypatch.setattr(evaluator, "_command", failing)
+    monkeypatch.setattr(runs, "_command", failing)
     report("thermo-1", 0, temperature=31.0)
     assert list(RuleRun.objects.values_list("rule__name", flat=True)) == ["fine"]
     assert list(Command.objects.values_list("device__node_id", flat=True)) == ["relay-2"]
-    monkeypatch.setattr(evaluator, "_command", real)
+    monkeypatch.setattr(runs, "_command", real)
     report("thermo-1", 1, temperature=31.5)
     assert RuleRun.objects.filter(rule=broken).count() == 1, "the broken rule's state was not advanced: it fires now"

@@ -97,7 +97,7 @@ W = "when.all[0]"
         ({"then": [{"webhook": "http://127.0.0.1:8000/hook"}]}, "then[0].webhook", "loopback"),
         ({"then": [{"webhook": "http://169.254.169.254/latest"}]}, "then[0].webhook", "link-local"),
         ({"then": [{"webhook": "ftp://example.com/"}]}, "then[0].webhook", "http(s) URL"),
-        ({"then": [{"delay_s": 5}]}, "then[0]", "'delay_s' actions are not run by this hub version yet"),
+        ({"then": [{"delay_s": 7200}]}, "then[0].delay_s", "at most 3600 s"),
         ({"mode": "often"}, "mode", "unknown mode 'often'"),
     ],
 )  # fmt: skip

@@ -31,7 +31,7 @@
 })();
 
 // Live updates over /ws/live/: presence, values and command results of what the page shows,
-// and the rows of devices that enroll while a device list is open.
+// the rows of devices that enroll while a device list is open, and the runs of the rules shown.
 // Reconnects with backoff and asks for a snapshot of the shown devices each time, so a page
 // that lost its connection catches up without a reload. Every batch is also announced as a
 // "meshhub:live" event on document ({events, snapshot}) for page scripts such as chart.js.
@@ -134,6 +134,51 @@
   }
   // A device value as the protocol spells it (true, 21.5, auto): the same text as the
   // templates' `wire` filter (hub/templatetags/meshhub.py) renders on a reload.
+  function pill(outcome) {
+    const span = document.createElement("span");
+    span.className = "pill state-" + outcome;
+    span.textContent = outcome;
+    return span;
+  }
+  function timeOf(iso) {
+    const el = document.createElement("time");
+    el.dateTime = iso;
+    el.title = iso;
+    el.textContent = iso;
+    const holder = document.createElement("span");
+    holder.appendChild(el);
+    if (window.meshhub) window.meshhub.localize(holder); // the same local time as the server-rendered ones
+    return el;
+  }
+  // A rule's run started, waited, finished or was cancelled: the rules list's row (last
+  // fired, last outcome) and the rule page's runs (the row updated, or a new first row).
+  function ruleRun(event) {
+    document.querySelectorAll('[data-rule="' + event.rule_id + '"]').forEach(function (row) {
+      row.querySelectorAll("[data-last-fired]").forEach((el) => el.replaceChildren(timeOf(event.started_at)));
+      row.querySelectorAll("[data-last-outcome]").forEach((el) => el.replaceChildren(pill(event.outcome)));
+    });
+    document.querySelectorAll('[data-runs-of="' + event.rule_id + '"]').forEach(function (body) {
+      let row = body.querySelector('[data-run="' + event.run_id + '"]');
+      if (!row) {
+        row = document.createElement("tr");
+        row.dataset.run = event.run_id;
+        ["started", "trigger", "outcome", "reason", "actions"].forEach(function (name) {
+          const cell = document.createElement("td");
+          cell.dataset[name] = "";
+          row.appendChild(cell);
+        });
+        row.children[0].appendChild(timeOf(event.started_at));
+        row.children[1].textContent = event.trigger;
+        body.prepend(row);
+        body.closest("table").hidden = false;
+        const none = body.closest("[data-runs]").querySelector("[data-no-runs]");
+        if (none) none.hidden = true;
+      }
+      row.querySelector("[data-outcome]").replaceChildren(pill(event.outcome));
+      row.querySelector("[data-reason]").textContent = event.reason;
+      row.querySelector("[data-actions]").textContent = event.actions;
+    });
+  }
   function shown(value, absent) {
     if (value === null || value === undefined) return absent;
     return typeof value === "string" ? value : JSON.stringify(value);
@@ -166,6 +211,8 @@
       });
     } else if (event.type === "device") {
       addDevice(event);
+    } else if (event.type === "rule_run") {
+      ruleRun(event);
     } else if (event.type === "command") {
       document.querySelectorAll('[data-command="' + CSS.escape(event.id) + '"]').forEach(function (row) {
         row.querySelectorAll("[data-status]").forEach((el) => (el.textContent = event.status));
@@ -185,7 +232,8 @@
       const enrolling = Array.from(document.querySelectorAll("[data-enrollment]")).map((el) => el.closest("[data-node]").dataset.node);
       const list = document.querySelector("table[data-device-list]");
       const since = list ? list.dataset.since : undefined; // a device list: rows of devices enrolled since it was rendered
-      socket.send(JSON.stringify({ type: "watch", nodes: shownNodes(), commands: commands, enrolling: enrolling, devices_since: since }));
+      const rules = Array.from(document.querySelectorAll("[data-rule], [data-runs-of]")).map((el) => Number(el.dataset.rule || el.dataset.runsOf));
+      socket.send(JSON.stringify({ type: "watch", nodes: shownNodes(), commands: commands, enrolling: enrolling, rules: rules, devices_since: since }));
     };
     socket.onmessage = function (message) {
       const data = JSON.parse(message.data);
