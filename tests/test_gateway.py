@@ -604,7 +604,8 @@ def test_an_expiring_certificate_is_renewed_over_the_session(listeners: tuple[An
         gateway.loop.call_soon_threadsafe(gateway._close, gateway.sessions["sensor-1"], "test: reconnect")
         wait_for(lambda: Certificate.objects.get(pk=old.pk).status == "superseded", timeout_s=20)
         wait_for(lambda: agent.sessions >= 2 and agent.acked_reports > 0)
-    assert AuditEvent.objects.filter(action="mesh.handshake", decision="allow", details__serial=new.serial).exists()
+    # The gateway writes its audit events in batches, off the session's path: soon, not at once.
+    wait_for(lambda: AuditEvent.objects.filter(action="mesh.handshake", decision="allow", details__serial=new.serial).exists())
     assert AuditEvent.objects.filter(action="certificate.supersede", details__serial=old.serial).exists()
 
 
