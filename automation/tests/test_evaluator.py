@@ -220,13 +220,15 @@ def test_a_failing_firing_keeps_its_rule_as_it_was_and_the_others_run(fleet: Non
 def test_a_device_installing_firmware_is_not_actuated_and_the_run_says_why(fleet: None, django_user_model: Any) -> None:
     """relay-2 is mid-update (its deployment accepted the offer and is downloading): the rule's
     group command reaches relay-1 only; the run names the guard and the deployment's state."""
+    from conftest import make_token_client
     from ota import statemachine as sm
     from ota.models import Deployment
     from ota.tests.test_rollouts import release, walk
-    from conftest import make_token_client
 
     ota_api = make_token_client(django_user_model.objects.create_user("olga", password="olga-Pass-123"), ["ota", "read-status"])[0]
-    created = ota_api.post("/api/v1/ota/rollouts/", {"release": release(types=("relay",)).pk, "targets": {"devices": ["relay-2"]}, "waves": ["100%"]}, format="json")
+    created = ota_api.post(
+        "/api/v1/ota/rollouts/", {"release": release(types=("relay",)).pk, "targets": {"devices": ["relay-2"]}, "waves": ["100%"]}, format="json"
+    )
     assert created.status_code == 201, created.content
     walk(Deployment.objects.get(rollout_id=created.json()["id"]), sm.Offer(), sm.Accepted(0))
     save(then=[{"group": "fans", "capability": "on", "action": "set", "value": True}])
