@@ -84,7 +84,7 @@ schemathesis: install-dev
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy hub audit devices ota automation industrial
+	$(VENV)/bin/mypy hub audit devices ota automation industrial assistant
 	$(VENV)/bin/lint-imports
 
 bench: install-dev browser

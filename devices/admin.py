@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
@@ -91,12 +92,17 @@ class DeviceAdmin(admin.ModelAdmin):
     search_fields = ("node_id", "name", "firmware_version")
     inlines = [CapabilityInline]
     # Status, presence and reported state belong to enrollment, revocation and the gateway.
-    readonly_fields = ("status", "online", "last_seen", "reported", "firmware_version", "created_at", "updated_at")
+    readonly_fields = ("status", "online", "last_seen", "reported", "firmware_version", "named_at", "created_at", "updated_at")
     actions = ["revoke_devices", "provision_reset", "factory_reset"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         fields = tuple(self.readonly_fields)
         return ("node_id", *fields) if obj is not None else fields
+
+    def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
+        if {"name", "aliases"} & set(form.changed_data):
+            obj.named_at = timezone.now()  # the assistant's name index reloads on it
+        super().save_model(request, obj, form, change)
 
     @admin.action(description="Revoke certificates (throw the device out)", permissions=["view"])
     def revoke_devices(self, request: HttpRequest, queryset: QuerySet[Device]) -> HttpResponse | None:

@@ -45,13 +45,13 @@ class CapabilitySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Capability
-        fields = ["name", "kind", "value_type", "unit", "min", "max", "enum_values", "writable"]
+        fields = ["name", "kind", "value_type", "unit", "min", "max", "enum_values", "writable", "aliases"]
 
 
 class DeviceListSerializer(serializers.ModelSerializer):
     class Meta:
         model = Device
-        fields = ["node_id", "name", "device_type", "firmware_version", "status", "online", "last_seen", "reported", "desired"]
+        fields = ["node_id", "name", "aliases", "device_type", "firmware_version", "status", "online", "last_seen", "reported", "desired"]
 
 
 class DeviceSerializer(DeviceListSerializer):
@@ -216,6 +216,7 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
     search_fields = ["node_id", "name"]
     ordering_fields = ["node_id", "name", "last_seen", "created_at"]
     scope_map = {
+        "partial_update": Scope.ADMIN,
         "PATCH": Scope.COMMAND,
         "POST": Scope.COMMAND,
         "revoke": Scope.RESET,
@@ -224,7 +225,7 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
         "factory_reset_confirm": Scope.RESET,
     }
     # hub.permissions.decided_by_service: these services check the scope and audit it
-    service_decides = ("commands", "desired", "revoke", "provision_reset", "factory_reset", "factory_reset_confirm")
+    service_decides = ("partial_update", "commands", "desired", "revoke", "provision_reset", "factory_reset", "factory_reset_confirm")
     audit_target_type = "device"
 
     def get_queryset(self) -> QuerySet[Device]:
@@ -235,6 +236,22 @@ class DeviceViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_serializer_class(self) -> type[serializers.BaseSerializer]:
         return DeviceListSerializer if self.action == "list" else DeviceSerializer
+
+    @extend_schema(
+        request=inline_serializer(
+            "DeviceRename",
+            fields={"name": serializers.CharField(required=False), "aliases": serializers.ListField(child=serializers.CharField(), required=False)},
+        ),
+        responses={200: DeviceSerializer, 400: RejectionSerializer},
+        description="How people call the device (scope admin): its name and aliases, which the assistant matches.",
+    )
+    def partial_update(self, request: Request, node_id: str) -> Response:
+        try:
+            device = services.rename_device(actor_for_request(request), node_id, request.data)
+        except services.RenameRejected as rejected:
+            code = status.HTTP_404_NOT_FOUND if rejected.field == "node_id" else status.HTTP_400_BAD_REQUEST
+            return Response(rejected.as_dict(), status=code)
+        return Response(DeviceSerializer(Device.objects.prefetch_related("capabilities", "groups").get(pk=device.pk)).data)
 
     @extend_schema(responses=CapabilitySerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])

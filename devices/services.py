@@ -346,3 +346,56 @@ def expire_commands() -> int:
     if count:
         logger.info("expired %d commands", count, extra={"expired": count})
     return count
+
+
+MAX_ALIASES = 20
+
+
+class RenameRejected(Exception):
+    """A name or alias refused: `field` and `reason`."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "reason": self.reason}
+
+
+def _label(value: Any, field: str) -> str:
+    if not isinstance(value, str) or len(value) > 100 or "\x00" in value or (value and not value.strip()):
+        raise RenameRejected(field, f"a name is text of at most 100 characters, got {value!r}")
+    return " ".join(value.split())
+
+
+def rename_device(actor: Actor, node_id: str, changes: Any) -> Device:
+    """PATCH /api/v1/devices/{node_id}/ `{name?, aliases?}` (scope admin): how people call the
+    device, which the assistant matches. Checked whole before anything is written; audited."""
+    authorize(actor, Scope.ADMIN, "device.rename", target_type="device", target_id=str(node_id)[:150])
+    device = Device.objects.filter(node_id=node_id).first()
+    try:
+        if device is None:
+            raise RenameRejected("node_id", f"no device '{node_id}'")
+        if not isinstance(changes, dict) or not changes or set(changes) - {"name", "aliases"}:
+            raise RenameRejected("body", "send {name?, aliases?}: a name, a list of aliases, or both")
+        fields: dict[str, Any] = {}
+        if "name" in changes:
+            fields["name"] = _label(changes["name"], "name")
+        if "aliases" in changes:
+            aliases = changes["aliases"]
+            if not isinstance(aliases, list) or len(aliases) > MAX_ALIASES:
+                raise RenameRejected("aliases", f"aliases are a list of at most {MAX_ALIASES} names, got {aliases!r}"[:300])
+            cleaned = [_label(a, f"aliases[{i}]") for i, a in enumerate(aliases)]
+            empty = [i for i, a in enumerate(cleaned) if not a]
+            if empty:
+                raise RenameRejected(f"aliases[{empty[0]}]", "an alias cannot be empty")
+            fields["aliases"] = list(dict.fromkeys(cleaned))
+    except RenameRejected as rejected:
+        record(actor, "device.rename", Decision.DENY, scope=Scope.ADMIN, target_type="device", target_id=str(node_id)[:150], reason=rejected.reason[:500])
+        raise
+    assert device is not None
+    with transaction.atomic():
+        Device.objects.filter(pk=device.pk).update(**fields, named_at=timezone.now(), updated_at=timezone.now())
+        record(actor, "device.rename", Decision.ALLOW, scope=Scope.ADMIN, target_type="device", target_id=node_id, details=fields)
+    device.refresh_from_db()
+    return device

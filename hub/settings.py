@@ -157,6 +157,7 @@ INSTALLED_APPS = [
     "devices",
     "ota",
     "automation",
+    "assistant",
     "industrial",
 ]
 

@@ -6,6 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from assistant import urls as assistant_urls
 from audit import urls as audit_urls
 from automation import urls as automation_urls
 from devices import urls as devices_urls
@@ -32,6 +33,7 @@ urlpatterns = [
     path("api/v1/", include(ota_urls.api_urlpatterns)),  # before devices: it adds devices/<id>/ota/… routes
     path("api/v1/", include(industrial_urls.api_urlpatterns)),
     path("api/v1/", include(automation_urls.api_urlpatterns)),
+    path("api/v1/", include(assistant_urls.api_urlpatterns)),
     path("api/v1/", include(devices_urls.api_urlpatterns)),
     path("api/v1/", include(audit_urls.api_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -26,6 +26,10 @@ class DeviceStatus(models.TextChoices):
 class Device(models.Model):
     node_id = models.CharField(max_length=64, unique=True, validators=[node_id_validator])
     name = models.CharField(max_length=100, blank=True)
+    aliases = models.JSONField(default=list, blank=True, help_text="Other names people use for it (the assistant matches them).")
+    # When the name or aliases last changed: the assistant's name index reloads on it
+    # (reports change updated_at all the time, this only when people rename things).
+    named_at = models.DateTimeField(null=True, blank=True)
     device_type = models.CharField(max_length=50, default="generic", db_index=True)
     firmware_version = models.CharField(max_length=50, blank=True)
     status = models.CharField(max_length=16, choices=DeviceStatus.choices, default=DeviceStatus.UNPROVISIONED)
@@ -83,6 +87,7 @@ class Capability(models.Model):
     max_value = models.FloatField(null=True, blank=True)
     enum_values = models.JSONField(default=list, blank=True)
     writable = models.BooleanField(default=False)
+    aliases = models.JSONField(default=list, blank=True, help_text="Other words for it ('heat' for setpoint): the assistant matches them.")
 
     class Meta:
         ordering = ["device", "name"]

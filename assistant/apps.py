@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class AssistantConfig(AppConfig):
+    """Talk to the fleet: local sentence intents (hassil), LLM providers behind a router, MCP."""
+
+    name = "assistant"
+    default_auto_field = "django.db.models.BigAutoField"
