@@ -31,6 +31,35 @@ def _deny(request: Request, actor_id: str, reason: str) -> AuthenticationFailed:
     return AuthenticationFailed(reason)
 
 
+class TokenRefused(Exception):
+    def __init__(self, actor_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.actor_id, self.reason = actor_id, reason
+
+
+def check_token(plaintext: str) -> ApiToken:
+    """The live token `plaintext` names, or TokenRefused (not audited here: each door
+    records its own deny with where it was asked). Used by the API and the MCP endpoint."""
+    split = ApiToken.split(plaintext)
+    if split is None:
+        raise TokenRefused("unknown", "malformed token: expected mh_<key>_<secret>")
+    key, secret = split
+    token = ApiToken.objects.select_related("user").filter(key=key).first()
+    if token is None or not token.matches(secret):
+        # Same answer for an unknown key and a wrong secret: no oracle for valid keys.
+        raise TokenRefused(key[:16], "invalid token")
+    if token.revoked:
+        raise TokenRefused(key, "token revoked")
+    if token.is_expired():
+        raise TokenRefused(key, "token expired")
+    if not token.user.is_active:
+        raise TokenRefused(key, "token owner is inactive")
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_GRANULARITY:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token
+
+
 class ApiTokenAuthentication(BaseAuthentication):
     keyword = "Token"
 
@@ -44,23 +73,10 @@ class ApiTokenAuthentication(BaseAuthentication):
             plaintext = parts[1].decode("ascii")
         except UnicodeDecodeError:
             raise _deny(request, "unknown", "malformed token: not ASCII") from None
-        split = ApiToken.split(plaintext)
-        if split is None:
-            raise _deny(request, "unknown", "malformed token: expected mh_<key>_<secret>")
-        key, secret = split
-        token = ApiToken.objects.select_related("user").filter(key=key).first()
-        if token is None or not token.matches(secret):
-            # Same answer for an unknown key and a wrong secret: no oracle for valid keys.
-            raise _deny(request, key[:16], "invalid token")
-        if token.revoked:
-            raise _deny(request, key, "token revoked")
-        if token.is_expired():
-            raise _deny(request, key, "token expired")
-        if not token.user.is_active:
-            raise _deny(request, key, "token owner is inactive")
-        now = timezone.now()
-        if token.last_used_at is None or now - token.last_used_at > LAST_USED_GRANULARITY:
-            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        try:
+            token = check_token(plaintext)
+        except TokenRefused as refused:
+            raise _deny(request, refused.actor_id, refused.reason) from None
         return token.user, token
 
     def authenticate_header(self, request: Request) -> str:

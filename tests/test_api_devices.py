@@ -66,6 +66,7 @@ def test_it_shows_a_device_with_capabilities_and_state(bob_api: APIClient) -> No
         "max": 35.0,
         "enum_values": [],
         "writable": True,
+        "aliases": [],
     }
     caps = bob_api.get("/api/v1/devices/sensor-1/capabilities/").json()
     assert [c["name"] for c in caps] == ["mode", "setpoint", "temperature"]
