@@ -92,7 +92,7 @@ def _intents() -> Intents:
     return Intents.from_dict(yaml.safe_load(SENTENCES.read_text()))
 
 
-def _vocabulary() -> dict[str, set[str]]:
+def vocabulary() -> dict[str, set[str]]:
     """spoken word → the capability names it may mean (the registry's, at match time)."""
     vocabulary: dict[str, set[str]] = {}
     for name, aliases in Capability.objects.values_list("name", "aliases").distinct():
@@ -104,8 +104,8 @@ def _vocabulary() -> dict[str, set[str]]:
 
 def recognize(text: str) -> tuple[str, dict[str, str], dict[str, set[str]]]:
     """(intent, {slot: text}, vocabulary) or NotUnderstood."""
-    vocabulary = _vocabulary()
-    slot_lists: dict[str, SlotList] = {"capability": TextSlotList.from_strings(sorted(vocabulary) or ["-"])}
+    words = vocabulary()
+    slot_lists: dict[str, SlotList] = {"capability": TextSlotList.from_strings(sorted(words) or ["-"])}
     result = recognize_best(" ".join(text.split()), _intents(), slot_lists=slot_lists)
     if result is None:
         raise NotUnderstood(
@@ -115,13 +115,13 @@ def recognize(text: str) -> tuple[str, dict[str, str], dict[str, set[str]]]:
     slots = {key: str(entity.value).strip() for key, entity in result.entities.items()}
     if "capability" in result.entities:
         slots["capability"] = names.normalise(str(result.entities["capability"].text or result.entities["capability"].value)) or slots["capability"]
-    return result.intent.name, slots, vocabulary
+    return result.intent.name, slots, words
 
 
 def handle(actor: Actor, text: str) -> Answer:
     """The local answer to `text`, acting with `actor`'s rights; NotUnderstood when no
     template fits or a name resolves to nothing."""
-    intent, slots, vocabulary = recognize(text)
+    intent, slots, words = recognize(text)
     if intent in ACTING:
         try:
             authorize(actor, Scope.COMMAND, "assistant.act", target_type="assistant", target_id=intent)
@@ -146,10 +146,10 @@ def handle(actor: Actor, text: str) -> Answer:
     if intent in ("TurnOn", "TurnOff", "Toggle"):
         return _switch(actor, thing, intent)
     if intent == "SetValue":
-        return _set(actor, thing, slots, vocabulary)
+        return _set(actor, thing, slots, words)
     if intent == "IsState":
         return _is_state(thing, slots["state"])
-    return _get(thing, slots, vocabulary)
+    return _get(thing, slots, words)
 
 
 # --- acting --------------------------------------------------------------------------------

@@ -104,6 +104,8 @@ class NameIndex:
         self.exact: dict[str, list[Thing]] = {}
         self.near: dict[str, set[str]] = {}  # deletion -> names
         self.words: dict[str, set[str]] = {}  # word -> names containing it
+        self.labels: dict[str, Thing] = {}  # every name as written (lower case) -> its thing (for pseudonyms)
+        self.version = 0  # bumped at each reload
 
     def _fingerprint(self) -> tuple[object, ...]:
         devices = Device.objects.aggregate(n=Count("id"), top=Max("id"), named=Max("named_at"))
@@ -113,11 +115,15 @@ class NameIndex:
 
     def _load(self) -> None:
         exact: dict[str, list[Thing]] = {}
+        labels: dict[str, Thing] = {}
 
         def add(name: str, thing: Thing) -> None:
             key = normalise(name)
             if key and thing not in exact.setdefault(key, []):
                 exact[key].append(thing)
+            for written in {name.lower().strip(), name.lower().replace("-", " ").replace("_", " ").strip()}:
+                if len(written) >= 3:
+                    labels.setdefault(written, thing)
 
         for node_id, name, aliases in Device.objects.values_list("node_id", "name", "aliases"):
             thing = Thing("device", node_id, name or node_id)
@@ -136,7 +142,8 @@ class NameIndex:
                 near.setdefault(deletion, set()).add(key)
             for word in key.split():
                 words.setdefault(word, set()).add(key)
-        self.exact, self.near, self.words = exact, near, words
+        self.exact, self.near, self.words, self.labels = exact, near, words, labels
+        self.version += 1
 
     def refresh(self) -> None:
         with self.lock:

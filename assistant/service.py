@@ -1,15 +1,23 @@
-"""One door for every surface (API, `manage.py ask`, the dashboard's Ask box, later the
-router): `ask(actor, text)` → (HTTP status, body of ARCHITECTURE §9.3), audited.
+"""One door for every surface (API, `manage.py ask`, the dashboard's Ask box):
+`ask(actor, text)` → (HTTP status, body of ARCHITECTURE §9.3), audited.
 
-Asking needs `read-status`; acting needs `command` (checked by `assistant.local` before
-anything is sent, and again by each service it calls). Every request is audited with what
-was understood and by whom it was handled."""
+Local intents first (`assistant.local`, no model). What they do not understand goes to the
+models the router picks (`assistant.router`: text about the fleet stays local unless the
+operator allowed the cloud; breakers skip a failing provider), through `assistant.llm` with
+the asking actor's tools. Asking needs `read-status`; acting needs `command` (checked before
+anything is sent, and again by each service called). Every request is audited with what was
+understood, by whom it was handled and the router's reason."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from assistant import local
+from django.conf import settings
+
+from assistant import llm, local, names, router
+from assistant.breakers import breakers
+from assistant.scrub import Scrubber
 from audit.models import Decision
 from audit.services import Actor, ScopeDenied, authorize, record
 from hub.scopes import Scope
@@ -29,7 +37,7 @@ def ask(actor: Actor, text: Any) -> tuple[int, dict[str, Any]]:
     try:
         answer = local.handle(actor, text)
     except local.NotUnderstood as not_understood:
-        return _refused(actor, text, 400, not_understood.reason, not_understood.choices)
+        return _ask_models(actor, text, not_understood)
     if answer.status != 200:
         return answer.status, answer.body()  # 403: already audited as a deny by the scope check
     record(
@@ -50,3 +58,72 @@ def _refused(actor: Actor, text: Any, status: int, reason: str, choices: list[di
         actor, "assistant.ask", Decision.DENY, scope=Scope.READ_STATUS, target_type="assistant", target_id="local", reason=reason[:500], details={"text": shown}
     )
     return status, {"field": "text", "reason": reason, "choices": choices or []}
+
+
+def _about_fleet(text: str) -> bool:
+    known = names.index
+    known.refresh()
+    vocabulary = local.vocabulary()
+    words = names.normalise(text)
+
+    class Known:
+        def __contains__(self, phrase: object) -> bool:
+            return phrase in known.exact or phrase in vocabulary
+
+    return router.about_fleet(words, Known())
+
+
+def _ask_models(actor: Actor, text: str, not_understood: local.NotUnderstood) -> tuple[int, dict[str, Any]]:
+    providers = llm.configured()
+    if not providers:
+        return _refused(actor, text, 400, not_understood.reason, not_understood.choices)
+    now = time.monotonic()
+    decision = router.route(
+        _about_fleet(text),
+        providers,
+        breakers.snapshot(),
+        now,
+        cloud_for_devices=settings.LLM_CLOUD_FOR_DEVICES,
+        open_s=settings.LLM_BREAKER_OPEN_S,
+    )
+    failures: list[str] = []
+    for name in decision.order:
+        provider = providers[name]
+        breakers.before(name, now)
+        scrubber = Scrubber(names.index, settings.SECRET_KEY) if provider.scrubbed else None
+        try:
+            conversation = llm.converse(provider, actor, text, scrubber)
+        except llm.ProviderFailed as failed:
+            breakers.failure(name, time.monotonic(), str(failed))
+            failures.append(str(failed))
+            continue
+        breakers.success(name)
+        route = {"reason": decision.reason, "about_fleet": decision.about_fleet, "failed": failures}
+        record(
+            actor,
+            "assistant.ask",
+            Decision.ALLOW,
+            scope=Scope.READ_STATUS,
+            target_type="assistant",
+            target_id=name,
+            details={
+                "text": text[:200],
+                "handled_by": "llm",
+                "provider": name,
+                "route": decision.reason[:300],
+                "tool_calls": [c["name"] for c in conversation.tool_calls][:20],
+            },
+        )
+        body = {
+            "handled_by": "llm",
+            "provider": name,
+            "understood": f"asked the {name} model: {text[:100]}",
+            "commands": conversation.commands,
+            "answer": conversation.answer,
+            "choices": [],
+            "route": route,
+        }
+        return 200, body
+    reason = f"{not_understood.reason}; no model answered: {decision.reason}" + (f"; {'; '.join(failures)}" if failures else "")
+    status, body = _refused(actor, text, 400, reason, not_understood.choices)
+    return status, {**body, "handled_by": "local", "route": {"reason": decision.reason, "about_fleet": decision.about_fleet, "failed": failures}}

@@ -342,6 +342,18 @@ AUTOMATION_CHAIN_WINDOW_S = float(env("MESHHUB_AUTOMATION_CHAIN_WINDOW_S", "60")
 # A dry-run replays at most this range and this many samples (it runs in the request).
 AUTOMATION_DRY_RUN_MAX_DAYS = int(env("MESHHUB_AUTOMATION_DRY_RUN_MAX_DAYS", "31"))
 AUTOMATION_DRY_RUN_MAX_SAMPLES = int(env("MESHHUB_AUTOMATION_DRY_RUN_MAX_SAMPLES", "500000"))
+# The assistant's language models (docs/assistant.md): OpenAI-style base URLs including /v1.
+# Text about the fleet reaches the cloud model only with LLM_CLOUD_FOR_DEVICES; a provider
+# failing LLM_BREAKER_FAILURES times in a row is skipped for LLM_BREAKER_OPEN_S.
+LLM_LOCAL_URL = env("MESHHUB_LLM_LOCAL_URL", "")
+LLM_LOCAL_MODEL = env("MESHHUB_LLM_LOCAL_MODEL", "llama3.1")
+LLM_CLOUD_URL = env("MESHHUB_LLM_CLOUD_URL", "")
+LLM_CLOUD_MODEL = env("MESHHUB_LLM_CLOUD_MODEL", "gpt-4o-mini")
+LLM_CLOUD_API_KEY = env("MESHHUB_LLM_CLOUD_API_KEY", "")
+LLM_CLOUD_FOR_DEVICES = env_bool("MESHHUB_LLM_CLOUD_FOR_DEVICES")
+LLM_BREAKER_FAILURES = int(env("MESHHUB_LLM_BREAKER_FAILURES", "3"))
+LLM_BREAKER_OPEN_S = float(env("MESHHUB_LLM_BREAKER_OPEN_S", "300"))
+LLM_TIMEOUT_S = float(env("MESHHUB_LLM_TIMEOUT_S", "20"))
 # A rollout completes while a target is offline only once it has been away this long: a
 # device rebooting (into the last release, say) is back within seconds and gets its offer.
 OTA_OFFLINE_GRACE_S = float(env("MESHHUB_OTA_OFFLINE_GRACE_S", "120"))
