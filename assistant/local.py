@@ -210,7 +210,7 @@ def _switch(actor: Actor, thing: names.Thing, intent: str) -> Answer:
     action, value = {"TurnOn": ("set", True), "TurnOff": ("set", False), "Toggle": ("toggle", None)}[intent]
     commands = _send(actor, thing, action, capability, value)
     verb = {"TurnOn": "turn on", "TurnOff": "turn off", "Toggle": "toggle"}[intent]
-    return Answer(understood=f"{verb} {_label(thing)} ({capability})", commands=commands, answer=_summary(commands), intent=intent)
+    return Answer(understood=f"{verb} {_label(thing)}: {capability}", commands=commands, answer=_summary(commands), intent=intent)
 
 
 def _label(thing: names.Thing) -> str:

@@ -222,18 +222,27 @@
       });
     }
   }
+  let current = null;
+  function watch(socket) {
+    const commands = Array.from(document.querySelectorAll("[data-command]")).map((el) => el.dataset.command);
+    const enrolling = Array.from(document.querySelectorAll("[data-enrollment]")).map((el) => el.closest("[data-node]").dataset.node);
+    const list = document.querySelector("table[data-device-list]");
+    const since = list ? list.dataset.since : undefined; // a device list: rows of devices enrolled since it was rendered
+    const rules = Array.from(document.querySelectorAll("[data-rule], [data-runs-of]")).map((el) => Number(el.dataset.rule || el.dataset.runsOf));
+    socket.send(JSON.stringify({ type: "watch", nodes: shownNodes(), commands: commands, enrolling: enrolling, rules: rules, devices_since: since }));
+  }
+  // A page script added rows to follow (the Ask box's commands): watch again.
+  document.addEventListener("meshhub:rewatch", function () {
+    if (current && current.readyState === WebSocket.OPEN) watch(current);
+  });
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const socket = new WebSocket(scheme + location.host + path);
+    current = socket;
     socket.onopen = function () {
       delay = 500;
       document.body.dataset.liveState = "open";
-      const commands = Array.from(document.querySelectorAll("[data-command]")).map((el) => el.dataset.command);
-      const enrolling = Array.from(document.querySelectorAll("[data-enrollment]")).map((el) => el.closest("[data-node]").dataset.node);
-      const list = document.querySelector("table[data-device-list]");
-      const since = list ? list.dataset.since : undefined; // a device list: rows of devices enrolled since it was rendered
-      const rules = Array.from(document.querySelectorAll("[data-rule], [data-runs-of]")).map((el) => Number(el.dataset.rule || el.dataset.runsOf));
-      socket.send(JSON.stringify({ type: "watch", nodes: shownNodes(), commands: commands, enrolling: enrolling, rules: rules, devices_since: since }));
+      watch(socket);
     };
     socket.onmessage = function (message) {
       const data = JSON.parse(message.data);
