@@ -6,3 +6,9 @@ class AssistantConfig(AppConfig):
 
     name = "assistant"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from assistant import names
+        from devices import events
+
+        events.on_renamed(lambda node_id: names.index.invalidate())

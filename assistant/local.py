@@ -35,18 +35,6 @@ from hub.scopes import Scope
 
 SENTENCES = Path(__file__).parent / "sentences" / "en.yaml"
 ACTING = frozenset({"TurnOn", "TurnOff", "Toggle", "SetValue", "ActivateScene"})
-# Words people use for common capabilities, beside each capability's own name and aliases.
-SYNONYMS: dict[str, tuple[str, ...]] = {
-    "temperature": ("temp", "temperature reading"),
-    "setpoint": ("target", "target temperature", "set point", "heating", "thermostat setting"),
-    "level": ("brightness", "dim level", "dimmer"),
-    "on": ("power", "state"),
-    "speed": ("rpm", "motor speed"),
-    "power": ("consumption", "power draw", "watts"),
-    "energy": ("energy use", "meter reading"),
-    "mode": ("heating mode",),
-    "open": ("door",),
-}
 SWITCH_NAMES = ("on", "power", "enabled", "running", "pump", "open")
 WARMTH = ("temperature",)
 MAX_LISTED = 20
@@ -93,19 +81,20 @@ def _intents() -> Intents:
 
 
 def vocabulary() -> dict[str, set[str]]:
-    """spoken word → the capability names it may mean (the registry's, at match time)."""
-    vocabulary: dict[str, set[str]] = {}
-    for name, aliases in Capability.objects.values_list("name", "aliases").distinct():
-        for word in (name, name.replace("_", " "), *SYNONYMS.get(name, ()), *(aliases or [])):
-            if isinstance(word, str) and word.strip():
-                vocabulary.setdefault(names.normalise(word) or word.lower(), set()).add(name)
-    return vocabulary
+    """spoken word → the capability names it may mean (the registry's, kept with the names)."""
+    names.index.refresh()
+    return names.index.vocabulary
+
+
+@functools.lru_cache(maxsize=4)
+def _capability_list(version: int) -> TextSlotList:
+    return TextSlotList.from_strings(sorted(names.index.vocabulary) or ["-"])
 
 
 def recognize(text: str) -> tuple[str, dict[str, str], dict[str, set[str]]]:
     """(intent, {slot: text}, vocabulary) or NotUnderstood."""
     words = vocabulary()
-    slot_lists: dict[str, SlotList] = {"capability": TextSlotList.from_strings(sorted(words) or ["-"])}
+    slot_lists: dict[str, SlotList] = {"capability": _capability_list(names.index.version)}
     result = recognize_best(" ".join(text.split()), _intents(), slot_lists=slot_lists)
     if result is None:
         raise NotUnderstood(

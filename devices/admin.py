@@ -5,6 +5,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -13,7 +14,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from audit.services import Actor, ScopeDenied
-from devices import identity
+from devices import events, identity
 from devices.models import (
     Capability,
     Certificate,
@@ -102,7 +103,14 @@ class DeviceAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
         if {"name", "aliases"} & set(form.changed_data):
             obj.named_at = timezone.now()  # the assistant's name index reloads on it
+            transaction.on_commit(lambda: events.device_renamed(obj.node_id))
         super().save_model(request, obj, form, change)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        super().save_formset(request, form, formset, change)
+        if formset.has_changed():  # capability aliases are words the assistant matches
+            Device.objects.filter(pk=form.instance.pk).update(named_at=timezone.now())  # other processes see it too
+            transaction.on_commit(lambda: events.device_renamed(form.instance.node_id))
 
     @admin.action(description="Revoke certificates (throw the device out)", permissions=["view"])
     def revoke_devices(self, request: HttpRequest, queryset: QuerySet[Device]) -> HttpResponse | None:

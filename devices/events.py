@@ -73,6 +73,20 @@ def on_enrolled(hook: EnrolledHook) -> EnrolledHook:
     return hook
 
 
+RenamedHook = Callable[[str], None]
+renamed_hooks: list[RenamedHook] = []
+
+
+def on_renamed(hook: RenamedHook) -> RenamedHook:
+    """(node_id) after a device's name or aliases changed (the assistant's name index)."""
+    renamed_hooks.append(hook)
+    return hook
+
+
+def device_renamed(node_id: str) -> None:
+    _run(renamed_hooks, node_id)
+
+
 def _run(hooks: list[Any], *args: Any) -> None:
     for hook in list(hooks):
         try:

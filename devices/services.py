@@ -397,5 +397,6 @@ def rename_device(actor: Actor, node_id: str, changes: Any) -> Device:
     with transaction.atomic():
         Device.objects.filter(pk=device.pk).update(**fields, named_at=timezone.now(), updated_at=timezone.now())
         record(actor, "device.rename", Decision.ALLOW, scope=Scope.ADMIN, target_type="device", target_id=node_id, details=fields)
+        transaction.on_commit(lambda: events.device_renamed(node_id))
     device.refresh_from_db()
     return device

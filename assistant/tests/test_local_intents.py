@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
@@ -151,12 +152,16 @@ def test_a_sentence_that_would_act_needs_the_command_scope(fleet: None, bob_api:
     assert read.status_code == 200 and "24.5" in read.json()["answer"]
 
 
-def test_a_renamed_device_is_matched_by_its_new_name_at_once(fleet: None, alice_api: APIClient, django_user_model: Any) -> None:
+def test_a_renamed_device_is_matched_by_its_new_name_at_once(
+    fleet: None, alice_api: APIClient, django_user_model: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     from conftest import make_token_client
 
     admin_api = make_token_client(django_user_model.objects.create_user("ada", password="ada-Pass-123"), ["admin", "read-status"])[0]
     assert alice_api.patch("/api/v1/devices/demo-relay-1/", {"name": "Pantry light"}, format="json").status_code == 403, "renaming is admin"
-    renamed = admin_api.patch("/api/v1/devices/demo-relay-1/", {"name": "Pantry light", "aliases": ["larder lamp"]}, format="json")
+    alice_api.post(URL, {"text": "what is the kitchen light power"}, format="json")  # the name index is loaded
+    with django_capture_on_commit_callbacks(execute=True):
+        renamed = admin_api.patch("/api/v1/devices/demo-relay-1/", {"name": "Pantry light", "aliases": ["larder lamp"]}, format="json")
     assert renamed.status_code == 200 and renamed.json()["aliases"] == ["larder lamp"]
     assert admin_api.patch("/api/v1/devices/demo-relay-1/", {"aliases": "x"}, format="json").json()["field"] == "aliases"
     answer = alice_api.post(URL, {"text": "turn on the larder lamp"}, format="json").json()
@@ -170,7 +175,13 @@ def test_a_body_without_a_sentence_is_refused(fleet: None, alice_api: APIClient,
     assert answer.status_code == 400 and answer.json()["field"] == "text"
 
 
-def test_capability_aliases_are_words_for_it(fleet: None, alice_api: APIClient) -> None:
+def test_capability_aliases_are_words_for_it(fleet: None, alice_api: APIClient, monkeypatch: Any) -> None:
+    from assistant import names
+
+    assert alice_api.post(URL, {"text": "set the desk light glow to 33"}, format="json").status_code == 400
+    # The admin's capability inline, in another process: the aliases and the device's named_at.
     Capability.objects.filter(device__node_id="demo-dimmer-1", name="level").update(aliases=["glow"])
+    Device.objects.filter(node_id="demo-dimmer-1").update(named_at=timezone.now())
+    monkeypatch.setattr(names.NameIndex, "REFRESH_S", 0.0)  # ... a second later: the fingerprint is looked at again
     answer = alice_api.post(URL, {"text": "set the desk light glow to 33"}, format="json").json()
     assert [(c["capability"], c["value"]) for c in answer["commands"]] == [("level", 33)]
