@@ -115,11 +115,29 @@ def worker_argv(concurrency: int) -> list[str]:
     ]  # fmt: skip
 
 
+# What the demo fleet's devices are called (the assistant matches these): "turn on the kitchen
+# light", "set the greenhouse thermostat to 21". Devices past the list keep their node ids.
+DEMO_NAMES = {
+    "demo-thermostat-1": ("Greenhouse thermostat", ["greenhouse"]),
+    "demo-relay-1": ("Kitchen light", []),
+    "demo-dimmer-1": ("Desk lamp", ["reading light"]),
+    "demo-door-1": ("Front door", []),
+    "demo-meter-1": ("Main meter", ["electricity meter"]),
+    "demo-thermostat-2": ("Office thermostat", ["office"]),
+    "demo-relay-2": ("Hall light", []),
+    "demo-dimmer-2": ("Bedroom lamp", []),
+    "demo-door-2": ("Garage door", []),
+    "demo-meter-2": ("Workshop meter", []),
+}
+
+
 def demo_fleet_argv(count: int, enroll_port: int) -> list[str]:
     """Enrollment codes for the demo devices that have no identity yet, then the simulator's
     command line: the demo fleet joins through the same enrollment port as hardware."""
+    from django.utils import timezone
+
     from audit.services import Actor
-    from devices.models import Certificate, CertificateStatus
+    from devices.models import Certificate, CertificateStatus, Device
 
     root = settings.DATA_DIR / "demo"
     root.mkdir(mode=0o700, exist_ok=True)
@@ -139,6 +157,13 @@ def demo_fleet_argv(count: int, enroll_port: int) -> list[str]:
             identity.revoke_device(Actor.system("runhub --demo"), node_id, "demo device lost its state directory")
         ticket = identity.create_enrollment(Actor.system("runhub --demo"), node_id, device_type=profile, ttl_s=3600).as_dict()
         tickets.append(ticket)
+        if node_id in DEMO_NAMES:  # registered with its name before it enrolls; an operator's rename stays
+            name, aliases = DEMO_NAMES[node_id]
+            device, created = Device.objects.get_or_create(
+                node_id=node_id, defaults={"device_type": profile, "name": name, "aliases": aliases, "named_at": timezone.now()}
+            )
+            if not created and device.name in ("", node_id):
+                Device.objects.filter(pk=device.pk).update(name=name, aliases=aliases, named_at=timezone.now())
     codes = root / "enrollments.json"
     codes.unlink(missing_ok=True)
     write_private_file(codes, json.dumps(tickets))
