@@ -229,13 +229,23 @@ class StateSubscribers:
         if left:
             self._ensure_thread()
 
+    def _deliver_next(self) -> bool:
+        """Take the oldest waiting batch and deliver it, on the executor's thread: a batch
+        leaves the queue only there, so a gateway stopping between taking a batch and its
+        delivery cannot lose it (it stays queued for the thread that takes over)."""
+        reports = self._next()
+        if reports is None:
+            return False
+        self._deliver(reports)
+        return True
+
     async def _run_on_loop(self, wakeup: asyncio.Event, executor: ThreadPoolExecutor) -> None:
-        deliver = sync_to_async(self._deliver, thread_sensitive=False, executor=executor)
+        deliver_next = sync_to_async(self._deliver_next, thread_sensitive=False, executor=executor)
         while True:
             await wakeup.wait()
             wakeup.clear()
-            while (reports := self._next()) is not None:
-                await deliver(reports)
+            while await deliver_next():
+                pass
 
     # --- elsewhere: a thread of this process ---------------------------------------------------
 
