@@ -11,6 +11,13 @@ export MESHHUB_DATA_DIR ?= $(CURDIR)/var
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/meshhub
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 PYTEST_ARGS ?=
+# `make test` runs each mode in two halves at once (the end-to-end tests are mostly waiting
+# on sockets, agents and timeouts): the first half of tests/, and the rest with the apps'
+# own tests. The second production half has its own test database and Redis DB.
+HALF_A := $(sort $(wildcard tests/test_[a-l]*.py))
+HALF_B := $(filter-out $(HALF_A),$(sort $(wildcard tests/test_*.py))) audit devices hub ota automation industrial assistant firmware
+TEST_DATABASE_URL_B ?= postgres://postgres@127.0.0.1:5432/meshhub_b
+TEST_REDIS_URL_B ?= redis://127.0.0.1:6379/15
 
 .PHONY: run install install-dev micropython browser migrate test test-both test-embedded test-production lint schemathesis bench soak clean
 
@@ -58,19 +65,22 @@ run: migrate
 
 test: install-dev lint test-both
 
-# Both modes at once, and schemathesis beside them: they share nothing (SQLite and the
-# in-memory layer vs PostgreSQL's test database and Redis DB 13; schemathesis its own hub;
-# each its own data dir and free ports). Much of each run waits on sockets, agents and
-# timeouts, so three jobs on two cores finish sooner than one after another. Each job's
-# output goes to a file and is printed in turn; any failing fails.
+# Both modes, each in two halves, and schemathesis beside them: they share nothing (SQLite
+# and the in-memory layer; PostgreSQL test databases and Redis DBs 13 and 15; schemathesis
+# its own hub and DB 14; each its own data dir and free ports). Much of each run waits on
+# sockets, agents and timeouts, so five jobs on two cores finish sooner than one after
+# another. Each job's output goes to a file and is printed in turn; any failing fails.
 test-both: install-dev browser
 	@logs=$$(mktemp -d); \
-	$(MAKE) --no-print-directory test-embedded > $$logs/embedded.log 2>&1 & embedded=$$!; \
-	$(MAKE) --no-print-directory test-production > $$logs/production.log 2>&1 & production=$$!; \
+	$(MAKE) --no-print-directory test-embedded PYTEST_ARGS="$(HALF_A)" > $$logs/embedded-a.log 2>&1 & ea=$$!; \
+	$(MAKE) --no-print-directory test-embedded PYTEST_ARGS="$(HALF_B)" > $$logs/embedded-b.log 2>&1 & eb=$$!; \
+	$(MAKE) --no-print-directory test-production PYTEST_ARGS="$(HALF_A)" > $$logs/production-a.log 2>&1 & pa=$$!; \
+	$(MAKE) --no-print-directory test-production PYTEST_ARGS="$(HALF_B)" TEST_DATABASE_URL=$(TEST_DATABASE_URL_B) TEST_REDIS_URL=$(TEST_REDIS_URL_B) \
+	  > $$logs/production-b.log 2>&1 & pb=$$!; \
 	$(MAKE) --no-print-directory schemathesis > $$logs/schemathesis.log 2>&1 & schema=$$!; \
-	wait $$embedded; e=$$?; wait $$production; p=$$?; wait $$schema; s=$$?; \
-	cat $$logs/embedded.log; cat $$logs/production.log; cat $$logs/schemathesis.log; \
-	echo "embedded exit $$e, production exit $$p, schemathesis exit $$s"; test $$e = 0 -a $$p = 0 -a $$s = 0
+	status=""; for job in $$ea $$eb $$pa $$pb $$schema; do wait $$job; status="$$status $$?"; done; \
+	for part in embedded-a embedded-b production-a production-b schemathesis; do cat $$logs/$$part.log; done; \
+	echo "exit codes (embedded a, b; production a, b; schemathesis):$$status"; test "$$status" = " 0 0 0 0 0"
 
 test-embedded: install-dev browser
 	@echo "=== pytest: embedded (SQLite, in-memory channel layer) ==="
