@@ -94,9 +94,12 @@ class MCPApp:
         self.manager: StreamableHTTPSessionManager | None = None
         self.ready: asyncio.Event | None = None
         self.runner: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def _start(self) -> None:
-        if self.ready is None:
+        loop = asyncio.get_running_loop()
+        if self.ready is None or self.loop is not loop:  # first request, or a new event loop (a test's)
+            self.loop = loop
             self.ready = asyncio.Event()
             self.manager = StreamableHTTPSessionManager(
                 app=server,
@@ -112,7 +115,7 @@ class MCPApp:
                     ready.set()
                     await asyncio.Event().wait()  # as long as the process
 
-            self.runner = asyncio.get_running_loop().create_task(run(), name="mcp session manager")
+            self.runner = loop.create_task(run(), name="mcp session manager")
         await self.ready.wait()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
