@@ -72,6 +72,7 @@ def test_an_operator_asks_and_sees_the_result_live_and_a_viewer_cannot_act(
         ask(page, "turn off the kitchen light")
         refusal = page.locator("[data-ask-refusal]")
         assert refusal.is_visible() and refusal.get_attribute("data-ask-refusal") == "403" and "missing scope 'command'" in refusal.inner_text()
+        assert not page.locator("[data-ask-by]").is_visible(), "nobody handled it: no 'local' badge"
         assert Command.objects.count() == 1 and agents["relay-1"].hardware.values["on"] is True
         assert AuditEvent.objects.filter(action="assistant.act", decision="deny", actor_id="vic").exists()
         screenshot(page, "assistant-refused")

@@ -25,7 +25,7 @@
     refusal.textContent = status === 200 ? "" : body.reason || "refused";
     refusal.dataset.askRefusal = status === 200 ? "" : String(status);
     by.textContent = body.handled_by === "llm" ? "model: " + body.provider : "local";
-    by.hidden = status !== 200 && !body.handled_by;
+    by.style.display = status !== 200 && !body.handled_by ? "none" : ""; // .pill's display would override `hidden`
     box.querySelector("[data-ask-understood]").textContent = body.understood || "";
     box.querySelector("[data-ask-text]").textContent = body.answer || "";
     (body.choices || []).forEach(function (choice) {
