@@ -278,12 +278,9 @@ def main() -> int:
     os.environ["MESHHUB_DATA_DIR"] = tempfile.mkdtemp(prefix="meshhub-autobench-")
     os.environ.pop("REDIS_URL", None)
     if args.configs == "postgres":
-        import psycopg
+        from benchlib import bench_database
 
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-        os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}"
+        os.environ["DATABASE_URL"] = bench_database(BENCH_DB)
     else:
         os.environ.pop("DATABASE_URL", None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")

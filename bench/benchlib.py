@@ -67,6 +67,30 @@ def manage(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def recreate_postgres_database(url: str) -> None:
+    """Drop and create the benchmark database, connecting to the `postgres` maintenance DB."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not name or name in {"postgres", "template0", "template1"}:
+        raise SystemExit(f"refusing to drop database {name!r}: give the benchmark its own database")
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def bench_database(name: str) -> str:
+    """A recreated PostgreSQL database of that name on this machine; its URL."""
+    url = f"postgres://postgres@127.0.0.1:5432/{name}"
+    recreate_postgres_database(url)
+    return url
+
+
 def wait(condition: Callable[[], Any], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -127,14 +151,10 @@ class LiveHub:
         self.env.update({"PYTHONUNBUFFERED": "1", "MESHHUB_DATA_DIR": str(data_dir), "MESHHUB_PUBLIC_HOST": "127.0.0.1", "MESHHUB_LOG_LEVEL": "WARNING"})
         self.env.update(extra_env or {})
         if production:
-            import psycopg
             import redis
 
-            with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-                conn.execute(f'CREATE DATABASE "{database}"')
+            self.env["DATABASE_URL"] = bench_database(database)
             redis.Redis(port=6379, db=redis_db).flushdb()
-            self.env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{database}"
             self.env["REDIS_URL"] = f"redis://127.0.0.1:6379/{redis_db}"
         else:
             self.env.pop("DATABASE_URL", None)

@@ -47,7 +47,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from benchlib import recreate_postgres_database  # bench/ is the script directory, first on sys.path; pages.py imports it from here
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -94,21 +95,6 @@ def machine_info() -> dict[str, Any]:
         "sqlite_library": sqlite3.sqlite_version,
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
-
-
-def recreate_postgres_database(url: str) -> None:
-    """Drop and create the benchmark database, connecting to the `postgres` maintenance DB."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    if not name or name in {"postgres", "template0", "template1"}:
-        raise SystemExit(f"refusing to drop database {name!r}: give the benchmark its own database")
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def run_worker(label: str, env: dict[str, str], worker: Path, worker_args: list[str]) -> dict[str, Any]:
