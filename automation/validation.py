@@ -177,6 +177,20 @@ def _check_webhook(path: str, url: Any) -> None:
         address = ipaddress.ip_address(host)
     except ValueError:
         return  # a name: resolved and checked again when the webhook is sent
-    if address.is_loopback or address.is_link_local or address.is_unspecified or address.is_multicast:
-        kind = "loopback" if address.is_loopback else "link-local" if address.is_link_local else "unspecified" if address.is_unspecified else "multicast"
+    kind = forbidden_address(address)
+    if kind:
         raise RuleInvalid(path, f"{address} is a {kind} address: webhooks there are refused (MESHHUB_AUTOMATION_WEBHOOK_PRIVATE)")
+
+
+def forbidden_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """What kind of address a webhook may not reach ("loopback", "link-local", "unspecified",
+    "multicast"), or "" (checked at save here and at send time by automation.webhooks)."""
+    for kind, flag in (
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("unspecified", address.is_unspecified),
+        ("multicast", address.is_multicast),
+    ):
+        if flag:
+            return kind
+    return ""

@@ -38,6 +38,7 @@ from django.utils import timezone
 from audit.models import ActorType
 from audit.services import Actor, Decision, record
 from automation.models import RuleRun
+from automation.validation import forbidden_address
 
 logger = logging.getLogger("meshhub.automation")
 RETRY_STATUS = frozenset({408, 429})
@@ -68,14 +69,6 @@ class Refused(Exception):
     """An address this hub may not call."""
 
 
-def _blocked(address: str) -> str:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    for kind, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local), ("unspecified", ip.is_unspecified), ("multicast", ip.is_multicast)):
-        if flag:
-            return kind
-    return ""
-
-
 def resolve(host: str, port: int) -> str:
     """The address to connect to: every address the name has is checked, the first is used."""
     try:
@@ -85,7 +78,7 @@ def resolve(host: str, port: int) -> str:
     addresses = [str(info[4][0]) for info in infos]
     if not settings.AUTOMATION_WEBHOOK_PRIVATE:
         for address in addresses:
-            kind = _blocked(address)
+            kind = forbidden_address(ipaddress.ip_address(address.split("%", 1)[0]))
             if kind:
                 raise Refused(f"{host} resolves to {address}, a {kind} address: webhooks there are refused (MESHHUB_AUTOMATION_WEBHOOK_PRIVATE)")
     return addresses[0]
