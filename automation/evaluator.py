@@ -145,12 +145,15 @@ def inputs_of(parsed: engine.Rule, members: dict[str, list[str]]) -> dict[str, s
     return wanted
 
 
-def members_of(parsed: engine.Rule) -> dict[str, list[str]]:
-    names = {leaf.group for leaf in parsed.leaves() if leaf.group}
+def members_of(*rules: engine.Rule) -> dict[str, list[str]]:
+    """group name → its members' node ids (in node id order), for the groups the rules'
+    conditions name: one query for any number of rules (live batches and dry-runs alike)."""
+    names = {leaf.group for parsed in rules for leaf in parsed.leaves() if leaf.group}
     members: dict[str, list[str]] = {name: [] for name in names}
-    for name, node_id in Group.objects.filter(name__in=names).values_list("name", "members__node_id"):
-        if node_id:
-            members[name].append(node_id)
+    if names:
+        for name, node_id in Group.objects.filter(name__in=names).values_list("name", "members__node_id").order_by("name", "members__node_id"):
+            if node_id:
+                members[name].append(node_id)
     return members
 
 
@@ -198,12 +201,7 @@ def _lock(rule_ids: Iterable[int]) -> dict[int, _Locked]:
         if rule.pk not in stored:
             stored[rule.pk], _ = RuleState.objects.get_or_create(rule=rule)
     parsed = {rule.pk: _parse(rule) for rule in found}
-    groups = {leaf.group for p in parsed.values() for leaf in p.leaves() if leaf.group}
-    members_by_group: dict[str, list[str]] = {name: [] for name in groups}
-    if groups:
-        for name, node_id in Group.objects.filter(name__in=groups).values_list("name", "members__node_id").order_by("name", "members__node_id"):
-            if node_id:
-                members_by_group[name].append(node_id)
+    members_by_group = members_of(*parsed.values())
     locked: dict[int, _Locked] = {}
     for rule in found:
         p, s = parsed[rule.pk], stored[rule.pk]
