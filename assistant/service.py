@@ -40,16 +40,21 @@ def ask(actor: Actor, text: Any) -> tuple[int, dict[str, Any]]:
         return _ask_models(actor, text, not_understood)
     if answer.status != 200:
         return answer.status, answer.body()  # 403: already audited as a deny by the scope check
+    _answered(actor, text, "local", {"intent": answer.intent, "understood": answer.understood[:200], "commands": len(answer.commands)})
+    return 200, answer.body()
+
+
+def _answered(actor: Actor, text: str, handled_by: str, details: dict[str, Any]) -> None:
+    """The audit event of an answered sentence: who handled it (local, or the provider)."""
     record(
         actor,
         "assistant.ask",
         Decision.ALLOW,
         scope=Scope.READ_STATUS,
         target_type="assistant",
-        target_id="local",
-        details={"text": text[:200], "intent": answer.intent, "handled_by": "local", "understood": answer.understood[:200], "commands": len(answer.commands)},
+        target_id=handled_by,
+        details={"text": text[:200], "handled_by": "local" if handled_by == "local" else "llm", **details},
     )
-    return 200, answer.body()
 
 
 def _refused(actor: Actor, text: Any, status: int, reason: str, choices: list[dict[str, Any]] | None = None) -> tuple[int, dict[str, Any]]:
@@ -87,6 +92,10 @@ def _ask_models(actor: Actor, text: str, not_understood: local.NotUnderstood) ->
         open_s=settings.LLM_BREAKER_OPEN_S,
     )
     failures: list[str] = []
+
+    def route(failed: list[str]) -> dict[str, Any]:
+        return {"reason": decision.reason, "about_fleet": decision.about_fleet, "failed": failed}
+
     for name in decision.order:
         provider = providers[name]
         breakers.before(name, now)
@@ -98,32 +107,9 @@ def _ask_models(actor: Actor, text: str, not_understood: local.NotUnderstood) ->
             failures.append(str(failed))
             continue
         breakers.success(name)
-        route = {"reason": decision.reason, "about_fleet": decision.about_fleet, "failed": failures}
-        record(
-            actor,
-            "assistant.ask",
-            Decision.ALLOW,
-            scope=Scope.READ_STATUS,
-            target_type="assistant",
-            target_id=name,
-            details={
-                "text": text[:200],
-                "handled_by": "llm",
-                "provider": name,
-                "route": decision.reason[:300],
-                "tool_calls": [c["name"] for c in conversation.tool_calls][:20],
-            },
-        )
-        body = {
-            "handled_by": "llm",
-            "provider": name,
-            "understood": f"asked the {name} model: {text[:100]}",
-            "commands": conversation.commands,
-            "answer": conversation.answer,
-            "choices": [],
-            "route": route,
-        }
-        return 200, body
+        _answered(actor, text, name, {"provider": name, "route": decision.reason[:300], "tool_calls": [c["name"] for c in conversation.tool_calls][:20]})
+        answer = local.Answer(understood=f"asked the {name} model: {text[:100]}", commands=conversation.commands, answer=conversation.answer)
+        return 200, {**answer.body("llm", name), "route": route(failures)}
     reason = f"{not_understood.reason}; no model answered: {decision.reason}" + (f"; {'; '.join(failures)}" if failures else "")
     status, body = _refused(actor, text, 400, reason, not_understood.choices)
-    return status, {**body, "handled_by": "local", "route": {"reason": decision.reason, "about_fleet": decision.about_fleet, "failed": failures}}
+    return status, {**body, "handled_by": "local", "route": route(failures)}
