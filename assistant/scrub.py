@@ -84,3 +84,18 @@ class Scrubber:
         if isinstance(value, dict):
             return {k: self.back(v) for k, v in value.items()}
         return value
+
+
+_built: dict[tuple[int, int, str], Scrubber] = {}
+
+
+def scrubber_for(index: NameIndex, secret: str) -> Scrubber:
+    """The Scrubber of the index's current names: built (one regular expression of every
+    name) only when the names changed, not for every request to the cloud."""
+    index.refresh()
+    key = (id(index), index.version, secret)
+    found = _built.get(key)
+    if found is None:
+        _built.clear()
+        found = _built[key] = Scrubber(index, secret)
+    return found

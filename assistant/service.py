@@ -17,7 +17,7 @@ from django.conf import settings
 
 from assistant import llm, local, names, router
 from assistant.breakers import breakers
-from assistant.scrub import Scrubber
+from assistant.scrub import scrubber_for
 from audit.models import Decision
 from audit.services import Actor, ScopeDenied, authorize, record
 from hub.scopes import Scope
@@ -99,7 +99,7 @@ def _ask_models(actor: Actor, text: str, not_understood: local.NotUnderstood) ->
     for name in decision.order:
         provider = providers[name]
         breakers.before(name, now)
-        scrubber = Scrubber(names.index, settings.SECRET_KEY) if provider.scrubbed else None
+        scrubber = scrubber_for(names.index, settings.SECRET_KEY) if provider.scrubbed else None
         try:
             conversation = llm.converse(provider, actor, text, scrubber)
         except llm.ProviderFailed as failed:
