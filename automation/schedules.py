@@ -56,7 +56,7 @@ def forget(rule_id: int) -> None:
 
 
 def entries(rule_id: int) -> list[str]:
-    """The cron expressions beat runs for this rule (for tests and the rule's page)."""
+    """The cron expressions beat runs for this rule."""
     return sorted(
         name.removeprefix(_prefix(rule_id)) for name in PeriodicTask.objects.filter(name__startswith=_prefix(rule_id), task=TASK).values_list("name", flat=True)
     )
