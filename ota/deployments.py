@@ -110,7 +110,10 @@ def apply(
     then refused instead of undoing the newer one's)."""
     now = now or timezone.now()
     with transaction.atomic():
-        deployment = Deployment.objects.select_for_update().select_related("rollout__release", "device").get(pk=deployment_id)
+        # `of=("self",)`: the joined rollout, release and device rows are read, not locked.
+        # Locking the rollout here too would take it after the deployment, the reverse of
+        # the driver's order (rollout, then its deployments): a deadlock on PostgreSQL.
+        deployment = Deployment.objects.select_for_update(of=("self",)).select_related("rollout__release", "device").get(pk=deployment_id)
         before = deployment.state
         state = to_state(deployment, sent_offset)
         if holder is not None and not isinstance(event, sm.Offer) and deployment.holder and deployment.holder != holder:

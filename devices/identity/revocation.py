@@ -68,7 +68,10 @@ def _revoke_certificate(actor: Actor, cert: Certificate, kind: RevocationKind, r
     if not reason.strip():
         raise IdentityError("reason_required", "a revocation needs a reason")
     with transaction.atomic():
-        cert = Certificate.objects.select_for_update().select_related("device").get(pk=cert.pk)
+        # The device first, then its certificate: the order of every other path that locks
+        # both (revoke_device, renewal), so two of them at once wait instead of deadlocking.
+        Device.objects.select_for_update().filter(pk=cert.device_id).first()
+        cert = Certificate.objects.select_for_update(of=("self",)).select_related("device").get(pk=cert.pk)
         if cert.status == CertificateStatus.REVOKED:
             raise IdentityError("already_revoked", f"certificate {cert.serial} is already revoked")
         _revoke_rows([cert], kind, reason, timezone.now())

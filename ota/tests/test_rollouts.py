@@ -6,10 +6,12 @@ the interlock on commands while a device installs or sits in safe mode."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection, connections, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -295,3 +297,38 @@ def test_the_device_page_shows_its_firmware_and_the_controls_its_user_may_use(dj
     assert viewer.post("/devices/thermo-00/firmware/clear-bootguard/", {"reason": "x"}).status_code == 403
     assert AuditEvent.objects.filter(action="ota.device.bootguard.clear", decision="deny", actor_id="vic").exists()
     assert admin.post("/devices/thermo-00/firmware/reflash/").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_device_event_applies_while_the_driver_holds_its_rollout(ota_api: APIClient) -> None:
+    """The driver locks a rollout, then writes its deployments; a device's event must lock its
+    deployment alone. Had it locked the joined rollout as well (after the deployment), the
+    two would deadlock on PostgreSQL, as a gateway's transfer event and a drive once did."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer and no row locks to order")
+    fleet(1)
+    rollout_id = create(ota_api, release=release().pk, targets={"all": True}, waves=["100%"]).json()["id"]
+    deployment = Deployment.objects.get(rollout_id=rollout_id)
+    applied = threading.Event()
+    errors: list[BaseException] = []
+
+    def device_event() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '20s'")  # a regression fails, never hangs
+            deployments.apply(deployment.pk, sm.Offer())
+            applied.set()
+        except BaseException as exc:  # asserted on below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        Rollout.objects.select_for_update().get(pk=rollout_id)  # what drive() holds
+        thread = threading.Thread(target=device_event)
+        thread.start()
+        applied_under_the_lock = applied.wait(timeout=30)
+    thread.join()
+    assert errors == []
+    assert applied_under_the_lock
+    assert Deployment.objects.get(pk=deployment.pk).state == DeploymentState.OFFERED
