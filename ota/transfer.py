@@ -331,7 +331,7 @@ def _interrupted_for(node_id: str) -> int | None:
 
 def _take_order(node_id: str, order_id: str) -> dict[str, Any] | None:
     with transaction.atomic():
-        firmware = DeviceFirmware.objects.select_for_update().filter(device__node_id=node_id).first()
+        firmware = DeviceFirmware.objects.select_for_update(of=("self",)).filter(device__node_id=node_id).first()  # not the device row
         if firmware is None or not firmware.pending_order or firmware.pending_order.get("id") != order_id:
             return None
         order = dict(firmware.pending_order)

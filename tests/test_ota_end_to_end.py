@@ -151,7 +151,11 @@ def start_fleet(listeners: Any, fleet: Fleet, tmp_path: Path, count: int) -> lis
 
 BAD = {  # kind: (the deployment's reason on the hub, the device's own rollback reason)
     "crash-at-boot": ("crashed at boot", "crashed at boot"),
-    "fail-health": ("health check failed", "failed its health check"),
+    # The device reverts right after its failing beacon: the hub ends the deployment on that
+    # beacon ("health check failed after …") or, when the reboot's session is handled first,
+    # on the rollback report ("the device rolled back: … failed its health check"). Both
+    # name the health check; which comes first is a race between two sessions.
+    "fail-health": ("health check", "failed its health check"),
     "no-network": ("", "could not reach the hub by the deadline"),
 }
 
