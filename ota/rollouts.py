@@ -187,9 +187,13 @@ def control(actor: Actor, rollout_id: int, action: str) -> Rollout:
             transaction.on_commit(lambda: deployments._drive_soon(rollout_id_))
         elif action == "abort":
             rollout.state, rollout.reason, rollout.finished_at = RolloutState.ABORTED, f"aborted by {actor.id}", timezone.now()
-            for pk, node_id in Deployment.objects.filter(rollout=rollout, state__in=[DeploymentState.QUEUED, *deployments.TRANSFER_STATES]).values_list(
-                "pk", "device__node_id"
-            ):
+            # Every row locked first, in id order: applying the aborts one by one would take
+            # the audit chain's head (recorded by the first) before the next row, the
+            # reverse of a device event's order (its row, then the head): a deadlock.
+            open_rows = Deployment.objects.select_for_update(of=("self",)).filter(
+                rollout=rollout, state__in=[DeploymentState.QUEUED, *deployments.TRANSFER_STATES]
+            )
+            for pk, node_id in list(open_rows.order_by("pk").values_list("pk", "device__node_id")):
                 try:
                     deployments.apply(pk, sm.Abort(f"rollout aborted by {actor.id}"), actor=actor)
                     aborted.append((node_id, pk))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +18,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
+from audit.services import Actor, record
 from conftest import make_token_client
 from devices.models import Device
 from ota import deployments, driver
@@ -299,36 +302,105 @@ def test_the_device_page_shows_its_firmware_and_the_controls_its_user_may_use(dj
     assert admin.post("/devices/thermo-00/firmware/reflash/").status_code == 404
 
 
+class Beside(threading.Thread):
+    """`work` in a second connection while the test's transaction holds its locks: a lock
+    it waits for too long fails it with a lock timeout, it never hangs the suite."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        super().__init__()
+        self.work, self.errors, self.pid = work, list[BaseException](), threading.Event()
+        self.backend_pid = 0
+        self.result: Any = None
+
+    def run(self) -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '20s'")
+                cursor.execute("SELECT pg_backend_pid()")
+                self.backend_pid = cursor.fetchone()[0]
+            self.pid.set()
+            self.result = self.work()
+        except BaseException as exc:  # asserted on by the test
+            self.errors.append(exc)
+        finally:
+            self.pid.set()
+            connections.close_all()
+
+    def until_waiting_for_a_lock(self) -> None:
+        """Return once the other connection waits for a row lock (or has finished)."""
+        self.pid.wait()
+        with connection.cursor() as cursor:
+            while self.is_alive():
+                cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [self.backend_pid])
+                row = cursor.fetchone()
+                if row and row[0] == "Lock":
+                    return
+                time.sleep(0.01)
+
+
+def postgresql_only() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer and no row locks to order")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_device_event_applies_while_the_driver_holds_its_rollout(ota_api: APIClient) -> None:
     """The driver locks a rollout, then writes its deployments; a device's event must lock its
     deployment alone. Had it locked the joined rollout as well (after the deployment), the
     two would deadlock on PostgreSQL, as a gateway's transfer event and a drive once did."""
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite has one writer and no row locks to order")
+    postgresql_only()
     fleet(1)
     rollout_id = create(ota_api, release=release().pk, targets={"all": True}, waves=["100%"]).json()["id"]
     deployment = Deployment.objects.get(rollout_id=rollout_id)
-    applied = threading.Event()
-    errors: list[BaseException] = []
-
-    def device_event() -> None:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SET lock_timeout = '20s'")  # a regression fails, never hangs
-            deployments.apply(deployment.pk, sm.Offer())
-            applied.set()
-        except BaseException as exc:  # asserted on below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
     with transaction.atomic():
         Rollout.objects.select_for_update().get(pk=rollout_id)  # what drive() holds
-        thread = threading.Thread(target=device_event)
-        thread.start()
-        applied_under_the_lock = applied.wait(timeout=30)
-    thread.join()
-    assert errors == []
-    assert applied_under_the_lock
+        device_event = Beside(lambda: deployments.apply(deployment.pk, sm.Offer()))
+        device_event.start()
+        device_event.join()
+    assert device_event.errors == []
     assert Deployment.objects.get(pk=deployment.pk).state == DeploymentState.OFFERED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drive_that_advances_a_wave_records_it_after_locking_the_rows_it_offers_to(ota_api: APIClient) -> None:
+    """A device event holds its deployment and then records (the audit head); the drive
+    must not hold the head while it waits for that deployment. Here the test's transaction
+    is the device event: it holds the next wave's row until the drive waits for it, then
+    records. Had the drive recorded its wave first, the two would deadlock."""
+    postgresql_only()
+    fleet(2)
+    rollout_id = create(ota_api, release=release().pk, targets={"all": True}, waves=[1, "100%"]).json()["id"]
+    (first,) = Deployment.objects.filter(rollout_id=rollout_id, wave=0).select_related("rollout__release")
+    (second,) = Deployment.objects.filter(rollout_id=rollout_id, wave=1)
+    succeed(first)
+    with transaction.atomic():
+        Deployment.objects.select_for_update().get(pk=second.pk)
+        drive = Beside(lambda: driver.drive(rollout_id))
+        drive.start()
+        drive.until_waiting_for_a_lock()
+        record(Actor("device", "thermo-01"), "ota.health", "allow", target_type="device", target_id="thermo-01")
+    drive.join()
+    assert drive.errors == []
+    assert Rollout.objects.get(pk=rollout_id).wave == 1
+    assert Deployment.objects.get(pk=second.pk).offer_requested_at is not None
+    assert AuditEvent.objects.filter(action="ota.rollout.wave").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_abort_locks_every_open_deployment_before_recording_any(ota_api: APIClient) -> None:
+    """The same order for an abort: it ends its deployments one by one, each recorded; it
+    must hold all their rows before the first record takes the audit head."""
+    postgresql_only()
+    fleet(3)
+    rollout_id = create(ota_api, release=release().pk, targets={"all": True}, waves=["100%"]).json()["id"]
+    last = Deployment.objects.filter(rollout_id=rollout_id).order_by("pk").last()
+    assert last is not None
+    with transaction.atomic():
+        Deployment.objects.select_for_update().get(pk=last.pk)
+        abort = Beside(lambda: ota_api.post(f"{URL}{rollout_id}/abort/"))
+        abort.start()
+        abort.until_waiting_for_a_lock()
+        record(Actor("device", "thermo-02"), "ota.health", "allow", target_type="device", target_id="thermo-02")
+    abort.join()
+    assert abort.errors == [] and abort.result.status_code == 200, abort.result.content
+    assert set(Deployment.objects.filter(rollout_id=rollout_id).values_list("state", flat=True)) == {"aborted"}
