@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from audit.models import ActorType
 from audit.services import Actor, Decision, record
-from automation.models import RuleRun
+from automation.models import Rule, RuleRun
 from automation.validation import forbidden_address
 
 logger = logging.getLogger("meshhub.automation")
@@ -146,6 +146,9 @@ def deliver(run_id: int, position: int, attempt: int, last: bool) -> str:
     result = post(entry["webhook"], payload_of(run, entry), headers, settings.AUTOMATION_WEBHOOK_TIMEOUT_S)
     status = "failed" if result.status == "retry" and last else result.status
     with transaction.atomic():
+        # The rule, then its run, then (recording) the audit head: the order of the evaluator
+        # and of runs.resume_due, which cancel or advance this rule's runs after recording.
+        Rule.objects.select_for_update().filter(pk=run.rule_id).first()
         run = RuleRun.objects.select_for_update().get(pk=run_id)
         entry = dict(run.actions[position])
         entry.update({"status": "retrying" if status == "retry" else status, "attempts": attempt, "reason": result.reason, "at": timezone.now().isoformat()})

@@ -14,15 +14,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from audit.services import Actor
-from automation import evaluator, rules
-from automation.models import RuleRun
+from audit.services import Actor, record
+from automation import evaluator, rules, webhooks
+from automation.models import Rule, RuleRun
 from devices import state
 from devices.models import Device
 from tests.factories import relay, thermostat
+from tests.lock_helpers import Beside, postgresql_only
 
 pytestmark = pytest.mark.django_db
 
@@ -163,3 +165,24 @@ def test_an_address_the_hub_may_not_call_is_refused_when_sent(fleet: None, recei
     assert receiver.received == []
     denied = AuditEvent.objects.get(action="automation.webhook", decision="deny")
     assert "loopback" in denied.reason
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_s_outcome_waits_for_its_rule_before_locking_its_run(fleet: None, receiver: Receiver, django_capture_on_commit_callbacks: Any) -> None:
+    """The evaluator holds a rule, records (the audit head), then may cancel the rule's runs
+    in flight; the webhook's outcome, written under its run's lock and recorded, must take
+    the rule first, or the two deadlock."""
+    postgresql_only()
+    run = fire(receiver.url, django_capture_on_commit_callbacks)
+    # Delivered already (at the evaluator's commit); back to queued, as before its task ran.
+    RuleRun.objects.filter(pk=run.pk).update(actions=[{"action": 0, "webhook": receiver.url, "status": "queued", "attempts": 0}])
+    with transaction.atomic():
+        Rule.objects.select_for_update().get(pk=run.rule_id)  # the evaluator's rule lock
+        record(Actor("user", "alice"), "automation.rule.fired", "allow", target_type="rule", target_id=str(run.rule_id))
+        delivery = Beside(lambda: webhooks.deliver(run.pk, 0, 1, True))
+        delivery.start()
+        delivery.until_waiting_for_a_lock()
+        RuleRun.objects.select_for_update().get(pk=run.pk)  # what cancel_in_flight locks
+    delivery.join()
+    assert delivery.errors == [] and delivery.result == "sent"
+    assert RuleRun.objects.get(pk=run.pk).actions[0]["status"] == "sent"

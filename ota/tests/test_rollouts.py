@@ -6,14 +6,11 @@ the interlock on commands while a device installs or sits in safe mode."""
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -25,6 +22,7 @@ from ota import deployments, driver
 from ota import statemachine as sm
 from ota.models import Deployment, DeploymentState, DeviceFirmware, FirmwareRelease, Rollout
 from tests.factories import GroupFactory, relay, thermostat
+from tests.lock_helpers import Beside, postgresql_only
 
 pytestmark = pytest.mark.django_db
 
@@ -300,47 +298,6 @@ def test_the_device_page_shows_its_firmware_and_the_controls_its_user_may_use(dj
     assert viewer.post("/devices/thermo-00/firmware/clear-bootguard/", {"reason": "x"}).status_code == 403
     assert AuditEvent.objects.filter(action="ota.device.bootguard.clear", decision="deny", actor_id="vic").exists()
     assert admin.post("/devices/thermo-00/firmware/reflash/").status_code == 404
-
-
-class Beside(threading.Thread):
-    """`work` in a second connection while the test's transaction holds its locks: a lock
-    it waits for too long fails it with a lock timeout, it never hangs the suite."""
-
-    def __init__(self, work: Callable[[], object]) -> None:
-        super().__init__()
-        self.work, self.errors, self.pid = work, list[BaseException](), threading.Event()
-        self.backend_pid = 0
-        self.result: Any = None
-
-    def run(self) -> None:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SET lock_timeout = '20s'")
-                cursor.execute("SELECT pg_backend_pid()")
-                self.backend_pid = cursor.fetchone()[0]
-            self.pid.set()
-            self.result = self.work()
-        except BaseException as exc:  # asserted on by the test
-            self.errors.append(exc)
-        finally:
-            self.pid.set()
-            connections.close_all()
-
-    def until_waiting_for_a_lock(self) -> None:
-        """Return once the other connection waits for a row lock (or has finished)."""
-        self.pid.wait()
-        with connection.cursor() as cursor:
-            while self.is_alive():
-                cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [self.backend_pid])
-                row = cursor.fetchone()
-                if row and row[0] == "Lock":
-                    return
-                time.sleep(0.01)
-
-
-def postgresql_only() -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite has one writer and no row locks to order")
 
 
 @pytest.mark.django_db(transaction=True)
