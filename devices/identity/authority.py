@@ -124,7 +124,7 @@ def _reason_key(kind: str, reason: str) -> str:
 
 def refresh_crls() -> int:
     with transaction.atomic():
-        cas = list(CertificateAuthority.objects.select_for_update().filter(trusted=True))
+        cas = list(CertificateAuthority.objects.select_for_update().filter(trusted=True).order_by("pk"))  # id order, as revocations lock them
         for ca in cas:
             regenerate_crl(ca)
         transaction.on_commit(announce_crl_changed)

@@ -47,7 +47,7 @@ def _revoke_rows(certs: list[Certificate], kind: RevocationKind, reason: str, no
         cert.revocation_kind = kind
         cert.revocation_reason = reason[:200]
         cert.save(update_fields=["status", "revoked_at", "revocation_kind", "revocation_reason"])
-    for ca in CertificateAuthority.objects.select_for_update().filter(pk__in={c.ca_id for c in certs}):
+    for ca in CertificateAuthority.objects.select_for_update().filter(pk__in={c.ca_id for c in certs}).order_by("pk"):  # id order: see refresh_crls
         regenerate_crl(ca)
 
 
