@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import sys
@@ -38,7 +37,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 sys.path.insert(0, str(BENCH_DIR))
 
-from benchlib import LiveHub, log, percentile  # noqa: E402
+from benchlib import LiveHub, log, percentile, print_results  # noqa: E402
 
 BENCH_DB = "meshhub_assistantbench"
 MCP_DB, MCP_REDIS_DB = "meshhub_mcpbench", 8
@@ -250,9 +249,7 @@ def main() -> int:
     results["mcp"] = mcp_run(production, args.mcp_calls)
     for name, figures in results["mcp"].items():
         print(f"mcp_{name.replace('/', '_')}_p50/p99: {figures['p50_ms']} / {figures['p99_ms']} ms ({figures['n']} calls)")
-    print("BENCH-RESULT " + json.dumps(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    print_results(results, args.json)
     return 0
 
 

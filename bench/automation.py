@@ -32,7 +32,6 @@ Prints `name: value unit` lines and `BENCH-RESULT {json}`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -306,9 +305,9 @@ def main() -> int:
         print(f"report_to_command_p50: {lat['p50_ms']} ms ({lat['samples']} samples, {lat['background_devices']} devices reporting beside)")
         print(f"report_to_command_p99: {lat['p99_ms']} ms (goal < 100)")
         print(f"report_to_command_max: {lat['max_ms']} ms")
-    print("BENCH-RESULT " + json.dumps(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    from benchlib import print_results
+
+    print_results(results, args.json)
     return 0
 
 

@@ -32,6 +32,13 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def print_results(results: dict[str, Any], json_path: str | None) -> None:
+    """The `BENCH-RESULT {json}` line bench/run.py reads, and the same figures to `--json`."""
+    print("BENCH-RESULT " + json.dumps(results))
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2))
+
+
 def percentile(values: list[float], pct: float) -> float:
     """Nearest rank: the smallest sample with at least pct % of the samples at or below it."""
     ordered = sorted(values)

@@ -63,7 +63,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchlib import LiveHub, cpu_seconds, manage, rss_kb  # noqa: E402
+from benchlib import LiveHub, cpu_seconds, manage, print_results, rss_kb  # noqa: E402
 
 from firmware.agent import port as agent_port  # noqa: E402
 from firmware.agent.core.agent import Agent  # noqa: E402
@@ -75,7 +75,6 @@ from tests.process_helpers import free_ports  # noqa: E402
 
 BENCH_DB = "meshhub_otabench"
 BENCH_REDIS_DB = 11
-RESULT_MARKER = "BENCH-RESULT "
 MiB = 1024 * 1024
 
 
@@ -427,9 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {size / MiB:g} MiB | {r['aggregate_mb_s']} | {h['aggregate_mb_s']} | {h['ratio_to_raw']}x | "
             f"{h['rss_before_mb']} / {h['rss_max_during_mb']} / {h['rss_after_mb']} | {h['rollout_s']} s, {h['succeeded']}/{args.devices} |"
         )
-    print(RESULT_MARKER + json.dumps(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    print_results(results, args.json)
     shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
