@@ -1,0 +1,73 @@
+"""The embedded broker (hub/broker.py): a worker that polls while the hub publishes gets
+every message whole, never a file caught between its creation and its contents."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+
+from kombu import Connection
+
+MESSAGES = 3000
+
+
+def connection(folder: Path, transport: str) -> Connection:
+    for sub in ("queue", "processed", "control"):
+        (folder / sub).mkdir(exist_ok=True)
+    options = {
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "processed_folder": str(folder / "processed"),
+        "control_folder": str(folder / "control"),
+        "store_processed": False,
+        "polling_interval": 0.001,
+    }
+    return Connection("filesystem://localhost//", transport=transport, transport_options=options)
+
+
+def publish_while_consuming(folder: Path, transport: str) -> list[dict[str, object]]:
+    # Its own queue name: kombu keeps declared exchanges in a per-process class attribute,
+    # which a Celery app used earlier in the process (another test's) has filled.
+    queue_name = f"test-{uuid.uuid4().hex[:8]}"
+    received: list[dict[str, object]] = []
+    errors: list[BaseException] = []
+
+    def publisher() -> None:
+        try:
+            with connection(folder, transport) as conn, conn.SimpleQueue(queue_name) as queue:
+                for n in range(MESSAGES):
+                    queue.put({"n": n, "padding": "x" * 2000})
+        except BaseException as exc:  # asserted on below
+            errors.append(exc)
+
+    with connection(folder, transport) as conn, conn.SimpleQueue(queue_name) as queue:
+        thread = threading.Thread(target=publisher)
+        thread.start()
+        while len(received) < MESSAGES:
+            message = queue.get(timeout=30)
+            received.append(message.payload)
+            message.ack()
+        thread.join()
+    assert errors == []
+    return received
+
+
+def test_a_worker_polling_while_the_hub_publishes_gets_every_message_whole(tmp_path: Path) -> None:
+    received = publish_while_consuming(tmp_path, "hub.broker:Transport")
+    assert sorted(m["n"] for m in received) == list(range(MESSAGES))  # type: ignore[type-var]
+    assert all(m["padding"] == "x" * 2000 for m in received)
+    assert os.listdir(tmp_path / "queue") == [], "no message or partial file left behind"
+
+
+def test_the_embedded_hub_s_celery_uses_it() -> None:
+    from django.conf import settings
+
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        from hub.celery import app
+
+        with app.connection_for_write() as conn:
+            assert type(conn.transport).__module__ == "hub.broker"
+    else:
+        assert not hasattr(settings, "CELERY_BROKER_TRANSPORT"), "Redis is kombu's own transport"
