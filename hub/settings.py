@@ -250,7 +250,7 @@ else:
     for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://localhost//"  # the host is ignored; naming it spares a kombu warning
-    CELERY_BROKER_TRANSPORT = "hub.broker:Transport"  # kombu's, with messages written whole (hub/broker.py)
+    # `filesystem` is hub.broker's transport: kombu's, with messages written whole (hub/celery.py).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
