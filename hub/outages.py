@@ -131,6 +131,12 @@ def report_failure(exc: BaseException, where: str) -> str | None:
     """Record an outage error against the dependency it names and return which; any other
     error is a bug, logged with its traceback as before."""
     name = unavailable(exc)
+    if name is None and not threading.main_thread().is_alive():
+        # The process is exiting: work still running on another thread (a state batch's
+        # live push, after a gateway stopped) finds the interpreter's executors shut down.
+        # Neither an outage nor a bug of the hub.
+        logger.info("%s not done: the process is exiting (%s)", where, describe(exc))
+        return None
     if name is None:
         logger.error("%s failed: %s", where, describe(exc), exc_info=exc)
         return None

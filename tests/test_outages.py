@@ -447,3 +447,30 @@ def test_devices_keep_reporting_and_reconnect_while_redis_is_away(tmp_path: Path
                 thread.join(15)
             hub.stop()
     assert_every_acked_report_stored(agent, hub.log())
+
+
+EXITING_PUSH = """
+import threading, time
+import django
+django.setup()
+from hub import live
+
+def late():
+    threading.main_thread().join()
+    time.sleep(0.2)  # after concurrent.futures' exit hook has shut its executors
+    live._publish({"type": "live.event", "event": {"type": "presence"}})
+
+threading.Thread(target=late).start()
+"""
+
+
+def test_work_failing_as_the_process_exits_is_neither_an_outage_nor_a_bug(tmp_path: Path) -> None:
+    """A state batch delivered after a gateway stopped pushes to the pages while the
+    interpreter shuts its executors down: one info line, no traceback (seen once in a
+    gateway's shutdown during test_a_gateway_alone_rides_out_a_database_outage)."""
+    env = {**os.environ, "MESHHUB_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "hub.settings", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", EXITING_PUSH], env=env, capture_output=True, text=True, timeout=60, check=False)
+    lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines() if line.startswith('{"ts"')]
+    ours = [line for line in lines if line["logger"] == "meshhub.outages"]
+    assert [(line["level"], "exc" in line) for line in ours] == [("info", False)], done.stdout + done.stderr
+    assert ours[0]["msg"].startswith("live push not done: the process is exiting"), ours
