@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 import threading
 import weakref
 from dataclasses import dataclass
@@ -127,14 +128,20 @@ class Dependency:
 DEPENDENCIES: dict[str, Dependency] = {name: Dependency(name) for name in (DATABASE, CHANNEL_LAYER, BROKER)}
 
 
+def process_exiting() -> bool:
+    """True once the interpreter has begun to exit. The main thread is still alive while
+    `threading._shutdown` runs its exit hooks (concurrent.futures' refuses new work, then
+    waits for its workers), so that alone is not enough: the flag it sets first is read too."""
+    return getattr(threading, "_SHUTTING_DOWN", False) or not threading.main_thread().is_alive() or sys.is_finalizing()
+
+
 def report_failure(exc: BaseException, where: str) -> str | None:
     """Record an outage error against the dependency it names and return which; any other
     error is a bug, logged with its traceback as before."""
     name = unavailable(exc)
-    if name is None and not threading.main_thread().is_alive():
-        # The process is exiting: work still running on another thread (a state batch's
-        # live push, after a gateway stopped) finds the interpreter's executors shut down.
-        # Neither an outage nor a bug of the hub.
+    if name is None and process_exiting():
+        # Work still running on another thread (a state batch's live push, after a gateway
+        # stopped) finds the interpreter's executors shut down. Neither an outage nor a bug.
         logger.info("%s not done: the process is exiting (%s)", where, describe(exc))
         return None
     if name is None:

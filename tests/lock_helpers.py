@@ -42,11 +42,24 @@ class Beside(threading.Thread):
         self.ready.wait()
         with connection.cursor() as cursor:
             while self.is_alive():
+                cursor.execute("SELECT pg_stat_clear_snapshot()")  # a transaction sees one snapshot otherwise
                 cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [self.backend_pid])
                 row = cursor.fetchone()
                 if row and row[0] == "Lock":
                     return
                 time.sleep(0.01)
+
+
+def until_another_connection_waits_for_a_lock() -> None:
+    """Return once some other connection to this database waits for a lock (work that runs
+    on a thread of its own, such as a database_sync_to_async call inside `Beside`)."""
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
 
 
 def postgresql_only() -> None:

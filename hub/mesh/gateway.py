@@ -81,7 +81,9 @@ class AuditBatcher:
     """Gateway decisions are many and small: collect them and append in batches.
 
     While the database is away they wait in memory, at most `limit` of them
-    (MESHHUB_AUDIT_BACKLOG_MAX). Past it the oldest go (ARCHITECTURE §7: oldest-first drop),
+    (MESHHUB_AUDIT_BACKLOG_MAX), counting those being written. Past it the oldest go
+    (ARCHITECTURE §7: oldest-first drop; a batch being written is not dropped mid-write, the
+    oldest of the rest go),
     counted with the time range they covered, and the first append after the outage writes
     one `audit.gap` event ahead of the survivors: the hash chain shows the hole where it is
     instead of hiding it. The backlog's state is on /healthz (this process), in the
@@ -94,6 +96,9 @@ class AuditBatcher:
         self.limit = max(1, settings.MESH_AUDIT_BACKLOG_MAX if limit is None else limit)
         self.source = source
         self._pending: deque[tuple[datetime, Entry]] = deque()  # (when it happened, what)
+        self._writing = 0  # taken out of _pending by a flush that has not finished
+        self._gap_writing = False
+        self._since_gap: tuple[datetime, datetime] | None = None  # (first, last) dropped while a gap is written
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.dropped = 0  # lost since the last recorded gap
@@ -110,10 +115,9 @@ class AuditBatcher:
             self._wake.set()
 
     def _trim(self) -> None:
-        while len(self._pending) > self.limit:
+        while self._pending and len(self._pending) + self._writing > self.limit:
             at, _ = self._pending.popleft()
             if self.dropped == 0:
-                self.dropped_first = at
                 logger.error(
                     "audit backlog full (%d events): dropping the oldest until the database is back; the gap will be recorded",
                     self.limit,
@@ -121,7 +125,10 @@ class AuditBatcher:
                 )
             self.dropped += 1
             self.dropped_total += 1
+            self.dropped_first = at if self.dropped_first is None or at < self.dropped_first else self.dropped_first
             self.dropped_last = at if self.dropped_last is None or at > self.dropped_last else self.dropped_last
+            if self._gap_writing:
+                self._since_gap = (at, at) if self._since_gap is None else (min(self._since_gap[0], at), max(self._since_gap[1], at))
 
     def gap_entry(self) -> Entry | None:
         """The event that stands in the chain for the events dropped since the last gap."""
@@ -143,7 +150,7 @@ class AuditBatcher:
     def backlog(self) -> dict[str, Any]:
         return {
             "source": self.source,
-            "pending": len(self._pending),
+            "pending": len(self._pending) + self._writing,
             "limit": self.limit,
             "dropped": self.dropped,
             "dropping_since": self.dropped_first.isoformat() if self.dropped_first else None,
@@ -170,18 +177,25 @@ class AuditBatcher:
             gap = self.gap_entry()
             taken = [self._pending.popleft() for _ in range(min(len(self._pending), 10 * self.max_batch))]
             batch = ([gap] if gap is not None else []) + [entry for _, entry in taken]
+            self._writing = len(taken)  # still pending (for the bound and /healthz) until written
+            lost, self._gap_writing = (self.dropped, True) if gap is not None else (0, False)
             try:
                 await database_sync_to_async(record_many)(batch)
             except Exception as exc:  # the database is away: keep them for the next try
                 outages.report_failure(exc, "audit batcher")
+                self._writing, self._gap_writing, self._since_gap = 0, False, None
                 self._pending.extendleft(reversed(taken))
                 self._trim()
                 return
+            self._writing, self._gap_writing = 0, False
             outages.report_success(outages.DATABASE)
             if gap is not None:
                 logger.warning("recorded an audit gap: %s", gap.reason, extra={"source": self.source, **gap.details})
                 self.gaps_recorded += 1
-                self.dropped, self.dropped_first, self.dropped_last = 0, None, None
+                # What was dropped while the gap was being written goes in the next one.
+                since, self._since_gap = self._since_gap, None
+                self.dropped -= lost
+                self.dropped_first, self.dropped_last = since if self.dropped and since is not None else (None, None)
 
     async def close(self) -> None:
         if self._task is not None:
