@@ -7,11 +7,17 @@ the JSON error (celery/kombu#1551): the worker is gone and the message with it. 
 seen here as a Celery worker dying in the embedded run with "Unrecoverable error:
 JSONDecodeError". Here the message is written under a name the worker never takes
 (`….msg.part`) and then renamed into place, which is atomic on one filesystem.
+
+A publisher killed mid-write leaves its `.part` behind: it was never a message (its
+publish did not return), so each new channel removes those older than `STALE_PARTIAL_S`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import time
 import uuid
 from time import monotonic
 from typing import Any
@@ -21,10 +27,34 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
+logger = logging.getLogger("meshhub.broker")
+
 PARTIAL_SUFFIX = ".part"  # `_get` takes only names ending in ".<queue>.msg"
+STALE_PARTIAL_S = 600  # a write takes well under a second; older is a publisher that died
+
+
+def remove_stale_partials(folder: str, now: float | None = None) -> int:
+    """Remove the `.part` files a killed publisher left in `folder`; how many went."""
+    now = time.time() if now is None else now
+    removed = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.endswith(PARTIAL_SUFFIX):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # another channel removed it first
+                if now - entry.stat().st_mtime > STALE_PARTIAL_S:
+                    os.unlink(entry.path)
+                    removed += 1
+    if removed:
+        logger.warning("removed %d unfinished broker message files left by a publisher that died mid-write", removed, extra={"folder": folder})
+    return removed
 
 
 class Channel(filesystem.Channel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        remove_stale_partials(self.data_folder_out)
+
     def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]  # kombu's own signature, which its base class names differently
         """Put `payload` onto `queue`: the same name and ordering as kombu's, written whole."""
         filename = os.path.join(self.data_folder_out, f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg")
@@ -33,7 +63,9 @@ class Channel(filesystem.Channel):
             with open(partial, "wb") as f:
                 f.write(str_to_bytes(dumps(payload)))
             os.replace(partial, filename)
-        except OSError as exc:
+        except OSError as exc:  # a full disk, say: nothing half-written stays behind
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
             raise ChannelError(f"Cannot add file {filename!r} to directory") from exc
 
 

@@ -69,3 +69,20 @@ def test_the_embedded_hub_s_celery_uses_it() -> None:
     with app.connection_for_write() as conn:
         module = type(conn.transport).__module__
     assert module == ("hub.broker" if settings.CELERY_BROKER_URL.startswith("filesystem://") else "kombu.transport.redis")
+
+
+def test_files_left_by_a_publisher_that_died_mid_write_are_removed_when_a_channel_opens(tmp_path: Path) -> None:
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    dead = queue / f"1_{uuid.uuid4()}.celery.msg.part"
+    dead.write_bytes(b'{"bo')
+    hour_ago = dead.stat().st_mtime - 3600
+    os.utime(dead, (hour_ago, hour_ago))
+    writing = queue / f"2_{uuid.uuid4()}.celery.msg.part"  # a publisher that is writing now
+    writing.write_bytes(b'{"bo')
+    message = queue / f"3_{uuid.uuid4()}.celery.msg"
+    message.write_bytes(b"{}")
+    os.utime(message, (hour_ago, hour_ago))
+    with connection(tmp_path, "filesystem") as conn:
+        conn.default_channel  # noqa: B018  # opening a channel is what sweeps
+    assert sorted(p.name for p in queue.iterdir()) == sorted([writing.name, message.name])
