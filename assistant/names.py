@@ -4,7 +4,7 @@ groups and scenes, resolved from a phrase the way an operator says it.
 `NameIndex` holds every name of the registry, normalised (lower case, punctuation and
 "the" dropped, hyphens and underscores as spaces), kept in memory per process and reloaded
 when the registry's names change (`fingerprint`: device count, highest id and last rename,
-`named_at`; groups and scenes likewise), so a request does not read 10,000 devices.
+`named_at`; groups and scenes by their `updated_at`), so a request does not read 10,000 devices.
 
 `resolve(phrase)` answers, in this order:
 1. exact: the phrase is a name (or alias) of one thing, or of several (ambiguous);
@@ -106,7 +106,8 @@ def _deletions(word: str) -> set[str]:
 class NameIndex:
     # The fingerprint (four aggregate queries, about 2 ms with 10,000 devices) is looked at
     # at most this often: a rename through another process is matched within a second; one
-    # through this process (API, admin) at once (`devices.events.on_renamed` → invalidate).
+    # through this process (API, admin) at once (`devices.events.on_renamed` and a group's
+    # save or delete → invalidate).
     # The names themselves are read again only when the fingerprint changed.
     REFRESH_S = 1.0
 
@@ -123,7 +124,7 @@ class NameIndex:
 
     def _fingerprint(self) -> tuple[object, ...]:
         devices = Device.objects.aggregate(n=Count("id"), top=Max("id"), named=Max("named_at"))
-        groups = Group.objects.aggregate(n=Count("id"), top=Max("id"))
+        groups = Group.objects.aggregate(n=Count("id"), top=Max("id"), changed=Max("updated_at"))
         scenes = Scene.objects.aggregate(n=Count("id"), top=Max("id"), changed=Max("updated_at"))
         capabilities = Capability.objects.aggregate(n=Count("id"), top=Max("id"))
         return (*devices.values(), *groups.values(), *scenes.values(), *capabilities.values())

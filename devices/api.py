@@ -508,7 +508,7 @@ class GroupSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Group
-        fields = ["id", "name", "description", "members", "created_at"]
+        fields = ["id", "name", "description", "members", "created_at", "updated_at"]
 
 
 class GroupViewSet(viewsets.ModelViewSet):

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from audit.services import Actor
 from automation import scenes
-from devices.models import Capability, CapabilityKind, Command, Device, ValueType
+from devices.models import Capability, CapabilityKind, Command, Device, Group, ValueType
 from tests.factories import CapabilityFactory, DeviceFactory, GroupFactory, dimmer, relay, thermostat
 
 pytestmark = pytest.mark.django_db
@@ -167,6 +167,28 @@ def test_a_renamed_device_is_matched_by_its_new_name_at_once(
     answer = alice_api.post(URL, {"text": "turn on the larder lamp"}, format="json").json()
     assert [c["device"] for c in answer["commands"]] == ["demo-relay-1"]
     assert AuditEvent.objects.filter(action="device.rename", decision="allow", actor_id__endswith="ada").exists()
+
+
+def test_a_renamed_group_is_matched_by_its_new_name(
+    fleet: None, alice_api: APIClient, django_user_model: Any, django_capture_on_commit_callbacks: Any, monkeypatch: Any
+) -> None:
+    """Renamed through the API (this process: at once) and then in place by another process
+    (its `updated_at` changes the fingerprint the index looks at every second)."""
+    from assistant import names
+    from conftest import make_token_client
+
+    admin_api = make_token_client(django_user_model.objects.create_user("ada", password="ada-Pass-123"), ["admin", "read-status"])[0]
+    fans = Group.objects.get(name="fans")
+    alice_api.post(URL, {"text": "what is the kitchen light power"}, format="json")  # the name index is loaded
+    with django_capture_on_commit_callbacks(execute=True):
+        assert admin_api.patch(f"/api/v1/groups/{fans.pk}/", {"name": "blowers"}, format="json").status_code == 200
+    answer = alice_api.post(URL, {"text": "turn off the blowers"}, format="json").json()
+    assert sorted(c["device"] for c in answer["commands"]) == ["demo-relay-3", "demo-relay-4"], answer
+
+    Group.objects.filter(pk=fans.pk).update(name="vents", updated_at=timezone.now())  # another hub process
+    monkeypatch.setattr(names.NameIndex, "REFRESH_S", 0.0)  # ... a second later: the fingerprint is looked at again
+    answer = alice_api.post(URL, {"text": "turn on the vents"}, format="json").json()
+    assert sorted(c["device"] for c in answer["commands"]) == ["demo-relay-3", "demo-relay-4"], answer
 
 
 @pytest.mark.parametrize("body", [{}, {"text": ""}, {"text": 5}, {"text": "x" * 501}])

@@ -125,6 +125,7 @@ class Group(models.Model):
     description = models.TextField(blank=True)
     members = models.ManyToManyField(Device, related_name="groups", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)  # the assistant's name index reloads on it
 
     class Meta:
         ordering = ["name"]
