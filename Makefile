@@ -99,6 +99,7 @@ lint: install-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy hub audit devices ota automation industrial assistant
 	$(VENV)/bin/lint-imports
+	env -u DATABASE_URL -u REDIS_URL MESHHUB_DATA_DIR=$$(mktemp -d) $(VENV)/bin/python manage.py makemigrations --check --dry-run  # a model change without its migration
 
 bench: install-dev browser
 	$(PY) bench/run.py
