@@ -3,7 +3,9 @@ each app owns its pages and its API in its `urls.py`, mounted here."""
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from assistant import urls as assistant_urls
@@ -16,6 +18,17 @@ from industrial import urls as industrial_urls
 from ota import urls as ota_urls
 
 handler500 = "hub.views.server_error"
+
+
+class FaviconView(RedirectView):
+    """Browsers ask for /favicon.ico on pages without an icon link (/healthz, the API's
+    JSON): send them to the SVG instead of logging a 404 warning per request."""
+
+    permanent = True
+
+    def get_redirect_url(self, *args: object, **kwargs: object) -> str:
+        return static("meshhub/favicon.svg")
+
 
 admin.site.site_header = "meshhub administration"
 admin.site.site_title = "meshhub admin"
@@ -39,6 +52,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("favicon.ico", FaviconView.as_view(), name="favicon"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),

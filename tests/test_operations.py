@@ -59,6 +59,13 @@ def test_healthz_names_a_broken_component(settings: pytest.FixtureRequest) -> No
     assert body["components"]["database"]["status"] == "ok"
 
 
+def test_the_browser_s_favicon_request_finds_the_icon() -> None:
+    client = Client()
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 301 and answer["Location"].endswith("meshhub/favicon.svg")
+    assert client.get(answer["Location"]).status_code == 200
+
+
 def test_metrics_expose_fleet_commands_and_audit() -> None:
     thermostat("sensor-1", online=True)
     thermostat("sensor-2")
