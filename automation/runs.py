@@ -204,6 +204,22 @@ def published(run: RuleRun) -> None:
     transaction.on_commit(lambda: live.on_rule_run(event))
 
 
+MISSED_RUNS_MAX = 500
+
+
+def missed_events(rule_ids: Iterable[int], since: datetime) -> list[Any]:
+    """What a page showing these rules since `since` (its render time) has not seen: the
+    runs that started or ended after it, and those still in flight; oldest first, the
+    newest `MISSED_RUNS_MAX` of them. Sent when its /ws/live/ (re)connects."""
+    from django.db.models import Q
+
+    from hub import live
+
+    changed = RuleRun.objects.filter(rule_id__in=list(rule_ids)).filter(Q(started_at__gt=since) | Q(finished_at__gt=since) | Q(finished_at__isnull=True))
+    newest = list(changed.order_by("-started_at", "-pk")[:MISSED_RUNS_MAX])
+    return [live.rule_run_event(run.rule_id, run.pk, run.started_at, run.outcome, run.reason, run.trigger_text, run.actions_text) for run in reversed(newest)]
+
+
 def prune(now: datetime | None = None, batch: int = 5000) -> int:
     """Delete finished runs older than MESHHUB_AUTOMATION_RUN_DAYS, in short batches; the
     number deleted. Each rule's latest run stays, whatever its age (its page says what it

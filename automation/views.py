@@ -37,13 +37,15 @@ DRY_RUN_HOURS = (1, 6, 24, 24 * 7)
 
 
 def rule_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "automation/rule_list.html", {"rules": Rule.objects.order_by("name")})
+    rendered_at = timezone.now()  # before the rows are read: the page's socket asks for runs since then
+    return render(request, "automation/rule_list.html", {"rules": Rule.objects.order_by("name"), "rendered_at": rendered_at})
 
 
 def _editor(
     request: HttpRequest, rule: Rule | None, text: str, *, refusal: Any = None, firings: Any = None, hours: int = 24, status: int = 200
 ) -> HttpResponse:
     context = {
+        "rendered_at": timezone.now(),  # before the runs are read: the page's socket asks for runs since then
         "rule": rule,
         "text": text,
         "refusal": refusal,

@@ -22,6 +22,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth import get_user_model
 from django.utils.dateparse import parse_datetime
 
+from automation import runs
 from devices.models import Command, Device, Enrollment, EnrollmentStatus
 from hub import live
 from hub.actors import scopes_for_user
@@ -40,11 +41,19 @@ def _may_read(user: Any) -> bool:
 
 
 @database_sync_to_async
-def _snapshot(node_ids: list[str], command_ids: list[str], enrolling: list[str], enrolled_since: datetime | None) -> list[dict[str, Any]]:
+def _snapshot(
+    node_ids: list[str],
+    command_ids: list[str],
+    enrolling: list[str],
+    enrolled_since: datetime | None,
+    rule_ids: frozenset[int] = frozenset(),
+    runs_since: datetime | None = None,
+) -> list[dict[str, Any]]:
     """What a (re)connecting page missed: presence and reported values of the devices it
     shows, whether those that were waiting for enrollment have enrolled, the status of
-    the commands it shows (one may have finished in between), and for a device list the
-    rows of devices enrolled since it was rendered (also those between render and connect)."""
+    the commands it shows (one may have finished in between), for a device list the
+    rows of devices enrolled since it was rendered (also those between render and connect),
+    and for a rules page the runs of its rules since it was rendered."""
     valid_ids = []
     for text in command_ids:
         try:
@@ -66,6 +75,8 @@ def _snapshot(node_ids: list[str], command_ids: list[str], enrolling: list[str],
         recent = Enrollment.objects.filter(status=EnrollmentStatus.USED, used_at__gt=enrolled_since).values("node_id")
         rows = Device.objects.filter(node_id__in=recent).only(*live.DEVICE_ROW_FIELDS).order_by("node_id")[:MAX_WATCHED]
         events.extend(dict(live.device_event(device)) for device in rows)
+    if rule_ids and runs_since is not None:
+        events.extend(dict(event) for event in runs.missed_events(rule_ids, runs_since))
     return events
 
 
@@ -104,9 +115,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_discard(live.DASHBOARD_GROUP, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """`{"type": "watch", "nodes": [...], "commands": [...], "enrolling": [...], "rules": [id, …], "devices_since": ISO 8601?}`:
+        """`{"type": "watch", "nodes": [...], "commands": [...], "enrolling": [...], "rules": [id, …], "devices_since": ISO 8601?, "runs_since": ISO 8601?}`:
         send their current state. `devices_since` (a device list's render time) subscribes to
-        the rows of devices that enroll from then on."""
+        the rows of devices that enroll from then on; `runs_since` (a rules page's) adds the
+        runs of its rules since then."""
         if not await _may_read(self.user):
             await self.close(code=4403)
             return
@@ -120,7 +132,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.rules = frozenset([r for r in content.get("rules", []) if isinstance(r, int) and not isinstance(r, bool)][:MAX_WATCHED])
         self.nodes, self.commands, self.enrolling = frozenset(nodes), frozenset(commands), frozenset(enrolling)
         self.lists_devices = since is not None
-        snapshot = await _snapshot(nodes, commands, enrolling, since)
+        snapshot = await _snapshot(nodes, commands, enrolling, since, self.rules, _since(content.get("runs_since")))
         self._watch_listed(snapshot)
         await self.send_json({"type": "events", "snapshot": True, "events": snapshot})
 

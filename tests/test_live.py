@@ -269,3 +269,60 @@ def test_a_rule_page_gets_its_rules_runs_as_they_start_and_finish(bob: Any) -> N
         await other.disconnect()
 
     asyncio.run(scenario())
+
+
+def test_a_rules_page_that_reconnects_gets_the_runs_it_missed(bob: Any) -> None:
+    """The rule page says when it was rendered; its socket (on connect and on every
+    reconnect) gets the runs that started or ended since then and those still in flight,
+    oldest first, and nothing of rules it does not show."""
+    import re
+    from datetime import timedelta
+
+    from django.test import Client
+    from django.utils import timezone
+
+    from audit.services import Actor
+    from automation import rules
+    from automation.models import RuleRun
+    from devices.models import Device
+    from tests.factories import relay
+
+    bob.groups.add(Group.objects.get_or_create(name="viewer")[0])
+    thermostat("thermo-1")
+    relay("relay-1")
+    Device.objects.update(status="provisioned")
+    alice = Actor("user", "alice", scopes=frozenset({"command"}))
+    when = {"device": "thermo-1", "capability": "temperature", "op": "gt", "value": 30}
+    rule, other = (
+        rules.create(alice, {"name": name, "when": when, "then": [{"device": "relay-1", "capability": "on", "action": "set", "value": True}]})
+        for name in ("fan", "lamp")
+    )
+    hour_ago = timezone.now() - timedelta(hours=1)
+
+    def run(rule_id: int, started: Any, finished: Any, outcome: str) -> RuleRun:
+        return RuleRun.objects.create(
+            rule_id=rule_id, started_at=started, finished_at=finished, outcome=outcome, trigger={"device": "thermo-1", "capability": "temperature", "value": 31}
+        )
+
+    run(rule.pk, hour_ago, hour_ago, "fired")  # shown when the page was rendered
+    waiting = run(rule.pk, hour_ago + timedelta(minutes=1), None, "running")  # in flight at render
+    ended_later = run(rule.pk, hour_ago + timedelta(minutes=2), None, "running")
+    client = Client()
+    client.force_login(bob)
+    page = client.get(f"/automation/{rule.pk}/").content.decode()
+    [since] = re.findall(r'data-runs-since="([^"]+)"', page)
+    RuleRun.objects.filter(pk=ended_later.pk).update(finished_at=timezone.now(), outcome="failed")
+    started_later = run(rule.pk, timezone.now(), timezone.now(), "fired")
+    run(other.pk, timezone.now(), timezone.now(), "fired")  # a rule the page does not show
+
+    async def scenario() -> None:
+        communicator = communicator_for(bob)
+        assert (await communicator.connect())[0]
+        await communicator.send_json_to({"type": "watch", "nodes": [], "rules": [rule.pk], "runs_since": since})
+        missed = [(e["run_id"], e["outcome"]) for e in await next_snapshot(communicator) if e["type"] == "rule_run"]
+        assert missed == [(waiting.pk, "running"), (ended_later.pk, "failed"), (started_later.pk, "fired")]
+        await communicator.send_json_to({"type": "watch", "nodes": [], "rules": [rule.pk]})  # a page without a render time
+        assert not [e for e in await next_snapshot(communicator) if e["type"] == "rule_run"]
+        await communicator.disconnect()
+
+    asyncio.run(scenario())

@@ -229,7 +229,9 @@
     const list = document.querySelector("table[data-device-list]");
     const since = list ? list.dataset.since : undefined; // a device list: rows of devices enrolled since it was rendered
     const rules = Array.from(document.querySelectorAll("[data-rule], [data-runs-of]")).map((el) => Number(el.dataset.rule || el.dataset.runsOf));
-    socket.send(JSON.stringify({ type: "watch", nodes: shownNodes(), commands: commands, enrolling: enrolling, rules: rules, devices_since: since }));
+    const runsShown = document.querySelector("[data-runs-since]"); // a rules page: runs of its rules since it was rendered
+    const runsSince = runsShown ? runsShown.dataset.runsSince : undefined;
+    socket.send(JSON.stringify({ type: "watch", nodes: shownNodes(), commands: commands, enrolling: enrolling, rules: rules, devices_since: since, runs_since: runsSince }));
   }
   // A page script added rows to follow (the Ask box's commands): watch again.
   document.addEventListener("meshhub:rewatch", function () {
