@@ -83,8 +83,8 @@ class AuditBatcher:
     While the database is away they wait in memory, at most `limit` of them
     (MESHHUB_AUDIT_BACKLOG_MAX), counting those being written. Past it the oldest go
     (ARCHITECTURE §7: oldest-first drop; a batch being written is not dropped mid-write, the
-    oldest of the rest go),
-    counted with the time range they covered, and the first append after the outage writes
+    oldest of the rest go), counted with the time range they covered (drops while a gap
+    itself is being written go in the next gap), and the first append after the outage writes
     one `audit.gap` event ahead of the survivors: the hash chain shows the hole where it is
     instead of hiding it. The backlog's state is on /healthz (this process), in the
     gateway's heartbeat (/system/) and in the log (one line when dropping starts, one when
