@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from automation import dryrun, rules, scenes
+from automation.disclosure import masked_actions
 from automation.models import Rule, RuleRun, Scene
 from automation.validation import RuleInvalid
 from hub.actors import actor_for_request
@@ -28,8 +29,17 @@ DryRunUnsaved = inline_serializer("DryRunUnsaved", {"rule": serializers.JSONFiel
 
 
 class RuleSerializer(serializers.ModelSerializer[Rule]):
+    """The rule as stored for a reader who may change it (context `full`), else with each
+    webhook's address masked (automation.disclosure)."""
+
     when = serializers.JSONField(source="document.when", read_only=True)
     then = serializers.JSONField(source="document.then", read_only=True)
+
+    def to_representation(self, instance: Rule) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if not self.context.get("full"):
+            data["then"] = masked_actions(data.get("then"))
+        return data
 
     class Meta:
         model = Rule
@@ -43,6 +53,12 @@ class RuleRunSerializer(serializers.ModelSerializer[RuleRun]):
     class Meta:
         model = RuleRun
         fields = ["id", "started_at", "trigger", "outcome", "reason", "actions", "depth"]
+
+    def to_representation(self, instance: RuleRun) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if not self.context.get("full"):
+            data["actions"] = masked_actions(data.get("actions"))
+        return data
 
 
 class RuleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -63,6 +79,9 @@ class RuleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     lookup_value_regex = r"[0-9]+"
     filter_backends: list[Any] = []
 
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "full": actor_for_request(self.request).allows(Scope.COMMAND)}
+
     def _answer(self, call: Any, *args: Any, created: bool = False) -> Response:
         try:
             rule = call(actor_for_request(self.request), *args)
@@ -70,7 +89,7 @@ class RuleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return Response(invalid.as_dict(), status=status.HTTP_400_BAD_REQUEST)
         except Rule.DoesNotExist:
             raise Http404("no such rule") from None
-        return Response(RuleSerializer(rule).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(RuleSerializer(rule, context={"full": True}).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses={201: RuleSerializer, 400: Refusal})
     def create(self, request: Request) -> Response:
@@ -97,7 +116,7 @@ class RuleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def runs(self, request: Request, pk: str) -> Response:
         rule = self.get_object()
         page = self.paginate_queryset(rule.runs.all())
-        data = RuleRunSerializer(page if page is not None else rule.runs.all()[:100], many=True).data
+        data = RuleRunSerializer(page if page is not None else rule.runs.all()[:100], many=True, context=self.get_serializer_context()).data
         return self.get_paginated_response(data) if page is not None else Response(data)
 
     def _dry_run(self, document: Any, body: Any) -> Response:

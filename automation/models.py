@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from automation.disclosure import masked_url
+
 
 class RuleMode(models.TextChoices):
     SINGLE = "single", "Single (skip while running)"
@@ -130,13 +132,15 @@ class RuleRun(models.Model):
 
     @property
     def actions_text(self) -> str:
-        """Each action's target and status, in a line."""
+        """Each action's target and status, in a line (shown to every reader: webhook
+        addresses masked, automation.disclosure)."""
         parts = []
         for entry in self.actions or []:
             if "delay_s" in entry:
                 parts.append(f"delay {entry['delay_s']:g} s")
                 continue
-            label = entry.get("device") or entry.get("scene") or entry.get("group") or entry.get("webhook") or "action"
+            webhook = entry.get("webhook")
+            label = entry.get("device") or entry.get("scene") or entry.get("group") or (masked_url(webhook) if isinstance(webhook, str) else "") or "action"
             parts.append(f"{label} {entry.get('status', '')}".strip())
         return ", ".join(parts)
 

@@ -21,9 +21,12 @@ from django.views.decorators.http import require_POST
 
 from audit.services import ScopeDenied
 from automation import dryrun, rules, scenes
+from automation.disclosure import masked_document
 from automation.models import Rule, Scene
 from automation.validation import RuleInvalid
 from hub.actors import actor_for_request
+from hub.pages import scopes
+from hub.scopes import Scope
 
 EXAMPLE = {
     "name": "cool the room",
@@ -63,7 +66,8 @@ def rule_new(request: HttpRequest) -> HttpResponse:
 
 def rule_detail(request: HttpRequest, pk: int) -> HttpResponse:
     rule = get_object_or_404(Rule, pk=pk)
-    return _editor(request, rule, json.dumps(rule.document, indent=2))
+    document = rule.document if Scope.COMMAND in scopes(request) else masked_document(rule.document)  # a reader: no webhook secrets
+    return _editor(request, rule, json.dumps(document, indent=2))
 
 
 def _document(text: str) -> Any:

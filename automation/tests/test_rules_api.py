@@ -143,3 +143,31 @@ def test_only_the_command_scope_writes_rules(fleet: None, alice_api: APIClient, 
     assert bob_api.delete(f"{URL}{rule_id}/").status_code == 403
     assert Rule.objects.get(pk=rule_id).enabled
     assert AuditEvent.objects.filter(action__startswith="automation.rule.", decision="deny", actor_id__endswith="bob").count() >= 2
+
+
+SECRET_HOOK = "https://ha.example.com:8123/api/webhook/greenhouse-s3cr3t?token=abc"
+
+
+def test_a_reader_sees_a_webhook_s_address_without_its_secret(fleet: None, alice_api: APIClient, bob_api: APIClient, alice_web: Any, bob_web: Any) -> None:
+    """Scope read-status (bob) reads rules, their runs and the rule page with each webhook's
+    path and query hidden (they often are its credential); scope command (alice, who may
+    change the rule anyway) gets the document as written. The runs line on the pages and
+    in live events is masked for everyone."""
+    from automation.models import RuleRun
+
+    then = [{"device": "relay-1", "capability": "on", "action": "set", "value": True}, {"webhook": SECRET_HOOK, "body": {"text": "hot"}}]
+    created = alice_api.post(URL, cool(then=then), format="json")
+    assert created.status_code == 201 and created.json()["then"][1]["webhook"] == SECRET_HOOK
+    rule_id = created.json()["id"]
+    run = RuleRun.objects.create(
+        rule_id=rule_id, started_at=Rule.objects.get(pk=rule_id).created_at, outcome="fired", actions=[{"action": 1, "webhook": SECRET_HOOK, "status": "sent"}]
+    )
+    shown = "https://ha.example.com:8123/…"
+    assert bob_api.get(f"{URL}{rule_id}/").json()["then"][1] == {"webhook": shown, "body": {"text": "hot"}}
+    assert bob_api.get(URL).json()["results"][0]["then"][1]["webhook"] == shown
+    assert bob_api.get(f"{URL}{rule_id}/runs/").json()["results"][0]["actions"][0]["webhook"] == shown
+    assert alice_api.get(f"{URL}{rule_id}/").json()["then"][1]["webhook"] == SECRET_HOOK
+    assert alice_api.get(f"{URL}{rule_id}/runs/").json()["results"][0]["actions"][0]["webhook"] == SECRET_HOOK
+    assert "s3cr3t" not in bob_web.get(f"/automation/{rule_id}/").content.decode()
+    assert "greenhouse-s3cr3t" in alice_web.get(f"/automation/{rule_id}/").content.decode()  # in the document it edits
+    assert run.actions_text == f"{shown} sent"
