@@ -196,11 +196,18 @@ def _command(actor: Actor, node_id: str, action: dict[str, Any], value: Any) -> 
     return {**entry, "command_id": str(command.id), "status": command.status, "reason": ""}
 
 
+def run_event(run: RuleRun) -> Any:
+    """The run as the operator pages get it (hub.live)."""
+    from hub import live
+
+    return live.rule_run_event(run.rule_id, run.pk, run.started_at, run.outcome, run.reason, run.trigger_text, run.actions_text)
+
+
 def published(run: RuleRun) -> None:
     """Push the run to the operator pages after its commit (hub.live)."""
     from hub import live
 
-    event = live.rule_run_event(run.rule_id, run.pk, run.started_at, run.outcome, run.reason, run.trigger_text, run.actions_text)
+    event = run_event(run)
     transaction.on_commit(lambda: live.on_rule_run(event))
 
 
@@ -213,11 +220,9 @@ def missed_events(rule_ids: Iterable[int], since: datetime) -> list[Any]:
     newest `MISSED_RUNS_MAX` of them. Sent when its /ws/live/ (re)connects."""
     from django.db.models import Q
 
-    from hub import live
-
     changed = RuleRun.objects.filter(rule_id__in=list(rule_ids)).filter(Q(started_at__gt=since) | Q(finished_at__gt=since) | Q(finished_at__isnull=True))
     newest = list(changed.order_by("-started_at", "-pk")[:MISSED_RUNS_MAX])
-    return [live.rule_run_event(run.rule_id, run.pk, run.started_at, run.outcome, run.reason, run.trigger_text, run.actions_text) for run in reversed(newest)]
+    return [run_event(run) for run in reversed(newest)]
 
 
 def prune(now: datetime | None = None, batch: int = 5000) -> int:
