@@ -19,7 +19,7 @@ import logging
 import os
 import time
 import uuid
-from time import monotonic
+from pathlib import Path
 from typing import Any
 
 from kombu.exceptions import ChannelError
@@ -31,6 +31,26 @@ logger = logging.getLogger("meshhub.broker")
 
 PARTIAL_SUFFIX = ".part"  # `_get` takes only names ending in ".<queue>.msg"
 STALE_PARTIAL_S = 600  # a write takes well under a second; older is a publisher that died
+
+
+def folder_options(folder: Path, polling_interval: float = 0.05) -> dict[str, Any]:
+    """The transport options of a broker kept in `folder` (its subfolders made here).
+
+    kombu's default polling interval (1 s) is also how long the worker sleeps whenever it
+    may not take a message yet (prefetch 1, acks late): it then takes about one message a
+    second, so a backlog of expired bridge polls left by a killed or stalled worker never
+    drained. Hence 50 ms."""
+    for sub in ("queue", "processed", "control"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "processed_folder": str(folder / "processed"),
+        # Exchange tables; kombu's default is "control" relative to the working directory.
+        "control_folder": str(folder / "control"),
+        "store_processed": False,
+        "polling_interval": polling_interval,
+    }
 
 
 def remove_stale_partials(folder: str, now: float | None = None) -> int:
@@ -57,7 +77,7 @@ class Channel(filesystem.Channel):
 
     def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]  # kombu's own signature, which its base class names differently
         """Put `payload` onto `queue`: the same name and ordering as kombu's, written whole."""
-        filename = os.path.join(self.data_folder_out, f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg")
+        filename = os.path.join(self.data_folder_out, f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg")
         partial = filename + PARTIAL_SUFFIX
         try:
             with open(partial, "wb") as f:

@@ -246,23 +246,12 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"global_keyprefix": "meshhub:"}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    from hub.broker import folder_options
+
     BROKER_DIR = DATA_DIR / "broker"
-    for sub in ("queue", "processed", "control"):
-        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://localhost//"  # the host is ignored; naming it spares a kombu warning
     # `filesystem` is hub.broker's transport: kombu's, with messages written whole (hub/celery.py).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(BROKER_DIR / "queue"),
-        "data_folder_out": str(BROKER_DIR / "queue"),
-        "processed_folder": str(BROKER_DIR / "processed"),
-        # Exchange tables; kombu's default is "control" relative to the working directory.
-        "control_folder": str(BROKER_DIR / "control"),
-        "store_processed": False,
-        # kombu's default (1 s) is also how long the worker sleeps whenever it may not take a
-        # message yet (prefetch 1, acks late): it then takes about one message a second, so a
-        # backlog of expired bridge polls left by a killed or stalled worker never drained.
-        "polling_interval": 0.05,
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = folder_options(BROKER_DIR)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -10,21 +10,13 @@ from pathlib import Path
 
 from kombu import Connection
 
+from hub.broker import folder_options
+
 MESSAGES = 3000
 
 
 def connection(folder: Path, transport: str) -> Connection:
-    for sub in ("queue", "processed", "control"):
-        (folder / sub).mkdir(exist_ok=True)
-    options = {
-        "data_folder_in": str(folder / "queue"),
-        "data_folder_out": str(folder / "queue"),
-        "processed_folder": str(folder / "processed"),
-        "control_folder": str(folder / "control"),
-        "store_processed": False,
-        "polling_interval": 0.001,
-    }
-    return Connection("filesystem://localhost//", transport=transport, transport_options=options)
+    return Connection("filesystem://localhost//", transport=transport, transport_options=folder_options(folder, polling_interval=0.001))
 
 
 def publish_while_consuming(folder: Path, transport: str) -> list[dict[str, object]]:
