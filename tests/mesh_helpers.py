@@ -4,11 +4,14 @@ a raw TLS client for malformed traffic, and CSRs of every wrong kind."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import socket
 import ssl
 import struct
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -98,6 +101,20 @@ def tampered_csr(common_name: str) -> str:
     return x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM).decode()
 
 
+def dump_stuck(loop: asyncio.AbstractEventLoop) -> None:
+    """Every thread's stack and every task of `loop` with its stack, on stderr (pytest shows
+    it with the failure): what a shutdown that does not end is waiting for."""
+    faulthandler.dump_traceback(all_threads=True)
+
+    def tasks() -> None:
+        for task in asyncio.all_tasks(loop):
+            print(f"task {task.get_name()}: {task.get_coro()}", file=sys.stderr)
+            task.print_stack(limit=20, file=sys.stderr)
+
+    loop.call_soon_threadsafe(tasks)
+    time.sleep(0.5)  # the loop thread prints
+
+
 @contextmanager
 def running_device_listeners() -> Iterator[tuple[EnrollmentListener, Any]]:
     """Enrollment listener and mesh gateway on one background loop, as runhub runs them."""
@@ -123,7 +140,12 @@ def running_device_listeners() -> Iterator[tuple[EnrollmentListener, Any]]:
         async def stop() -> None:
             await asyncio.gather(enroll.close(), gateway.close())
 
-        asyncio.run_coroutine_threadsafe(stop(), loop).result(60)  # sessions wind down (up to 10 s each, concurrently)
+        stopping = asyncio.run_coroutine_threadsafe(stop(), loop)
+        try:
+            stopping.result(60)  # sessions wind down (up to 10 s each, concurrently)
+        except TimeoutError:
+            dump_stuck(loop)  # seen once in CI (teardown of test_tls_resumption): say where it hangs
+            raise
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
