@@ -101,6 +101,7 @@ class AuditBatcher:
         self._since_gap: tuple[datetime, datetime] | None = None  # (first, last) dropped while a gap is written
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
         self.dropped = 0  # lost since the last recorded gap
         self.dropped_first: datetime | None = None
         self.dropped_last: datetime | None = None
@@ -162,7 +163,7 @@ class AuditBatcher:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
             except TimeoutError:
@@ -198,8 +199,15 @@ class AuditBatcher:
                 self.dropped_first, self.dropped_last = since if self.dropped and since is not None else (None, None)
 
     async def close(self) -> None:
+        """Stop the periodic flush by asking it to, not by cancelling it, then write what is
+        left. A cancellation can be lost: a write's post-commit live push (a deny is an alert)
+        runs on this loop through asgiref, which swallows the cancellation of the flush when
+        that push completes anyway (channels-redis), so the flush went on for ever and the
+        gateway's shutdown hung (seen once in CI). And a cancelled write whose thread then
+        failed never put its events back."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.flush()
 

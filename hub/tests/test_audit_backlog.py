@@ -6,6 +6,7 @@ an empty backlog during a write)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -62,4 +63,36 @@ def test_a_backlog_being_written_still_counts_and_drops_meanwhile_reach_the_next
     assert sorted(AuditEvent.objects.filter(action="mesh.handshake").values_list("target_id", flat=True)) == ["dev-2", "dev-3", "dev-4"]
     assert batcher.backlog()["pending"] == 0 and batcher.backlog()["dropped"] == 0
     assert batcher.backlog()["gaps_recorded"] == 2 and batcher.backlog()["dropped_total"] == 6
+    assert verify().ok
+
+
+def test_closing_waits_for_the_write_in_flight_and_writes_the_rest_without_cancelling() -> None:
+    """A gateway's shutdown asks the periodic flush to stop instead of cancelling it (a
+    cancellation can be swallowed on its way through a write's live push, and the shutdown
+    then hung): the write under way ends, what came meanwhile is written, nothing is lost."""
+    postgresql_only()
+
+    async def scenario(batcher: AuditBatcher, closing: list[str]) -> None:
+        batcher.start()
+        batcher.add(denial(0))
+        await asyncio.sleep(0.3)  # the periodic flush takes it and waits for the head (the test waits for that)
+        batcher.add(denial(1))
+        closing.append("closing")
+        await batcher.close()
+        closing.append("closed" if batcher._task is not None and not batcher._task.cancelled() else "cancelled")
+        await database_sync_to_async(connections.close_all)()
+
+    batcher = AuditBatcher(limit=10, max_batch=1000, interval_s=0.05, source="gateway:test")
+    closing: list[str] = []
+    with transaction.atomic():
+        record(Actor("user", "alice"), "test.hold", "allow")  # holds the chain's head: the periodic write waits
+        gateway = Beside(lambda: asyncio.run(scenario(batcher, closing)))
+        gateway.start()
+        until_another_connection_waits_for_a_lock()
+        while not closing:  # the shutdown begins while the write still waits
+            time.sleep(0.01)
+    gateway.join(30)
+    assert gateway.errors == [] and closing == ["closing", "closed"]
+    assert sorted(AuditEvent.objects.filter(action="mesh.handshake").values_list("target_id", flat=True)) == ["dev-0", "dev-1"]
+    assert batcher.backlog()["pending"] == 0
     assert verify().ok
